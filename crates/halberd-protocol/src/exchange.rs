@@ -1,0 +1,301 @@
+//! The internal view of one request: every text-bearing part of it, each with who
+//! wrote it and where it sits in the body.
+//!
+//! Inspection (later stages) relies on this list being complete. A decoder that
+//! forgets a part leaves a hole no detector can close, so decoders err on the side
+//! of listing too much: every string of a tool schema, every tool argument, every
+//! tool result, every content part that carries text.
+
+use serde_json::Value;
+
+use crate::DecodeError;
+
+/// The provider API a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Messages,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// The path of the endpoint, as clients and upstreams use it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+            Api::Embeddings => "/v1/embeddings",
+            Api::Messages => "/v1/messages",
+        }
+    }
+
+    pub fn all() -> [Api; 4] {
+        [
+            Api::ChatCompletions,
+            Api::Responses,
+            Api::Embeddings,
+            Api::Messages,
+        ]
+    }
+
+    pub fn from_name(name: &str) -> Option<Api> {
+        Api::all().into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// The role of the message a part belongs to, as the client declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "system" => Role::System,
+            "developer" => Role::Developer,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            // `function` is the legacy name of the tool role in chat completions.
+            "tool" | "function" => Role::Tool,
+            _ => return None,
+        })
+    }
+
+    /// Who wrote a message of this role, absent more specific knowledge.
+    pub fn provenance(self) -> Provenance {
+        match self {
+            Role::System | Role::Developer => Provenance::Operator,
+            Role::User => Provenance::User,
+            Role::Assistant => Provenance::Model,
+            Role::Tool => Provenance::Tool,
+        }
+    }
+}
+
+/// Who wrote a part. Detectors trust these differently: text the operator wrote
+/// is the least suspicious, tool results and documents (which arrive from outside
+/// and carry indirect injection) the most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provenance {
+    Operator,
+    User,
+    Model,
+    Tool,
+    Document,
+}
+
+impl Provenance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Operator => "operator",
+            Provenance::User => "user",
+            Provenance::Model => "model",
+            Provenance::Tool => "tool",
+            Provenance::Document => "document",
+        }
+    }
+}
+
+/// What a part is, beyond who wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKind {
+    /// Message text (a string content, a text block or part, instructions).
+    Text,
+    /// Text of a tool or function definition, or of a response schema.
+    ToolDefinition,
+    /// Arguments of a tool call the model made.
+    ToolArguments,
+    /// What a tool returned.
+    ToolResult,
+    /// The model's reasoning, replayed by the client.
+    Reasoning,
+    /// Text to embed.
+    EmbeddingInput,
+}
+
+/// One text-bearing part of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// JSON Pointer (RFC 6901) of the string in the request body.
+    pub pointer: String,
+    pub role: Option<Role>,
+    pub provenance: Provenance,
+    pub kind: PartKind,
+    pub text: String,
+}
+
+/// A decoded request: what later stages need to know of it, with the body kept
+/// beside it unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub api: Api,
+    /// The model the client asked for (its public name in Halberd).
+    pub model: String,
+    pub stream: bool,
+    /// The output cap the client set, under whatever name the API uses.
+    pub max_output_tokens: Option<u64>,
+    pub parts: Vec<Part>,
+    /// Content parts that carry no text we can read (images, audio, files, token
+    /// arrays); counted so that limits and audits can see them.
+    pub opaque_parts: usize,
+}
+
+impl Exchange {
+    /// Decodes `body` as a request of `api`.
+    pub fn decode(api: Api, body: &Value) -> Result<Exchange, DecodeError> {
+        match api {
+            Api::ChatCompletions => crate::openai::decode_chat(body),
+            Api::Responses => crate::openai::decode_responses(body),
+            Api::Embeddings => crate::openai::decode_embeddings(body),
+            Api::Messages => crate::anthropic::decode_messages(body),
+        }
+    }
+
+    /// Total bytes of text across all parts.
+    pub fn text_len(&self) -> usize {
+        self.parts.iter().map(|p| p.text.len()).sum()
+    }
+}
+
+/// Builds an [`Exchange`] while walking a body: keeps the JSON Pointer and the
+/// provider-notation path in step, so errors and parts both say where they are.
+pub(crate) struct Walker {
+    pub parts: Vec<Part>,
+    pub opaque: usize,
+}
+
+impl Walker {
+    pub fn new() -> Self {
+        Walker {
+            parts: Vec::new(),
+            opaque: 0,
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        pointer: String,
+        role: Option<Role>,
+        provenance: Provenance,
+        kind: PartKind,
+        text: &str,
+    ) {
+        self.parts.push(Part {
+            pointer,
+            role,
+            provenance,
+            kind,
+            text: text.to_owned(),
+        });
+    }
+
+    /// Records every string leaf under `value` (object values and array items,
+    /// not object keys). Used for schemas and tool inputs, where any string may
+    /// carry instructions.
+    pub fn push_leaves(
+        &mut self,
+        pointer: &str,
+        value: &Value,
+        role: Option<Role>,
+        provenance: Provenance,
+        kind: PartKind,
+    ) {
+        match value {
+            Value::String(s) => self.push(pointer.to_owned(), role, provenance, kind, s),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    self.push_leaves(&format!("{pointer}/{i}"), v, role, provenance, kind);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self.push_leaves(
+                        &format!("{pointer}/{}", escape_pointer(k)),
+                        v,
+                        role,
+                        provenance,
+                        kind,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Escapes one reference token of a JSON Pointer.
+pub fn escape_pointer(token: &str) -> String {
+    if token.contains(['~', '/']) {
+        token.replace('~', "~0").replace('/', "~1")
+    } else {
+        token.to_owned()
+    }
+}
+
+pub(crate) fn required_str<'a>(body: &'a Value, field: &str) -> Result<&'a str, DecodeError> {
+    match body.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(DecodeError::at(field, "must not be empty")),
+        Some(_) => Err(DecodeError::at(field, "must be a string")),
+        None => Err(DecodeError::at(
+            field,
+            format!("missing required parameter '{field}'"),
+        )),
+    }
+}
+
+pub(crate) fn optional_bool(body: &Value, field: &str) -> Result<bool, DecodeError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(DecodeError::at(field, "must be a boolean")),
+    }
+}
+
+pub(crate) fn optional_u64(body: &Value, field: &str) -> Result<Option<u64>, DecodeError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| DecodeError::at(field, "must be a non-negative integer")),
+    }
+}
+
+pub(crate) fn array<'a>(body: &'a Value, field: &str) -> Result<&'a [Value], DecodeError> {
+    match body.get(field) {
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(DecodeError::at(field, "must be an array")),
+        None => Err(DecodeError::at(
+            field,
+            format!("missing required parameter '{field}'"),
+        )),
+    }
+}
+
+pub(crate) fn optional_array<'a>(
+    body: &'a Value,
+    field: &str,
+    param: &str,
+) -> Result<&'a [Value], DecodeError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(DecodeError::at(param, "must be an array")),
+    }
+}
