@@ -1,0 +1,380 @@
+//! Key lifecycle: issue, list, update, rotate with a grace period, revoke, and
+//! authenticate. The CLI and the admin API both go through here, so they cannot
+//! drift apart, and every change is recorded as an [`AdminEvent`].
+
+use halberd_guard::halberd_key::{self, ID_LEN, SECRET_LEN};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::{AuthError, Pepper, Store, StoreError};
+
+/// What the store knows of a key. Never contains the secret or its hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub user: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// The key that replaced this one by rotation.
+    pub rotated_to: Option<String>,
+    /// Public model names this key may use; empty means all.
+    pub allowed_models: Vec<String>,
+    /// Endpoints this key may call (`chat_completions`, `responses`,
+    /// `embeddings`, `messages`, `models`); empty means all.
+    pub allowed_endpoints: Vec<String>,
+    pub policy: Option<String>,
+    pub metadata: Value,
+}
+
+impl KeyRecord {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model)
+    }
+
+    pub fn allows_endpoint(&self, endpoint: &str) -> bool {
+        self.allowed_endpoints.is_empty() || self.allowed_endpoints.iter().any(|e| e == endpoint)
+    }
+}
+
+/// Attributes of a key to create.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpec {
+    pub name: String,
+    pub user: Option<String>,
+    pub expires_at: Option<i64>,
+    pub allowed_models: Vec<String>,
+    pub allowed_endpoints: Vec<String>,
+    pub policy: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Changes to a key; `None` leaves an attribute as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub user: Option<Option<String>>,
+    pub expires_at: Option<Option<i64>>,
+    pub allowed_models: Option<Vec<String>>,
+    pub allowed_endpoints: Option<Vec<String>>,
+    pub policy: Option<Option<String>>,
+    pub metadata: Option<Value>,
+}
+
+/// A freshly issued key: the record, and the secret, which exists only here.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// The whole key, to give to the client. Shown once.
+    pub key: String,
+}
+
+/// One administrative action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminEvent {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub key_id: Option<String>,
+    pub detail: Value,
+}
+
+/// Endpoint names a key can be scoped to.
+pub const ENDPOINTS: [&str; 5] = [
+    "chat_completions",
+    "responses",
+    "embeddings",
+    "messages",
+    "models",
+];
+
+/// Keys over a store, hashed under a pepper.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    store: Store,
+    pepper: Pepper,
+}
+
+impl Keyring {
+    pub fn new(store: Store, pepper: Pepper) -> Keyring {
+        Keyring { store, pepper }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn create(
+        &self,
+        spec: KeySpec,
+        actor: &str,
+        now: i64,
+    ) -> Result<IssuedKey, StoreError> {
+        validate_name(&spec.name)?;
+        validate_scopes(&spec.allowed_models, &spec.allowed_endpoints)?;
+        if spec.expires_at.is_some_and(|e| e <= now) {
+            return Err(StoreError::Invalid {
+                field: "expires",
+                reason: "must be in the future".into(),
+            });
+        }
+        let metadata = spec.metadata.unwrap_or_else(|| json!({}));
+        if !metadata.is_object() {
+            return Err(StoreError::Invalid {
+                field: "metadata",
+                reason: "must be a JSON object".into(),
+            });
+        }
+        let (id, key) = new_key()?;
+        let record = KeyRecord {
+            id,
+            name: spec.name,
+            user: spec.user,
+            created_at: now,
+            expires_at: spec.expires_at,
+            revoked_at: None,
+            rotated_to: None,
+            allowed_models: spec.allowed_models,
+            allowed_endpoints: spec.allowed_endpoints,
+            policy: spec.policy,
+            metadata,
+        };
+        self.store.insert_key(&record, &self.hash(&key)).await?;
+        self.record(
+            actor,
+            "key.create",
+            &record.id,
+            json!({"name": record.name, "user": record.user}),
+            now,
+        )
+        .await?;
+        Ok(IssuedKey { record, key })
+    }
+
+    pub async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.list_keys().await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        Ok(self
+            .store
+            .key_with_hash(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?
+            .0)
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        change: KeyUpdate,
+        actor: &str,
+        now: i64,
+    ) -> Result<KeyRecord, StoreError> {
+        let mut k = self.get(id).await?;
+        let mut changed = Vec::new();
+        if let Some(name) = change.name {
+            validate_name(&name)?;
+            k.name = name;
+            changed.push("name");
+        }
+        if let Some(user) = change.user {
+            k.user = user;
+            changed.push("user");
+        }
+        if let Some(expires) = change.expires_at {
+            k.expires_at = expires;
+            changed.push("expires_at");
+        }
+        if let Some(models) = change.allowed_models {
+            k.allowed_models = models;
+            changed.push("allowed_models");
+        }
+        if let Some(endpoints) = change.allowed_endpoints {
+            k.allowed_endpoints = endpoints;
+            changed.push("allowed_endpoints");
+        }
+        if let Some(policy) = change.policy {
+            k.policy = policy;
+            changed.push("policy");
+        }
+        if let Some(metadata) = change.metadata {
+            if !metadata.is_object() {
+                return Err(StoreError::Invalid {
+                    field: "metadata",
+                    reason: "must be a JSON object".into(),
+                });
+            }
+            k.metadata = metadata;
+            changed.push("metadata");
+        }
+        validate_scopes(&k.allowed_models, &k.allowed_endpoints)?;
+        if !self.store.update_key(&k).await? {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        self.record(actor, "key.update", id, json!({"fields": changed}), now)
+            .await?;
+        Ok(k)
+    }
+
+    /// Issues a successor with the same attributes. The old key stays valid for
+    /// `grace_secs` more (never longer than it would have anyway), then expires.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        grace_secs: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<IssuedKey, StoreError> {
+        if grace_secs < 0 {
+            return Err(StoreError::Invalid {
+                field: "grace",
+                reason: "must not be negative".into(),
+            });
+        }
+        let mut old = self.get(id).await?;
+        if old.revoked_at.is_some() {
+            return Err(StoreError::Revoked(id.to_owned()));
+        }
+        let (new_id, key) = new_key()?;
+        let new = KeyRecord {
+            id: new_id,
+            created_at: now,
+            rotated_to: None,
+            ..old.clone()
+        };
+        let grace_end = now.saturating_add(grace_secs);
+        old.expires_at = Some(old.expires_at.map_or(grace_end, |e| e.min(grace_end)));
+        old.rotated_to = Some(new.id.clone());
+        self.store.rotate(&old, &new, &self.hash(&key)).await?;
+        self.record(
+            actor,
+            "key.rotate",
+            id,
+            json!({"successor": new.id, "old_key_valid_until": old.expires_at}),
+            now,
+        )
+        .await?;
+        Ok(IssuedKey { record: new, key })
+    }
+
+    pub async fn revoke(&self, id: &str, actor: &str, now: i64) -> Result<KeyRecord, StoreError> {
+        let mut k = self.get(id).await?;
+        if k.revoked_at.is_none() {
+            k.revoked_at = Some(now);
+            self.store.update_key(&k).await?;
+        }
+        self.record(actor, "key.revoke", id, json!({}), now).await?;
+        Ok(k)
+    }
+
+    /// Checks a presented key: shape and checksum, then the stored HMAC in
+    /// constant time, then revocation and expiry.
+    pub async fn authenticate(&self, presented: &str, now: i64) -> Result<KeyRecord, AuthError> {
+        let parsed = halberd_key::parse_key(presented).ok_or(AuthError::Malformed)?;
+        let (record, stored) = self
+            .store
+            .key_with_hash(parsed.id)
+            .await?
+            .ok_or(AuthError::Unknown)?;
+        let mut mac = self.mac();
+        mac.update(presented.as_bytes());
+        mac.verify_slice(&stored).map_err(|_| AuthError::Mismatch)?;
+        if record.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        Ok(record)
+    }
+
+    pub async fn events(&self, limit: i64) -> Result<Vec<AdminEvent>, StoreError> {
+        self.store.events(limit).await
+    }
+
+    async fn record(
+        &self,
+        actor: &str,
+        action: &str,
+        key_id: &str,
+        detail: Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let event = AdminEvent {
+            at: now,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            key_id: Some(key_id.to_owned()),
+            detail,
+        };
+        self.store.record_event(&event).await
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail; the fallback
+        // keeps the function total without an unwrap.
+        <Hmac<Sha256> as KeyInit>::new_from_slice(self.pepper.bytes())
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+    }
+
+    fn hash(&self, key: &str) -> Vec<u8> {
+        let mut mac = self.mac();
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+fn new_key() -> Result<(String, String), StoreError> {
+    // Twice the bytes needed, so that rejection sampling (which drops 8 of
+    // every 256 values) practically never runs short; if it does, draw again.
+    for _ in 0..4 {
+        let mut random = [0u8; 2 * (ID_LEN + SECRET_LEN)];
+        getrandom::fill(&mut random).map_err(|_| StoreError::Random)?;
+        let (a, b) = random.split_at(2 * ID_LEN);
+        if let (Some(id), Some(secret)) = (
+            halberd_key::base62_from_random(a, ID_LEN),
+            halberd_key::base62_from_random(b, SECRET_LEN),
+        ) {
+            let key = halberd_key::format_key(&id, &secret);
+            return Ok((id, key));
+        }
+    }
+    Err(StoreError::Random)
+}
+
+fn validate_name(name: &str) -> Result<(), StoreError> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            field: "name",
+            reason: "must be 1 to 200 printable characters".into(),
+        });
+    }
+    Ok(())
+}
+
+fn validate_scopes(models: &[String], endpoints: &[String]) -> Result<(), StoreError> {
+    if let Some(m) = models.iter().find(|m| m.trim().is_empty()) {
+        return Err(StoreError::Invalid {
+            field: "models",
+            reason: format!("empty model name {m:?}"),
+        });
+    }
+    if let Some(e) = endpoints.iter().find(|e| !ENDPOINTS.contains(&e.as_str())) {
+        return Err(StoreError::Invalid {
+            field: "endpoints",
+            reason: format!(
+                "unknown endpoint {e:?}; expected one of {}",
+                ENDPOINTS.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
