@@ -1,1 +1,141 @@
+//! The Halberd gateway: HTTP server, pipeline stages, upstream clients and
+//! streaming. Start at [`pipeline`] for the life of a request, at [`http`] for
+//! the routes, at [`config`] for what operators can set.
 
+pub mod admin;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod mock;
+pub mod mock_server;
+pub mod pipeline;
+pub mod relay;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use halberd_store::{Keyring, Pepper, Store};
+
+use crate::config::Config;
+use crate::upstream::Upstreams;
+
+/// Everything a request handler needs, built once at start-up.
+pub struct AppState {
+    pub config: Config,
+    pub keyring: Keyring,
+    pub upstreams: Upstreams,
+    pub admin_token: Option<SecretString>,
+}
+
+/// Opens the configured store and the pepper (`HALBERD_PEPPER` if set, else the
+/// pepper file, created on first use).
+pub async fn open_keyring(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Keyring, String> {
+    let pepper = match env("HALBERD_PEPPER") {
+        Some(hex) => Pepper::from_hex(&hex).map_err(|e| format!("HALBERD_PEPPER: {e}"))?,
+        None => Pepper::load_or_create(&config.pepper_file).map_err(|e| e.to_string())?,
+    };
+    let path = config
+        .store_path
+        .to_str()
+        .ok_or("store path is not valid UTF-8")?;
+    if let Some(dir) = config
+        .store_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let store = Store::open_sqlite(path).await.map_err(|e| {
+        format!(
+            "cannot open store {path}: {e} ({:?})",
+            std::error::Error::source(&e).map(ToString::to_string)
+        )
+    })?;
+    Ok(Keyring::new(store, pepper))
+}
+
+pub async fn build_state(
+    config: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<AppState>, String> {
+    let keyring = open_keyring(&config, env).await?;
+    let upstreams = Upstreams::new(&config.providers)?;
+    let admin_token = env(&config.admin_token_env)
+        .filter(|t| !t.trim().is_empty())
+        .map(SecretString::from);
+    Ok(Arc::new(AppState {
+        config,
+        keyring,
+        upstreams,
+        admin_token,
+    }))
+}
+
+/// A gateway with its listeners bound, ready to run.
+pub struct Gateway {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl Gateway {
+    pub async fn bind(state: Arc<AppState>) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(state.config.listen).await?;
+        let admin_listener = TcpListener::bind(state.config.admin_listen).await?;
+        Ok(Gateway {
+            state,
+            listener,
+            admin_listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves both listeners until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let limits = self.state.config.limits.clone();
+        let api = server::serve(
+            self.listener,
+            http::router(self.state.clone()),
+            limits.clone(),
+            wait(rx.clone()),
+        );
+        let admin = server::serve(
+            self.admin_listener,
+            admin::router(self.state.clone()),
+            limits,
+            wait(rx),
+        );
+        let trigger = async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        };
+        tokio::join!(api, admin, trigger);
+    }
+}
+
+async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

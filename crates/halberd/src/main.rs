@@ -1,1 +1,442 @@
-fn main() {}
+//! The `halberd` command: the gateway, key management, configuration checks and
+//! the mock upstream. Output meant for people goes to stdout; logs go to stderr.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use halberd_gateway::config::{Config, ConfigFile};
+use halberd_gateway::duration::parse_duration;
+use halberd_store::{KeyRecord, KeySpec, KeyUpdate, Keyring, now_unix};
+
+#[derive(Parser)]
+#[command(name = "halberd", version, about = "A security gateway for AI APIs")]
+struct Cli {
+    /// Configuration file (TOML). Default: $HALBERD_CONFIG, else the embedded
+    /// default (SQLite ./halberd.db, the built-in mock provider).
+    #[arg(long, global = true, env = "HALBERD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Client API address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin API address (overrides server.admin_listen).
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
+    /// Manage Halberd API keys in the configured store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run the deterministic mock OpenAI + Anthropic upstream.
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        #[command(flatten)]
+        attrs: KeyAttrs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's attributes.
+    Update {
+        id: String,
+        #[command(flatten)]
+        attrs: KeyAttrs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a successor; the old key keeps working for the grace period.
+    Rotate {
+        id: String,
+        /// How long the old key stays valid.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct KeyAttrs {
+    /// A name for people (required for create).
+    #[arg(long)]
+    name: Option<String>,
+    /// The user who owns the key.
+    #[arg(long)]
+    user: Option<String>,
+    /// Allowed models, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Allowed endpoints, comma-separated: chat_completions, responses,
+    /// embeddings, messages, models (default: all).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Option<Vec<String>>,
+    /// Lifetime from now, such as 30d or 12h (default: no expiry).
+    #[arg(long)]
+    expires: Option<String>,
+    /// Policy name.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Free-form JSON object.
+    #[arg(long)]
+    metadata: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and print the effective settings.
+    Check { file: Option<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALBERD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HALBERD_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Reads and validates the configuration. Relative paths in a file are taken
+/// from the file's directory; the embedded default uses the working directory.
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let (file, base) = match path {
+        Some(p) => (
+            ConfigFile::read(p).map_err(|e| e.to_string())?,
+            p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        None => (ConfigFile::default(), PathBuf::from(".")),
+    };
+    file.build(&base, &env)
+        .map_err(|e| format!("invalid configuration: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            admin_listen,
+        } => serve(cli.config.as_deref(), listen, admin_listen).await,
+        Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
+        Command::Config(ConfigCommand::Check { file }) => {
+            check(file.as_deref().or(cli.config.as_deref()))
+        }
+        Command::MockUpstream { listen } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            println!(
+                "halberd mock upstream listening on http://{}",
+                listener.local_addr().map_err(|e| e.to_string())?
+            );
+            halberd_gateway::mock_server::run(listener, shutdown_signal()).await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(
+    path: Option<&Path>,
+    listen: Option<String>,
+    admin_listen: Option<String>,
+) -> Result<(), String> {
+    let mut config = load_config(path)?;
+    if let Some(l) = listen {
+        config.listen = l
+            .parse()
+            .map_err(|_| format!("--listen: {l:?} is not an address such as 127.0.0.1:8787"))?;
+    }
+    if let Some(l) = admin_listen {
+        config.admin_listen = l.parse().map_err(|_| {
+            format!("--admin-listen: {l:?} is not an address such as 127.0.0.1:8788")
+        })?;
+    }
+    let state = halberd_gateway::build_state(config, &env).await?;
+    let gateway = halberd_gateway::Gateway::bind(state.clone())
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+    let admin = gateway.admin_addr().map_err(|e| e.to_string())?;
+    let keys = state.keyring.list().await.map_err(|e| e.to_string())?;
+    println!("halberd listening on http://{addr} (admin API on http://{admin})");
+    println!("store: {}", state.config.store_path.display());
+    println!(
+        "models: {}",
+        state
+            .config
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if state.admin_token.is_none() {
+        println!(
+            "admin API disabled: set {} to enable it",
+            state.config.admin_token_env
+        );
+    }
+    if keys.is_empty() {
+        let cfg = path
+            .map(|p| format!(" --config {}", p.display()))
+            .unwrap_or_default();
+        println!(
+            "no keys yet; create the first one with:\n  halberd{cfg} keys create --name my-first-key"
+        );
+        println!(
+            "then call it like OpenAI:\n  curl http://{addr}/v1/chat/completions -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+        );
+    }
+    gateway.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        env("USER")
+            .or_else(|| env("LOGNAME"))
+            .unwrap_or_else(|| "unknown".into())
+    )
+}
+
+fn expires_at(expires: Option<&str>) -> Result<Option<i64>, String> {
+    expires
+        .map(|s| {
+            parse_duration(s)
+                .map(|d| now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+                .map_err(|e| format!("--expires: {e}"))
+        })
+        .transpose()
+}
+
+fn metadata(m: Option<&str>) -> Result<Option<serde_json::Value>, String> {
+    m.map(|s| serde_json::from_str(s).map_err(|e| format!("--metadata: invalid JSON: {e}")))
+        .transpose()
+}
+
+async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
+    let config = load_config(path)?;
+    let keyring: Keyring = halberd_gateway::open_keyring(&config, &env).await?;
+    let now = now_unix();
+    let err = |e: halberd_store::StoreError| e.to_string();
+    match cmd {
+        KeysCommand::Create { attrs, json } => {
+            let name = attrs.name.clone().ok_or("--name is required")?;
+            let spec = KeySpec {
+                name,
+                user: attrs.user,
+                expires_at: expires_at(attrs.expires.as_deref())?,
+                allowed_models: attrs.models.unwrap_or_default(),
+                allowed_endpoints: attrs.endpoints.unwrap_or_default(),
+                policy: attrs.policy,
+                metadata: metadata(attrs.metadata.as_deref())?,
+            };
+            let issued = keyring.create(spec, &actor(), now).await.map_err(err)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&issued).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("created key {} ({})", issued.record.id, issued.record.name);
+                println!("{}", issued.key);
+                println!("store it now: it will not be shown again");
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = keyring.list().await.map_err(err)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&keys).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "{:<14} {:<24} {:<16} {:<10} MODELS",
+                    "ID", "NAME", "USER", "STATE"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<14} {:<24} {:<16} {:<10} {}",
+                        k.id,
+                        k.name,
+                        k.user.as_deref().unwrap_or("-"),
+                        state(k, now),
+                        if k.allowed_models.is_empty() {
+                            "*".into()
+                        } else {
+                            k.allowed_models.join(",")
+                        }
+                    );
+                }
+            }
+        }
+        KeysCommand::Update { id, attrs, json } => {
+            let change = KeyUpdate {
+                name: attrs.name,
+                user: attrs.user.map(Some),
+                expires_at: expires_at(attrs.expires.as_deref())?.map(Some),
+                allowed_models: attrs.models,
+                allowed_endpoints: attrs.endpoints,
+                policy: attrs.policy.map(Some),
+                metadata: metadata(attrs.metadata.as_deref())?,
+            };
+            let k = keyring
+                .update(&id, change, &actor(), now)
+                .await
+                .map_err(err)?;
+            print_record(&k, json, "updated")?;
+        }
+        KeysCommand::Rotate { id, grace, json } => {
+            let grace = parse_duration(&grace).map_err(|e| format!("--grace: {e}"))?;
+            let issued = keyring
+                .rotate(
+                    &id,
+                    i64::try_from(grace.as_secs()).unwrap_or(i64::MAX),
+                    &actor(),
+                    now,
+                )
+                .await
+                .map_err(err)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&issued).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "rotated {id}: successor {} (the old key stays valid for {}s)",
+                    issued.record.id,
+                    grace.as_secs()
+                );
+                println!("{}", issued.key);
+                println!("store it now: it will not be shown again");
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let k = keyring.revoke(&id, &actor(), now).await.map_err(err)?;
+            print_record(&k, json, "revoked")?;
+        }
+    }
+    Ok(())
+}
+
+fn state(k: &KeyRecord, now: i64) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else if k.rotated_to.is_some() {
+        "rotating"
+    } else {
+        "active"
+    }
+}
+
+fn print_record(k: &KeyRecord, json: bool, verb: &str) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string(k).map_err(|e| e.to_string())?);
+    } else {
+        println!("{verb} key {} ({})", k.id, k.name);
+    }
+    Ok(())
+}
+
+fn check(path: Option<&Path>) -> Result<(), String> {
+    let config = load_config(path)?;
+    let source = path.map_or_else(
+        || "embedded default".to_owned(),
+        |p| p.display().to_string(),
+    );
+    println!("configuration ok ({source})");
+    let summary = json!(config.describe());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}

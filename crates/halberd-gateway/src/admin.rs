@@ -1,0 +1,306 @@
+//! The admin API, on its own listener (default 127.0.0.1:8788): the same key
+//! operations as `halberd keys`, through the same [`Keyring`], so every action is
+//! recorded in the store. Protected by a bearer token read from the environment
+//! at start-up; without one, every call is refused. `GET /openapi.json`
+//! describes it (and needs no token: the document holds no secrets).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::HeaderMap;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use halberd_store::{KeySpec, KeyUpdate, StoreError, now_unix};
+
+use crate::AppState;
+use crate::duration::parse_duration;
+use crate::error::GatewayError;
+use crate::events;
+
+pub const OPENAPI: &str = include_str!("admin/openapi.json");
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{id}", get(get_key).patch(update_key))
+        .route("/admin/keys/{id}/rotate", post(rotate_key))
+        .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/events", get(list_events))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .route(
+            "/openapi.json",
+            get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .fallback(|| async { GatewayError::NotFound })
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        .layer(middleware::from_fn(crate::http::edge))
+        .with_state(app)
+}
+
+async fn require_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.admin_token else {
+        return GatewayError::AdminDisabled.into_response();
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
+        tracing::warn!(target: "halberd::admin", "admin token rejected");
+        return GatewayError::AdminUnauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// Who did it: `admin-api`, plus the operator's name from `x-halberd-actor`
+/// when it is a plain identifier.
+fn actor(headers: &HeaderMap) -> String {
+    match headers.get("x-halberd-actor").and_then(|v| v.to_str().ok()) {
+        Some(a)
+            if (1..=64).contains(&a.len())
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) =>
+        {
+            format!("admin-api:{a}")
+        }
+        _ => "admin-api".into(),
+    }
+}
+
+fn store_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::NotFound(id) => GatewayError::KeyNotFound { id },
+        StoreError::Revoked(id) => GatewayError::Conflict {
+            message: format!("key {id} is revoked"),
+        },
+        StoreError::Invalid { field, reason } => GatewayError::InvalidRequest {
+            message: format!("{field}: {reason}"),
+            param: Some(field.to_owned()),
+        },
+        other => {
+            tracing::error!(error = %other, "admin store operation failed");
+            GatewayError::Unavailable {
+                message: "the key store is unavailable".into(),
+            }
+        }
+    }
+}
+
+/// Parses a JSON body with errors in the API's shape.
+fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| GatewayError::InvalidRequest {
+        message: format!("invalid request body: {e}"),
+        param: None,
+    })
+}
+
+fn expires_at(expires_in: Option<&str>, now: i64) -> Result<Option<i64>, GatewayError> {
+    expires_in
+        .map(|s| {
+            let d = parse_duration(s).map_err(|m| GatewayError::InvalidRequest {
+                message: m,
+                param: Some("expires_in".into()),
+            })?;
+            Ok(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    user: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    expires_in: Option<String>,
+    policy: Option<String>,
+    metadata: Option<Value>,
+}
+
+async fn create_key(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, GatewayError> {
+    let req: CreateKey = json_body(&body)?;
+    let now = now_unix();
+    let spec = KeySpec {
+        name: req.name,
+        user: req.user,
+        expires_at: expires_at(req.expires_in.as_deref(), now)?,
+        allowed_models: req.models,
+        allowed_endpoints: req.endpoints,
+        policy: req.policy,
+        metadata: req.metadata,
+    };
+    let actor = actor(&headers);
+    let issued = app
+        .keyring
+        .create(spec, &actor, now)
+        .await
+        .map_err(store_error)?;
+    events::AdminAction {
+        action: "key.create",
+        key_id: &issued.record.id,
+        actor: &actor,
+    }
+    .emit();
+    Ok((http::StatusCode::CREATED, axum::Json(issued)).into_response())
+}
+
+async fn list_keys(State(app): State<Arc<AppState>>) -> Result<Response, GatewayError> {
+    let keys = app.keyring.list().await.map_err(store_error)?;
+    Ok(axum::Json(json!({"data": keys})).into_response())
+}
+
+async fn get_key(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    Ok(axum::Json(app.keyring.get(&id).await.map_err(store_error)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateKey {
+    name: Option<String>,
+    user: Option<String>,
+    models: Option<Vec<String>>,
+    endpoints: Option<Vec<String>>,
+    expires_in: Option<String>,
+    policy: Option<String>,
+    metadata: Option<Value>,
+}
+
+async fn update_key(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, GatewayError> {
+    let req: UpdateKey = json_body(&body)?;
+    let now = now_unix();
+    let change = KeyUpdate {
+        name: req.name,
+        user: req.user.map(Some),
+        expires_at: expires_at(req.expires_in.as_deref(), now)?.map(Some),
+        allowed_models: req.models,
+        allowed_endpoints: req.endpoints,
+        policy: req.policy.map(Some),
+        metadata: req.metadata,
+    };
+    let actor = actor(&headers);
+    let record = app
+        .keyring
+        .update(&id, change, &actor, now)
+        .await
+        .map_err(store_error)?;
+    events::AdminAction {
+        action: "key.update",
+        key_id: &id,
+        actor: &actor,
+    }
+    .emit();
+    Ok(axum::Json(record).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    grace: Option<String>,
+}
+
+async fn rotate_key(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, GatewayError> {
+    let req: RotateKey = json_body(&body)?;
+    let grace = parse_duration(req.grace.as_deref().unwrap_or("24h")).map_err(|m| {
+        GatewayError::InvalidRequest {
+            message: m,
+            param: Some("grace".into()),
+        }
+    })?;
+    let actor = actor(&headers);
+    let issued = app
+        .keyring
+        .rotate(
+            &id,
+            i64::try_from(grace.as_secs()).unwrap_or(i64::MAX),
+            &actor,
+            now_unix(),
+        )
+        .await
+        .map_err(store_error)?;
+    events::AdminAction {
+        action: "key.rotate",
+        key_id: &id,
+        actor: &actor,
+    }
+    .emit();
+    Ok((http::StatusCode::CREATED, axum::Json(issued)).into_response())
+}
+
+async fn revoke_key(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let actor = actor(&headers);
+    let record = app
+        .keyring
+        .revoke(&id, &actor, now_unix())
+        .await
+        .map_err(store_error)?;
+    events::AdminAction {
+        action: "key.revoke",
+        key_id: &id,
+        actor: &actor,
+    }
+    .emit();
+    Ok(axum::Json(record).into_response())
+}
+
+async fn list_events(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, GatewayError> {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| GatewayError::InvalidRequest {
+                message: "limit must be a whole number from 1 to 1000".into(),
+                param: Some("limit".into()),
+            })?,
+    };
+    let events = app.keyring.events(limit).await.map_err(store_error)?;
+    Ok(axum::Json(json!({"data": events})).into_response())
+}

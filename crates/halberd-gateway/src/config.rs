@@ -1,0 +1,517 @@
+//! Configuration in two steps: [`ConfigFile`] is the TOML as written (every field
+//! documented in `config/halberd.example.toml`, unknown fields refused), and
+//! [`ConfigFile::build`] validates it into a [`Config`] whose values are ready to
+//! use, so nothing is parsed or checked again per request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::duration::parse_duration;
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub providers: Vec<ProviderFile>,
+    #[serde(default)]
+    pub models: Vec<ModelFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    pub listen: String,
+    pub admin_listen: String,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: String,
+    pub max_json_depth: usize,
+    pub max_connections: usize,
+    pub shutdown_grace: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: "127.0.0.1:8787".into(),
+            admin_listen: "127.0.0.1:8788".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: "10s".into(),
+            max_json_depth: 64,
+            max_connections: 4096,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFile {
+    /// SQLite database file.
+    pub path: String,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            path: "halberd.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFile {
+    /// Where the key-hashing pepper lives; default: `halberd.pepper` beside the
+    /// database. `HALBERD_PEPPER` (hex) overrides the file.
+    pub pepper_file: Option<String>,
+    /// Environment variable that holds the admin API token.
+    pub admin_token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderFile {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
+    /// Allow a plain-HTTP base URL (a local vLLM or Ollama, the mock upstream).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Pass the client's `x-mock-*` headers on (for `halberd mock-upstream`).
+    #[serde(default)]
+    pub mock_headers: bool,
+    pub connect_timeout: Option<String>,
+    pub first_byte_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub total_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// The public name clients use. A trailing `*` matches any suffix.
+    pub name: String,
+    pub provider: String,
+    /// The provider's model id; default: the public name.
+    pub upstream: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub limits: Limits,
+    pub store_path: PathBuf,
+    pub pepper_file: PathBuf,
+    pub admin_token_env: String,
+    pub providers: Vec<Provider>,
+    pub models: Vec<ModelRoute>,
+}
+
+/// Edge limits, all enforced before a request reaches the pipeline.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub max_json_depth: usize,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Absent only for the in-process mock.
+    pub base_url: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub mock_headers: bool,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    pub name: String,
+    pub provider: usize,
+    pub upstream: Option<String>,
+}
+
+impl ModelRoute {
+    pub fn is_pattern(&self) -> bool {
+        self.name.ends_with('*')
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        match self.name.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix) && model.len() > prefix.len(),
+            None => self.name == model,
+        }
+    }
+}
+
+/// A configuration error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct ConfigError {
+    pub at: String,
+    pub message: String,
+}
+
+fn err(at: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        at: at.into(),
+        message: message.into(),
+    }
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML file (no validation yet).
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        ConfigFile::parse(&text).map_err(|e| ConfigError {
+            at: format!("{}: {}", path.display(), e.at),
+            message: e.message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_else(|| "config".into());
+            err(at, e.message().to_string())
+        })
+    }
+
+    /// Validates everything and resolves secrets from the environment or files.
+    /// Relative paths are taken from `base_dir`.
+    pub fn build(
+        &self,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let s = &self.server;
+        let dur =
+            |field: &str, v: &str| parse_duration(v).map_err(|m| err(format!("server.{field}"), m));
+        let addr = |field: &str, v: &str| {
+            v.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    format!("server.{field}"),
+                    format!("{v:?} is not an address such as 127.0.0.1:8787"),
+                )
+            })
+        };
+        let limits = Limits {
+            max_body_bytes: at_least("server.max_body_bytes", s.max_body_bytes, 1024)?,
+            max_header_bytes: at_least("server.max_header_bytes", s.max_header_bytes, 8192)?,
+            max_headers: at_least("server.max_headers", s.max_headers, 8)?,
+            header_read_timeout: dur("header_read_timeout", &s.header_read_timeout)?,
+            max_json_depth: at_least("server.max_json_depth", s.max_json_depth, 4)?,
+            max_connections: at_least("server.max_connections", s.max_connections, 1)?,
+            shutdown_grace: dur("shutdown_grace", &s.shutdown_grace)?,
+        };
+        if limits.max_json_depth > halberd_protocol::json::MAX_DEPTH {
+            return Err(err(
+                "server.max_json_depth",
+                format!("must be at most {}", halberd_protocol::json::MAX_DEPTH),
+            ));
+        }
+        if limits.header_read_timeout.is_zero() {
+            return Err(err(
+                "server.header_read_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let store_path = base_dir.join(&self.store.path);
+        let pepper_file = match &self.auth.pepper_file {
+            Some(p) => base_dir.join(p),
+            None => store_path
+                .parent()
+                .map(|d| d.join("halberd.pepper"))
+                .unwrap_or_else(|| PathBuf::from("halberd.pepper")),
+        };
+
+        let provider_files: Vec<ProviderFile> = if self.providers.is_empty() {
+            vec![ProviderFile {
+                name: "mock".into(),
+                kind: ProviderKind::Mock,
+                base_url: None,
+                api_key_env: None,
+                api_key_file: None,
+                allow_http: false,
+                mock_headers: true,
+                connect_timeout: None,
+                first_byte_timeout: None,
+                idle_timeout: None,
+                total_timeout: None,
+            }]
+        } else {
+            self.providers.clone()
+        };
+        let mut providers = Vec::with_capacity(provider_files.len());
+        for (i, p) in provider_files.iter().enumerate() {
+            providers.push(build_provider(i, p, base_dir, env)?);
+        }
+        if let Some(dup) = providers
+            .iter()
+            .enumerate()
+            .find(|(i, p)| providers[..*i].iter().any(|q| q.name == p.name))
+        {
+            return Err(err(
+                format!("providers[{}].name", dup.0),
+                format!("duplicate provider name {:?}", dup.1.name),
+            ));
+        }
+
+        let model_files: Vec<ModelFile> = if self.models.is_empty() && self.providers.is_empty() {
+            vec![
+                ModelFile {
+                    name: "mock-1".into(),
+                    provider: "mock".into(),
+                    upstream: None,
+                },
+                ModelFile {
+                    name: "mock-*".into(),
+                    provider: "mock".into(),
+                    upstream: None,
+                },
+            ]
+        } else {
+            self.models.clone()
+        };
+        if model_files.is_empty() {
+            return Err(err(
+                "models",
+                "no models configured: add at least one [[models]] entry",
+            ));
+        }
+        let mut models = Vec::with_capacity(model_files.len());
+        for (i, m) in model_files.iter().enumerate() {
+            let at = format!("models[{i}]");
+            if m.name.is_empty() || m.name == "*" || m.name[..m.name.len() - 1].contains('*') {
+                return Err(err(
+                    format!("{at}.name"),
+                    "must be a model name, optionally ending in a single '*'",
+                ));
+            }
+            let provider = providers
+                .iter()
+                .position(|p| p.name == m.provider)
+                .ok_or_else(|| {
+                    err(
+                        format!("{at}.provider"),
+                        format!("no provider named {:?}", m.provider),
+                    )
+                })?;
+            if m.upstream.as_deref().is_some_and(str::is_empty) {
+                return Err(err(format!("{at}.upstream"), "must not be empty"));
+            }
+            if models.iter().any(|r: &ModelRoute| r.name == m.name) {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("duplicate model {:?}", m.name),
+                ));
+            }
+            models.push(ModelRoute {
+                name: m.name.clone(),
+                provider,
+                upstream: m.upstream.clone(),
+            });
+        }
+
+        Ok(Config {
+            listen: addr("listen", &s.listen)?,
+            admin_listen: addr("admin_listen", &s.admin_listen)?,
+            limits,
+            store_path,
+            pepper_file,
+            admin_token_env: self
+                .auth
+                .admin_token_env
+                .clone()
+                .unwrap_or_else(|| "HALBERD_ADMIN_TOKEN".into()),
+            providers,
+            models,
+        })
+    }
+}
+
+fn build_provider(
+    i: usize,
+    p: &ProviderFile,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
+    let at = format!("providers[{i}]");
+    if p.name.is_empty()
+        || !p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err(
+            format!("{at}.name"),
+            "must be letters, digits, '-' or '_'",
+        ));
+    }
+    let base_url = match (&p.base_url, p.kind) {
+        (None, ProviderKind::Openai) => Some("https://api.openai.com/v1".to_owned()),
+        (None, ProviderKind::Anthropic) => Some("https://api.anthropic.com".to_owned()),
+        (None, ProviderKind::Mock) => None,
+        (Some(u), _) => {
+            let u = u.trim_end_matches('/').to_owned();
+            let ok_scheme = u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
+            if !ok_scheme {
+                return Err(err(
+                    format!("{at}.base_url"),
+                    "must be an https:// URL (set allow_http = true for a local plain-HTTP upstream)",
+                ));
+            }
+            if reqwest::Url::parse(&u)
+                .map(|url| url.host().is_none())
+                .unwrap_or(true)
+            {
+                return Err(err(
+                    format!("{at}.base_url"),
+                    format!("{u:?} is not a valid URL"),
+                ));
+            }
+            Some(u)
+        }
+    };
+    let api_key = match (&p.api_key_env, &p.api_key_file) {
+        (Some(_), Some(_)) => return Err(err(at, "set api_key_env or api_key_file, not both")),
+        (Some(var), None) => Some(env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            err(
+                format!("{at}.api_key_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                err(
+                    format!("{at}.api_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Some(text.trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    if api_key.is_none()
+        && matches!(p.kind, ProviderKind::Openai | ProviderKind::Anthropic)
+        && base_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://api."))
+    {
+        return Err(err(
+            at,
+            "a hosted provider needs api_key_env or api_key_file",
+        ));
+    }
+    let dur = |field: &str, v: &Option<String>, default: u64| match v {
+        Some(s) => parse_duration(s).map_err(|m| err(format!("{at}.{field}"), m)),
+        None => Ok(Duration::from_secs(default)),
+    };
+    Ok(Provider {
+        name: p.name.clone(),
+        kind: p.kind,
+        base_url,
+        api_key: api_key.map(SecretString::from),
+        mock_headers: p.mock_headers || p.kind == ProviderKind::Mock,
+        timeouts: Timeouts {
+            connect: dur("connect_timeout", &p.connect_timeout, 10)?,
+            first_byte: dur("first_byte_timeout", &p.first_byte_timeout, 120)?,
+            idle: dur("idle_timeout", &p.idle_timeout, 120)?,
+            total: dur("total_timeout", &p.total_timeout, 900)?,
+        },
+    })
+}
+
+fn at_least(field: &str, v: usize, min: usize) -> Result<usize, ConfigError> {
+    if v < min {
+        return Err(err(field, format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    format!("line {line} column {col}")
+}
+
+impl Config {
+    /// A human summary of the effective configuration (no secrets).
+    pub fn describe(&self) -> BTreeMap<&'static str, String> {
+        let mut m = BTreeMap::new();
+        m.insert("listen", self.listen.to_string());
+        m.insert("admin_listen", self.admin_listen.to_string());
+        m.insert("store", self.store_path.display().to_string());
+        m.insert("pepper_file", self.pepper_file.display().to_string());
+        m.insert(
+            "providers",
+            self.providers
+                .iter()
+                .map(|p| format!("{} ({:?})", p.name, p.kind))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        m.insert(
+            "models",
+            self.models
+                .iter()
+                .map(|r| format!("{} -> {}", r.name, self.providers[r.provider].name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use super::*;
+
+fn build(text: &str) -> Result<Config, ConfigError> {
+    let env = |k: &str| (k == "TEST_KEY").then(|| "sk-test".to_owned());
+    ConfigFile::parse(text)?.build(Path::new("/tmp/base"), &env)
+}
+
+#[test]
+fn empty_file_is_the_embedded_default() {
+    let c = build("").unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8788");
+    assert_eq!(c.limits.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.store_path, Path::new("/tmp/base/halberd.db"));
+    assert_eq!(c.pepper_file, Path::new("/tmp/base/halberd.pepper"));
+    assert_eq!(c.providers.len(), 1);
+    assert_eq!(c.providers[0].kind, ProviderKind::Mock);
+    assert!(c.models.iter().any(|m| m.matches("mock-anything")));
+    assert!(!c.models.iter().any(|m| m.matches("gpt-4o")));
+}
+
+#[test]
+fn providers_and_models() {
+    let c = build(
+        r#"
+        [[providers]]
+        name = "oai"
+        kind = "openai"
+        api_key_env = "TEST_KEY"
+        [[models]]
+        name = "gpt-4o"
+        provider = "oai"
+        upstream = "gpt-4o-2024-08-06"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.providers[0].base_url.as_deref(),
+        Some("https://api.openai.com/v1")
+    );
+    assert_eq!(c.models[0].upstream.as_deref(), Some("gpt-4o-2024-08-06"));
+}
+
+#[test]
+fn errors_say_where() {
+    let check = |text: &str, at: &str, needle: &str| {
+        let e = build(text).unwrap_err();
+        assert!(
+            e.at.contains(at) && e.message.contains(needle),
+            "{e} (wanted {at}: ..{needle}..)"
+        );
+    };
+    check(
+        "[server]\nlisten = \"nope\"",
+        "server.listen",
+        "not an address",
+    );
+    check("[server]\nlisten_typo = 1", "line 2", "unknown field");
+    check(
+        "[server]\nheader_read_timeout = \"10 parsecs\"",
+        "server.header_read_timeout",
+        "unit",
+    );
+    check(
+        "[server]\nmax_json_depth = 1000",
+        "server.max_json_depth",
+        "at most 128",
+    );
+    check(
+        "[server]\nmax_body_bytes = 10",
+        "server.max_body_bytes",
+        "at least",
+    );
+    check(
+        "[[providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://10.0.0.1\"",
+        "providers[0].base_url",
+        "https",
+    );
+    check(
+        "[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_key_env = \"MISSING\"",
+        "providers[0].api_key_env",
+        "MISSING is not set",
+    );
+    check(
+        "[[providers]]\nname = \"x\"\nkind = \"openai\"",
+        "providers[0]",
+        "api_key",
+    );
+    check(
+        "[[providers]]\nname = \"x\"\nkind = \"gemini\"",
+        "line",
+        "unknown variant",
+    );
+    check(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[[models]]\nname = \"a\"\nprovider = \"nope\"",
+        "models[0].provider",
+        "no provider named",
+    );
+    check(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"",
+        "models",
+        "no models",
+    );
+    check(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[[models]]\nname = \"a*b*\"\nprovider = \"m\"",
+        "models[0].name",
+        "single '*'",
+    );
+}
+
+#[test]
+fn plain_http_needs_opt_in() {
+    let c = build("[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9000/v1/\"\nallow_http = true\n[[models]]\nname = \"llama\"\nprovider = \"local\"").unwrap();
+    assert_eq!(
+        c.providers[0].base_url.as_deref(),
+        Some("http://127.0.0.1:9000/v1")
+    );
+}

@@ -1,0 +1,271 @@
+//! The gateway's one error type and its one mapping to HTTP.
+//!
+//! Every error knows where it came from (the client, policy, the upstream, or
+//! Halberd itself), its status and its stable `code`. [`GatewayError::respond`]
+//! turns it into the caller's dialect: OpenAI's `{"error": {...}}` or
+//! Anthropic's `{"type": "error", "error": {...}}`. Messages never carry
+//! secrets, prompt text or internal details; internal errors are logged with
+//! their cause and answered with a generic message.
+
+use axum::response::{IntoResponse, Response};
+use halberd_protocol::{anthropic, openai};
+use http::{HeaderValue, StatusCode, header};
+
+/// Which API's error shape the caller expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// Anthropic's paths and SDK headers say Anthropic; everything else is OpenAI.
+    pub fn for_request(path: &str, headers: &http::HeaderMap) -> Dialect {
+        if path == "/v1/messages"
+            || path.starts_with("/v1/messages/")
+            || (path == "/v1/models" && headers.contains_key("anthropic-version"))
+        {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Policy,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The body is not valid JSON, or not the shape the API requires.
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    MissingKey,
+    InvalidKey,
+    ExpiredKey,
+    RevokedKey,
+    /// The key may not call this endpoint.
+    EndpointNotAllowed {
+        endpoint: &'static str,
+    },
+    ModelNotAllowed {
+        model: String,
+    },
+    UnknownModel {
+        model: String,
+    },
+    /// The model exists but its provider does not speak this API.
+    ModelNotOnEndpoint {
+        model: String,
+        endpoint: &'static str,
+    },
+    BodyTooLarge {
+        limit: usize,
+    },
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    /// The upstream answered with an error we do not pass through.
+    Upstream {
+        status: u16,
+        message: String,
+    },
+    /// The upstream refused the gateway's own credentials.
+    UpstreamAuth,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    /// Admin API: no admin token configured, or a wrong one.
+    AdminUnauthorized,
+    AdminDisabled,
+    KeyNotFound {
+        id: String,
+    },
+    Conflict {
+        message: String,
+    },
+    Unavailable {
+        message: String,
+    },
+    /// Something that should not happen; details go to the log only.
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            InvalidRequest { .. } | ModelNotOnEndpoint { .. } => StatusCode::BAD_REQUEST,
+            MissingKey | InvalidKey | ExpiredKey | RevokedKey | AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            EndpointNotAllowed { .. } | ModelNotAllowed { .. } | AdminDisabled => {
+                StatusCode::FORBIDDEN
+            }
+            UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict { .. } => StatusCode::CONFLICT,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Upstream { .. } | UpstreamAuth | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, documented code.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            InvalidRequest { .. } => "invalid_request",
+            MissingKey => "missing_api_key",
+            InvalidKey => "invalid_api_key",
+            ExpiredKey => "expired_api_key",
+            RevokedKey => "revoked_api_key",
+            EndpointNotAllowed { .. } => "endpoint_not_allowed",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            UnknownModel { .. } => "model_not_found",
+            ModelNotOnEndpoint { .. } => "model_not_supported_on_endpoint",
+            BodyTooLarge { .. } => "request_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Upstream { .. } => "upstream_error",
+            UpstreamAuth => "upstream_auth_failed",
+            UpstreamUnreachable => "upstream_unreachable",
+            UpstreamTimeout => "upstream_timeout",
+            AdminUnauthorized => "invalid_admin_token",
+            AdminDisabled => "admin_disabled",
+            KeyNotFound { .. } => "key_not_found",
+            Conflict { .. } => "conflict",
+            Unavailable { .. } => "unavailable",
+            Internal => "internal_error",
+        }
+    }
+
+    pub fn origin(&self) -> Origin {
+        use GatewayError::*;
+        match self {
+            EndpointNotAllowed { .. } | ModelNotAllowed { .. } => Origin::Policy,
+            Upstream { .. } | UpstreamAuth | UpstreamUnreachable | UpstreamTimeout => {
+                Origin::Upstream
+            }
+            Internal | Unavailable { .. } => Origin::Internal,
+            _ => Origin::Client,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use GatewayError::*;
+        match self {
+            InvalidRequest { message, .. } => message.clone(),
+            MissingKey => {
+                "no API key provided: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+                    .into()
+            }
+            InvalidKey => "invalid API key".into(),
+            ExpiredKey => "API key has expired".into(),
+            RevokedKey => "API key has been revoked".into(),
+            EndpointNotAllowed { endpoint } => {
+                format!("this API key may not call the {endpoint} endpoint")
+            }
+            ModelNotAllowed { model } => format!("this API key may not use model '{model}'"),
+            UnknownModel { model } => format!("the model '{model}' does not exist"),
+            ModelNotOnEndpoint { model, endpoint } => {
+                format!("the model '{model}' is not served on the {endpoint} endpoint")
+            }
+            BodyTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
+            UnsupportedMediaType => {
+                "request body must be JSON (Content-Type: application/json)".into()
+            }
+            NotFound => "no such endpoint".into(),
+            MethodNotAllowed => "method not allowed on this endpoint".into(),
+            Upstream { status, message } => {
+                format!("upstream provider returned an error (status {status}): {message}")
+            }
+            UpstreamAuth => "the upstream provider rejected the gateway's credentials".into(),
+            UpstreamUnreachable => "the upstream provider could not be reached".into(),
+            UpstreamTimeout => "the upstream provider did not answer in time".into(),
+            AdminUnauthorized => "invalid or missing admin token".into(),
+            AdminDisabled => {
+                "the admin API is disabled: set the admin token environment variable and restart"
+                    .into()
+            }
+            KeyNotFound { id } => format!("no key with id '{id}'"),
+            Conflict { message } | Unavailable { message } => message.clone(),
+            Internal => "internal error".into(),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            GatewayError::UnknownModel { .. }
+            | GatewayError::ModelNotAllowed { .. }
+            | GatewayError::ModelNotOnEndpoint { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI `type` and the Anthropic `type` of this error.
+    fn types(&self) -> (&'static str, &'static str) {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => ("authentication_error", "authentication_error"),
+            StatusCode::FORBIDDEN => ("permission_error", "permission_error"),
+            StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
+            StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::SERVICE_UNAVAILABLE => ("api_error", "api_error"),
+            _ => ("invalid_request_error", "invalid_request_error"),
+        }
+    }
+
+    /// The JSON error body in `dialect`.
+    pub fn body(&self, dialect: Dialect, request_id: &str) -> serde_json::Value {
+        let (oai_type, anthropic_type) = self.types();
+        match dialect {
+            Dialect::OpenAi => {
+                openai::error_body(&self.message(), oai_type, self.code(), self.param())
+            }
+            Dialect::Anthropic => {
+                anthropic::error_body(&self.message(), anthropic_type, self.code(), request_id)
+            }
+        }
+    }
+
+    /// The complete response in `dialect`.
+    pub fn respond(&self, dialect: Dialect, request_id: &str) -> Response {
+        let mut resp = (self.status(), axum::Json(self.body(dialect, request_id))).into_response();
+        if self.status() == StatusCode::UNAUTHORIZED && dialect == Dialect::OpenAi {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"halberd\""),
+            );
+        }
+        // Tell the SDKs not to retry what cannot succeed on retry.
+        let retry = matches!(self.origin(), Origin::Upstream | Origin::Internal);
+        resp.headers_mut().insert(
+            "x-should-retry",
+            HeaderValue::from_static(if retry { "true" } else { "false" }),
+        );
+        resp
+    }
+}
+
+impl From<halberd_protocol::DecodeError> for GatewayError {
+    fn from(e: halberd_protocol::DecodeError) -> Self {
+        GatewayError::InvalidRequest {
+            message: e.to_string(),
+            param: e.param,
+        }
+    }
+}

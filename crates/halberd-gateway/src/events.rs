@@ -1,0 +1,73 @@
+//! Typed events for what matters to security and operations. Each `emit()`
+//! writes the one log line for the event (and, once metrics exist, bumps the
+//! counter beside it), so the two cannot drift apart. Fields are ids, codes,
+//! counts and durations: never a key, a secret or prompt text.
+
+pub struct KeyRejected<'a> {
+    pub request_id: &'a str,
+    pub reason: &'static str,
+    /// The public id part of a well-formed key; not a secret.
+    pub key_id: Option<&'a str>,
+}
+
+impl KeyRejected<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(target: "halberd::auth", request_id = self.request_id, reason = self.reason, key_id = self.key_id, "key rejected");
+    }
+}
+
+pub struct ExchangeFinished<'a> {
+    pub request_id: &'a str,
+    pub api: &'static str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub bytes: usize,
+    pub elapsed_ms: u64,
+}
+
+impl ExchangeFinished<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "halberd::exchange",
+            request_id = self.request_id,
+            api = self.api,
+            model = self.model,
+            provider = self.provider,
+            status = self.status,
+            outcome = self.outcome,
+            input_tokens = self.input_tokens,
+            output_tokens = self.output_tokens,
+            bytes = self.bytes,
+            elapsed_ms = self.elapsed_ms,
+            "exchange finished"
+        );
+    }
+}
+
+pub struct UpstreamFailed<'a> {
+    pub request_id: &'a str,
+    pub provider: &'a str,
+    pub status: u16,
+}
+
+impl UpstreamFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(target: "halberd::upstream", request_id = self.request_id, provider = self.provider, status = self.status, "upstream returned an error");
+    }
+}
+
+pub struct AdminAction<'a> {
+    pub action: &'a str,
+    pub key_id: &'a str,
+    pub actor: &'a str,
+}
+
+impl AdminAction<'_> {
+    pub fn emit(&self) {
+        tracing::info!(target: "halberd::admin", action = self.action, key_id = self.key_id, actor = self.actor, "admin action");
+    }
+}

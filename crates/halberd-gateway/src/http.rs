@@ -1,0 +1,221 @@
+//! The client-facing HTTP surface: routes, the edge middleware, and the handlers
+//! that run the pipeline stages in order.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+
+use halberd_protocol::Api;
+
+use crate::AppState;
+use crate::error::{Dialect, GatewayError};
+use crate::pipeline::{RequestCtx, authenticate, decode, forward, route};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { GatewayError::NotFound })
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        .layer(middleware::from_fn(edge))
+        .with_state(app)
+}
+
+/// A handler's error travels to [`edge`] in the response extensions; only there
+/// are the caller's dialect and request id known, so only there is it rendered.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        resp.extensions_mut().insert(Arc::new(PendingError(self)));
+        resp
+    }
+}
+
+#[derive(Debug)]
+struct PendingError(GatewayError);
+
+/// Outermost layer, for every request: assigns the request id, picks the
+/// caller's dialect, renders errors in it, and turns a panic in a handler into a
+/// generic 500 (the process keeps serving; the log has the request id).
+pub async fn edge(mut req: Request, next: Next) -> Response {
+    let request_id = request_id(req.headers());
+    let dialect = Dialect::for_request(req.uri().path(), req.headers());
+    req.extensions_mut().insert(RequestCtx {
+        request_id: request_id.clone(),
+        dialect,
+        started: tokio::time::Instant::now(),
+    });
+    let mut resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!(request_id, "handler panicked");
+            GatewayError::Internal.respond(dialect, &request_id)
+        }
+    };
+    if let Some(pending) = resp.extensions_mut().remove::<Arc<PendingError>>() {
+        resp = pending.0.respond(dialect, &request_id);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// The client's own request id when it is short and plain, so traces join up
+/// across services; a fresh one otherwise. Never an arbitrary string from a
+/// client into our logs.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok())
+        && (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return v.to_owned();
+    }
+    format!("req_{:032x}", rand::random::<u128>())
+}
+
+async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    proxy(&app, Api::ChatCompletions, req).await
+}
+
+async fn responses(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    proxy(&app, Api::Responses, req).await
+}
+
+async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    proxy(&app, Api::Embeddings, req).await
+}
+
+async fn messages(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    proxy(&app, Api::Messages, req).await
+}
+
+/// The pipeline, in order.
+async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, GatewayError> {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or(GatewayError::Internal)?;
+    let (parts, body) = req.into_parts();
+    let key = authenticate::authenticate(&app.keyring, &parts.headers, &ctx.request_id).await?;
+    if !key.allows_endpoint(api.as_str()) {
+        return Err(GatewayError::EndpointNotAllowed {
+            endpoint: api.as_str(),
+        });
+    }
+    let bytes = read_body(body, &parts.headers, app.config.limits.max_body_bytes).await?;
+    let (value, exchange) = decode::decode(
+        api,
+        &parts.headers,
+        &bytes,
+        app.config.limits.max_json_depth,
+    )?;
+    let route = route::route(&app.config, &key, &exchange)?;
+    forward::forward(app, &ctx, route, value, &exchange, &parts.headers).await
+}
+
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            GatewayError::BodyTooLarge { limit }
+        } else {
+            GatewayError::InvalidRequest {
+                message: "could not read the request body".into(),
+                param: None,
+            }
+        }
+    })
+}
+
+async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Response, GatewayError> {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or(GatewayError::Internal)?;
+    let key = authenticate::authenticate(&app.keyring, req.headers(), &ctx.request_id).await?;
+    if !key.allows_endpoint("models") {
+        return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });
+    }
+    let visible: Vec<_> = app
+        .config
+        .models
+        .iter()
+        .filter(|m| !m.is_pattern() && key.allows_model(&m.name))
+        .collect();
+    let body = match ctx.dialect {
+        Dialect::OpenAi => json!({
+            "object": "list",
+            "data": visible.iter().map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": app.config.providers[m.provider].name})).collect::<Vec<_>>(),
+        }),
+        Dialect::Anthropic => json!({
+            "data": visible.iter().map(|m| json!({"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": visible.first().map(|m| m.name.clone()),
+            "last_id": visible.last().map(|m| m.name.clone()),
+        }),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    match app.keyring.store().ping().await {
+        Ok(()) => axum::Json(json!({"status": "ready", "checks": {"store": "ok"}})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "not_ready", "checks": {"store": "unavailable"}})),
+            )
+                .into_response()
+        }
+    }
+}

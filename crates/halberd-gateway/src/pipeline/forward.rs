@@ -1,0 +1,218 @@
+//! Stage 4, forward: the decoded request and its route in, the client's response
+//! out.
+//!
+//! The body goes upstream as the client sent it, with two changes: `model` is
+//! set to the provider's model id, and chat streams ask for usage
+//! (`stream_options.include_usage`) so that every stream is metered; the relay
+//! holds the usage chunk back from clients that did not ask for it.
+//!
+//! Upstream errors are mapped, not mirrored blindly: errors about the client's
+//! request (400, 404, 409, 413, 422) and rate limits (429) pass through in the
+//! provider's own shape, which is the caller's; the provider refusing our
+//! credentials becomes a 502 that says so without echoing anything; other
+//! failures become 502 (or 504 for timeouts).
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+use halberd_protocol::{Api, Exchange, anthropic, openai};
+
+use crate::AppState;
+use crate::error::GatewayError;
+use crate::events;
+use crate::pipeline::RequestCtx;
+use crate::pipeline::finish::Finish;
+use crate::pipeline::route::Route;
+use crate::relay::Relay;
+use crate::upstream::{BodyError, BodyStream};
+
+/// Largest non-streamed upstream body we accept.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// Largest upstream error body we read.
+const MAX_UPSTREAM_ERROR_BODY: usize = 1024 * 1024;
+
+/// Marks responses that carry AI-generated content (EU AI Act art. 50
+/// transparency): machine-readable, on every successful model response.
+pub const AI_GENERATED_HEADER: &str = "x-halberd-ai-generated";
+
+pub async fn forward(
+    app: &AppState,
+    ctx: &RequestCtx,
+    route: Route,
+    mut body: Value,
+    ex: &Exchange,
+    headers: &HeaderMap,
+) -> Result<Response, GatewayError> {
+    let provider = app.upstreams.provider(route.provider);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(route.upstream_model.clone()));
+    }
+    let hide_usage_chunk =
+        ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);
+    let mut finish = Finish::new(
+        &ctx.request_id,
+        ex.api,
+        &ex.model,
+        &provider.name,
+        ctx.started,
+    );
+    let upstream = match app
+        .upstreams
+        .send(route.provider, ex.api, &body, ex, headers)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            finish.failed(e.code());
+            return Err(e);
+        }
+    };
+    finish.set_status(upstream.status.as_u16());
+    let idle = provider.timeouts.idle;
+    let deadline = ctx.started + provider.timeouts.total;
+
+    if !upstream.status.is_success() {
+        finish.failed("upstream_error");
+        events::UpstreamFailed {
+            request_id: &ctx.request_id,
+            provider: &provider.name,
+            status: upstream.status.as_u16(),
+        }
+        .emit();
+        let body = collect(upstream.body, idle, deadline, MAX_UPSTREAM_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        return map_upstream_error(ex.api, upstream.status, upstream.retry_after, &body);
+    }
+
+    let is_sse = upstream
+        .content_type
+        .as_ref()
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"));
+    if ex.stream && is_sse {
+        let relay = Relay::new(
+            upstream.body,
+            ex.api,
+            hide_usage_chunk,
+            idle,
+            deadline,
+            finish,
+        );
+        let mut resp = Response::new(Body::from_stream(relay.into_stream()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(AI_GENERATED_HEADER, HeaderValue::from_static("true"));
+        return Ok(resp);
+    }
+
+    let bytes = match collect(upstream.body, idle, deadline, MAX_UPSTREAM_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            finish.failed(e.code());
+            return Err(e);
+        }
+    };
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+        let usage = if ex.api == Api::Messages {
+            anthropic::usage(&v)
+        } else {
+            openai::usage(&v)
+        };
+        if let Some(u) = usage {
+            finish.set_usage(u);
+        }
+    }
+    finish.add_bytes(bytes.len());
+    finish.completed();
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        upstream
+            .content_type
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    h.insert(AI_GENERATED_HEADER, HeaderValue::from_static("true"));
+    Ok(resp)
+}
+
+/// Reads a whole body under the idle and total timeouts and a size cap.
+async fn collect(
+    mut body: BodyStream,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+    max: usize,
+) -> Result<Bytes, GatewayError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let wait = (tokio::time::Instant::now() + idle).min(deadline);
+        match tokio::time::timeout_at(wait, body.next()).await {
+            Err(_) | Ok(Some(Err(BodyError::Timeout))) => {
+                return Err(GatewayError::UpstreamTimeout);
+            }
+            Ok(Some(Err(BodyError::Read))) => return Err(GatewayError::UpstreamUnreachable),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(GatewayError::Upstream {
+                        status: 200,
+                        message: "response too large".into(),
+                    });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+        }
+    }
+}
+
+fn map_upstream_error(
+    api: Api,
+    status: StatusCode,
+    retry_after: Option<HeaderValue>,
+    body: &[u8],
+) -> Result<Response, GatewayError> {
+    let parsed: Option<Value> = serde_json::from_slice(body)
+        .ok()
+        .filter(|v: &Value| v.get("error").is_some());
+    match status.as_u16() {
+        400 | 404 | 409 | 413 | 422 | 429 if parsed.is_some() => {
+            let mut resp = Response::new(Body::from(Bytes::copy_from_slice(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(ra) = retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, ra);
+            }
+            Ok(resp)
+        }
+        401 | 403 => Err(GatewayError::UpstreamAuth),
+        408 | 504 => Err(GatewayError::UpstreamTimeout),
+        s => {
+            let message = parsed
+                .as_ref()
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str))
+                .map(|m| m.chars().take(300).collect::<String>())
+                .unwrap_or_else(|| {
+                    format!(
+                        "no error detail ({})",
+                        if api == Api::Messages {
+                            "anthropic"
+                        } else {
+                            "openai"
+                        }
+                    )
+                });
+            Err(GatewayError::Upstream { status: s, message })
+        }
+    }
+}

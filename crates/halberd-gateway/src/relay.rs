@@ -1,0 +1,171 @@
+//! The streaming relay: upstream SSE bytes in, client SSE bytes out.
+//!
+//! Events are decoded incrementally and passed on with their exact bytes, so a
+//! stream that needs no change reaches the client as the provider sent it. The
+//! relay reads usage from the events that carry it (OpenAI's final usage chunk,
+//! the Responses `response.completed` event, Anthropic's `message_start` and
+//! `message_delta`), holds back the OpenAI usage chunk from clients that did not
+//! ask for it, enforces the idle and total timeouts, and ends a broken stream
+//! with an error event in the caller's dialect instead of just cutting it.
+//!
+//! The relay owns the [`Finish`] guard of its exchange: when the client goes away
+//! mid-stream, the body (and with it the relay) is dropped, the upstream
+//! connection is closed, and the guard still records how the exchange ended.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use halberd_protocol::openai::{self, Usage};
+use halberd_protocol::sse::{SseDecoder, SseEvent};
+use halberd_protocol::{Api, anthropic};
+
+use crate::pipeline::finish::Finish;
+use crate::upstream::{BodyError, BodyStream};
+
+/// Largest single SSE event accepted from an upstream.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct Relay {
+    upstream: BodyStream,
+    decoder: SseDecoder,
+    api: Api,
+    /// Drop OpenAI's usage-only chunk (the client did not ask for it).
+    hide_usage_chunk: bool,
+    idle: std::time::Duration,
+    deadline: Instant,
+    events: Vec<SseEvent>,
+    done: bool,
+    finish: Finish,
+}
+
+impl Relay {
+    pub fn new(
+        upstream: BodyStream,
+        api: Api,
+        hide_usage_chunk: bool,
+        idle: std::time::Duration,
+        deadline: Instant,
+        finish: Finish,
+    ) -> Relay {
+        Relay {
+            upstream,
+            decoder: SseDecoder::new(MAX_EVENT_BYTES),
+            api,
+            hide_usage_chunk,
+            idle,
+            deadline,
+            events: Vec::new(),
+            done: false,
+            finish,
+        }
+    }
+
+    /// The client-facing byte stream.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        futures_util::stream::unfold(self, |mut r| async move {
+            loop {
+                if r.done {
+                    return None;
+                }
+                let wait = (Instant::now() + r.idle).min(r.deadline);
+                let next = tokio::time::timeout_at(wait, r.upstream.next()).await;
+                let out = match next {
+                    Ok(Some(Ok(chunk))) => r.feed(&chunk),
+                    Ok(Some(Err(BodyError::Read))) => r.fail(
+                        "upstream_error",
+                        "the upstream connection failed mid-stream",
+                    ),
+                    Ok(Some(Err(BodyError::Timeout))) | Err(_) => r.fail(
+                        "upstream_timeout",
+                        "the upstream provider stopped sending in time",
+                    ),
+                    Ok(None) => r.end(),
+                };
+                if !out.is_empty() {
+                    return Some((Ok(out), r));
+                }
+            }
+        })
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        let mut events = std::mem::take(&mut self.events);
+        if self.decoder.push(chunk, &mut events).is_err() {
+            self.events = events;
+            return self.fail("upstream_error", "the upstream sent an oversized event");
+        }
+        let out = self.pass(&events);
+        events.clear();
+        self.events = events;
+        out
+    }
+
+    fn end(&mut self) -> Bytes {
+        self.done = true;
+        let tail: Vec<SseEvent> = self.decoder.finish().into_iter().collect();
+        let out = self.pass(&tail);
+        self.finish.completed();
+        out
+    }
+
+    /// Processes decoded events; returns the bytes to send on.
+    fn pass(&mut self, events: &[SseEvent]) -> Bytes {
+        let mut out = BytesMut::new();
+        for ev in events {
+            if let Some(data) = ev.data.as_deref()
+                && data.contains("\"usage\"")
+                && let Ok(v) = serde_json::from_str::<Value>(data)
+            {
+                self.observe_usage(&v);
+                if self.hide_usage_chunk
+                    && self.api == Api::ChatCompletions
+                    && openai::is_usage_chunk(&v)
+                {
+                    continue;
+                }
+            }
+            out.extend_from_slice(&ev.raw);
+        }
+        self.finish.add_bytes(out.len());
+        out.freeze()
+    }
+
+    fn observe_usage(&mut self, v: &Value) {
+        match self.api {
+            Api::Messages => {
+                // message_start reports input (and a first output count),
+                // message_delta the output so far; keep the largest of each.
+                if let Some(u) = anthropic::usage(v) {
+                    let prev = self.finish.usage().unwrap_or_default();
+                    self.finish.set_usage(Usage {
+                        input_tokens: prev.input_tokens.max(u.input_tokens),
+                        output_tokens: prev.output_tokens.max(u.output_tokens),
+                    });
+                }
+            }
+            _ => {
+                if let Some(u) = openai::usage(v) {
+                    self.finish.set_usage(u);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, code: &str, message: &str) -> Bytes {
+        self.done = true;
+        self.finish.failed(code);
+        tracing::warn!(request_id = %self.finish.request_id(), code, "stream ended by error");
+        error_event(self.api, code, message)
+    }
+}
+
+/// An in-stream error in the API's own framing.
+pub fn error_event(api: Api, code: &str, message: &str) -> Bytes {
+    match api {
+        Api::Messages => SseEvent::encode(Some("error"), &json!({"type": "error", "error": {"type": "api_error", "message": message, "code": code}}).to_string()),
+        Api::Responses => SseEvent::encode(Some("error"), &json!({"type": "error", "code": code, "message": message, "param": null}).to_string()),
+        _ => SseEvent::encode(None, &openai::error_body(message, "api_error", code, None).to_string()),
+    }
+}

@@ -1,0 +1,210 @@
+//! The only module that speaks to providers.
+//!
+//! One pooled HTTP client per provider: no redirects followed (a redirect from a
+//! provider is an error, never a reason to send credentials elsewhere), a connect
+//! timeout, and a first-byte timeout on the response head. Idle and total
+//! timeouts on the body are the relay's ([`crate::relay`]), which reads it.
+//! Dropping an [`UpstreamResponse`] drops the connection, which is how a client
+//! that goes away cancels the upstream request.
+//!
+//! The built-in mock provider answers in-process through the same
+//! [`UpstreamResponse`], so every later stage treats it exactly like a network
+//! provider.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use halberd_protocol::{Api, Exchange};
+
+use crate::config::{Provider, ProviderKind};
+use crate::error::GatewayError;
+use crate::mock;
+
+/// A body failure after the response head arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Read,
+    Timeout,
+}
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub retry_after: Option<HeaderValue>,
+    pub body: BodyStream,
+}
+
+/// Request headers a client may send that mean something to the provider and
+/// carry no credentials. Everything else the client sent stays with us.
+const FORWARDED_HEADERS: &[&str] = &["anthropic-version", "anthropic-beta", "openai-beta"];
+
+const ANTHROPIC_DEFAULT_VERSION: &str = "2023-06-01";
+
+/// Clients for every configured provider, in config order.
+#[derive(Clone)]
+pub struct Upstreams {
+    providers: Arc<[Provider]>,
+    clients: Arc<[Option<reqwest::Client>]>,
+}
+
+impl Upstreams {
+    pub fn new(providers: &[Provider]) -> Result<Upstreams, String> {
+        // reqwest is built without a bundled crypto backend; ring is ours.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clients = providers
+            .iter()
+            .map(|p| match p.kind {
+                ProviderKind::Mock if p.base_url.is_none() => Ok(None),
+                _ => reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(p.timeouts.connect)
+                    .pool_idle_timeout(std::time::Duration::from_secs(90))
+                    .tcp_nodelay(true)
+                    .build()
+                    .map(Some)
+                    .map_err(|e| format!("provider {}: cannot build HTTP client: {e}", p.name)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upstreams {
+            providers: providers.into(),
+            clients: clients.into(),
+        })
+    }
+
+    pub fn provider(&self, index: usize) -> &Provider {
+        &self.providers[index]
+    }
+
+    /// Sends `body` (already rewritten for the upstream) and waits for the
+    /// response head.
+    pub async fn send(
+        &self,
+        index: usize,
+        api: Api,
+        body: &Value,
+        ex: &Exchange,
+        client_headers: &HeaderMap,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let provider = &self.providers[index];
+        let Some(client) = &self.clients[index] else {
+            return mock_in_process(api, body, ex, client_headers);
+        };
+        let base = provider.base_url.as_deref().unwrap_or_default();
+        let url = match (provider.kind, api) {
+            (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
+            // The OpenAI convention: the base URL ends in the version (`…/v1`).
+            (_, api) => format!("{base}{}", api.path().trim_start_matches("/v1")),
+        };
+        let bytes = serde_json::to_vec(body).map_err(|_| GatewayError::Internal)?;
+        let mut req = client
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(bytes);
+        if ex.stream {
+            req = req.header(http::header::ACCEPT, "text/event-stream");
+        }
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = client_headers.get(*name) {
+                req = req.header(*name, v.clone());
+            }
+        }
+        if provider.mock_headers {
+            for (name, v) in client_headers
+                .iter()
+                .filter(|(n, _)| n.as_str().starts_with("x-mock-"))
+            {
+                req = req.header(name.clone(), v.clone());
+            }
+        }
+        match (provider.kind, &provider.api_key) {
+            (ProviderKind::Anthropic, key) => {
+                if !client_headers.contains_key("anthropic-version") {
+                    req = req.header("anthropic-version", ANTHROPIC_DEFAULT_VERSION);
+                }
+                if let Some(k) = key {
+                    req = req.header("x-api-key", secret_header(k.expose_secret())?);
+                }
+            }
+            (_, Some(k)) => {
+                req = req.header(
+                    http::header::AUTHORIZATION,
+                    secret_header(&format!("Bearer {}", k.expose_secret()))?,
+                )
+            }
+            (_, None) => {}
+        }
+        let resp = match tokio::time::timeout(provider.timeouts.first_byte, req.send()).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %provider.name, error = %e.without_url(), "upstream request failed");
+                return Err(GatewayError::UpstreamUnreachable);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let headers = resp.headers();
+        Ok(UpstreamResponse {
+            status: resp.status(),
+            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
+            retry_after: headers.get(http::header::RETRY_AFTER).cloned(),
+            body: Box::pin(resp.bytes_stream().map_err(|_| BodyError::Read)),
+        })
+    }
+}
+
+fn secret_header(value: &str) -> Result<HeaderValue, GatewayError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| GatewayError::Internal)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// The built-in mock provider: the same replies as `halberd mock-upstream`,
+/// produced in-process and paced with the requested delay.
+fn mock_in_process(
+    api: Api,
+    body: &Value,
+    ex: &Exchange,
+    client_headers: &HeaderMap,
+) -> Result<UpstreamResponse, GatewayError> {
+    let knobs =
+        mock::Knobs::from_headers(client_headers).map_err(|m| GatewayError::InvalidRequest {
+            message: m,
+            param: None,
+        })?;
+    let reply = mock::reply(api, body, ex, &knobs);
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok(match reply.body {
+        mock::ReplyBody::Json(v) => UpstreamResponse {
+            status,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            retry_after: None,
+            body: Box::pin(futures_util::stream::iter([Ok(Bytes::from(v.to_string()))])),
+        },
+        mock::ReplyBody::Events(events) => UpstreamResponse {
+            status,
+            content_type: Some(HeaderValue::from_static("text/event-stream")),
+            retry_after: None,
+            body: paced(events, reply.delay),
+        },
+    })
+}
+
+/// Yields `events`, sleeping `delay` before each one after the first.
+pub fn paced(events: Vec<Bytes>, delay: std::time::Duration) -> BodyStream {
+    let stream =
+        futures_util::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(e)
+        });
+    Box::pin(stream)
+}
