@@ -219,3 +219,37 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_generic_500_in_the_callers_dialect() {
+        async fn boom() -> Response {
+            panic!("secret internal detail")
+        }
+        let app = Router::new()
+            .route("/v1/chat/completions", post(boom))
+            .route("/v1/messages", post(boom))
+            .layer(middleware::from_fn(edge));
+        for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(resp.headers().contains_key(REQUEST_ID_HEADER));
+            let body = to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(!String::from_utf8_lossy(&body).contains("secret internal detail"));
+            assert_eq!(v["error"]["code"], "internal_error");
+            assert_eq!(v["type"] == "error", anthropic);
+        }
+    }
+}

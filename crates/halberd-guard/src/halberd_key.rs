@@ -51,7 +51,7 @@ pub fn parse_key(key: &str) -> Option<ParsedKey<'_>> {
         return None;
     }
     let (_, sum) = key.split_at(KEY_LEN - CHECKSUM_LEN);
-    if checksum(key[..KEY_LEN - CHECKSUM_LEN].as_bytes()) != sum {
+    if checksum(&key.as_bytes()[..KEY_LEN - CHECKSUM_LEN]) != sum {
         return None;
     }
     Some(ParsedKey { id })

@@ -26,7 +26,7 @@ impl Pepper {
     /// A pepper given as hex (as in `HALBERD_PEPPER`): at least 32 bytes.
     pub fn from_hex(s: &str) -> Result<Pepper, StoreError> {
         let s = s.trim();
-        if s.len() < PEPPER_BYTES * 2 || s.len() % 2 != 0 {
+        if s.len() < PEPPER_BYTES * 2 || !s.len().is_multiple_of(2) {
             return Err(StoreError::Pepper(format!(
                 "must be at least {} hex digits",
                 PEPPER_BYTES * 2

@@ -1,0 +1,190 @@
+//! The edge: request ids, header limits and the header-read timeout, stream
+//! timeouts, client disconnects cancelling the upstream, graceful shutdown.
+
+use std::time::Duration;
+
+use halberd_testkit::{TestGateway, sse_data};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client;
+
+fn streamed(content: &str) -> Value {
+    json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": content}]})
+}
+
+#[tokio::test]
+async fn request_id_on_every_response() {
+    let gw = TestGateway::start("").await;
+    let r = client()
+        .get(gw.url("/nope"))
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-abc.123");
+    let r = client()
+        .get(gw.url("/healthz"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap();
+    assert!(id.starts_with("req_") && id.len() == 36, "{id}");
+    let r = client()
+        .get(gw.admin_url("/admin/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_refused() {
+    let gw = TestGateway::start("[server]\nmax_headers = 16\nmax_header_bytes = 8192").await;
+    let mut req = client().get(gw.url("/healthz"));
+    for i in 0..40 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(req.send().await.unwrap().status(), 431);
+    let r = client()
+        .get(gw.url("/healthz"))
+        .header("x-big", "a".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(
+        client()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn header_read_timeout_closes_slow_clients() {
+    let gw = TestGateway::start("[server]\nheader_read_timeout = \"300ms\"").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server must end the connection by itself; without an armed timer
+    // this read would hang until the test's own limit.
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open after the header-read timeout"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+}
+
+#[tokio::test]
+async fn idle_upstream_stream_ends_with_an_error_event() {
+    let gw = TestGateway::start("[[providers]]\nname = \"slow\"\nkind = \"mock\"\nidle_timeout = \"200ms\"\n[[models]]\nname = \"mock-1\"\nprovider = \"slow\"").await;
+    let key = gw.any_key().await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-delay-ms", "2000")
+        .json(&streamed("abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(resp).await;
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout", "{data:?}");
+    assert!(!data.contains(&"[DONE]".to_string()));
+}
+
+/// An upstream that streams one event every 50 ms until the gateway hangs up,
+/// and reports when it noticed.
+async fn endless_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        loop {
+            if s.write_all(chunk.as_bytes()).await.is_err() || s.flush().await.is_err() {
+                let _ = tx.send(());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let (addr, cancelled) = endless_upstream().await;
+    let gw = TestGateway::start(&format!("[[providers]]\nname = \"e\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nallow_http = true\n[[models]]\nname = \"mock-1\"\nprovider = \"e\"")).await;
+    let key = gw.any_key().await;
+    let mut resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&streamed("x"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.chunk().await.unwrap().is_some());
+    drop(resp);
+    tokio::time::timeout(Duration::from_secs(10), cancelled)
+        .await
+        .expect("upstream still being read after the client left")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_running_streams_finish() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    let mut resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-chunk-bytes", "1")
+        .header("x-mock-delay-ms", "40")
+        .json(&streamed("twelve chars"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
+    let addr = gw.addr;
+    let shutdown = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are no longer accepted...
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // ...but the running stream completes.
+    while let Some(c) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&c);
+    }
+    let data = halberd_testkit::halberd_protocol_sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "twelve chars");
+    shutdown.await.unwrap();
+}

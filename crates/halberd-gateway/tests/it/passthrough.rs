@@ -1,0 +1,197 @@
+//! What goes upstream: the client's body with unknown fields intact, the model
+//! id rewritten, stream usage forced on, the gateway's own credentials and
+//! none of the client's, and no redirects followed.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use halberd_testkit::{TestGateway, sse_data};
+use serde_json::{Value, json};
+
+use crate::client;
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
+async fn capture(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let stream = v["stream"].as_bool().unwrap_or(false);
+    seen.lock().unwrap().push((headers, v));
+    if stream {
+        let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n";
+        ([("content-type", "text/event-stream")], sse).into_response()
+    } else {
+        axum::Json(json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})).into_response()
+    }
+}
+
+async fn start_capture() -> (std::net::SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/v1/chat/completions", axum::routing::post(capture))
+        .route("/v1/messages", axum::routing::post(capture))
+        .route(
+            "/redirect/chat/completions",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "http://127.0.0.1:1/steal")],
+                )
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+async fn gateway(addr: std::net::SocketAddr) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("provider.key"), "sk-provider-secret\n").unwrap();
+    let toml = format!(
+        r#"
+[[providers]]
+name = "cap"
+kind = "openai"
+base_url = "http://{addr}/v1"
+allow_http = true
+api_key_file = "{dir}/provider.key"
+[[providers]]
+name = "capa"
+kind = "anthropic"
+base_url = "http://{addr}"
+allow_http = true
+api_key_file = "{dir}/provider.key"
+[[providers]]
+name = "redir"
+kind = "openai"
+base_url = "http://{addr}/redirect"
+allow_http = true
+[[models]]
+name = "public-name"
+provider = "cap"
+upstream = "provider-model-2025"
+[[models]]
+name = "claude-pub"
+provider = "capa"
+[[models]]
+name = "redirected"
+provider = "redir"
+"#,
+        dir = dir.path().display()
+    );
+    let gw = TestGateway::start(&toml).await;
+    // Keep the key file's directory alive alongside the gateway.
+    std::mem::forget(dir);
+    gw
+}
+
+#[tokio::test]
+async fn body_reaches_upstream_with_unknown_fields_and_rewritten_model() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let body = json!({
+        "model": "public-name",
+        "messages": [{"role": "user", "content": "hi", "future_message_field": [1, 2]}],
+        "future_top_level": {"nested": {"deep": true}, "n": 1.5},
+        "temperature": 0.2
+    });
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-status", "500")
+        .header("x-custom", "1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (headers, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["model"], "provider-model-2025");
+    assert_eq!(sent["future_top_level"], body["future_top_level"]);
+    assert_eq!(sent["messages"], body["messages"]);
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(headers["authorization"], "Bearer sk-provider-secret");
+    assert!(
+        !headers.contains_key("x-mock-status"),
+        "x-mock-* must reach mock providers only"
+    );
+    assert!(!headers.contains_key("x-custom"));
+    assert!(
+        !format!("{headers:?}").contains(&key),
+        "the client's key must never go upstream"
+    );
+}
+
+#[tokio::test]
+async fn streams_ask_upstream_for_usage_and_hide_it_from_clients_that_did_not() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let body = json!({"model": "public-name", "stream": true, "stream_options": {"future_option": 3}, "messages": [{"role": "user", "content": "hi"}]});
+    let data = sse_data(
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        sent["stream_options"],
+        json!({"future_option": 3, "include_usage": true})
+    );
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert_eq!(data[1], "[DONE]");
+}
+
+#[tokio::test]
+async fn anthropic_headers_and_credentials() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let body = json!({"model": "claude-pub", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-beta", "some-beta")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (headers, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["model"], "claude-pub");
+    assert_eq!(headers["x-api-key"], "sk-provider-secret");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert_eq!(headers["anthropic-beta"], "some-beta");
+    assert!(!headers.contains_key("authorization"));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (addr, _) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({"model": "redirected", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+}
