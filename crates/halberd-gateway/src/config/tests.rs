@@ -116,3 +116,58 @@ fn plain_http_needs_opt_in() {
         Some("http://127.0.0.1:9000/v1")
     );
 }
+
+#[test]
+fn example_config_documents_every_field_and_builds() {
+    let text = include_str!("../../../../config/halberd.example.toml");
+    let env = |_: &str| Some("sk-x".to_owned());
+    let file = ConfigFile::parse(text).unwrap();
+    let config = file.build(Path::new("/tmp"), &env).unwrap();
+    assert!(config.providers.len() >= 3);
+    let fields = [
+        "listen",
+        "admin_listen",
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "header_read_timeout",
+        "max_json_depth",
+        "max_connections",
+        "shutdown_grace",
+        "path",
+        "pepper_file",
+        "admin_token_env",
+        "name",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "api_key_file",
+        "allow_http",
+        "mock_headers",
+        "connect_timeout",
+        "first_byte_timeout",
+        "idle_timeout",
+        "total_timeout",
+        "provider",
+        "upstream",
+    ];
+    for f in fields {
+        assert!(
+            text.lines().any(|l| l
+                .trim_start()
+                .trim_start_matches("# ")
+                .starts_with(&format!("{f} ="))),
+            "field {f} is not in the example config"
+        );
+    }
+    // The documented server defaults are the real defaults.
+    let d = ConfigFile::default()
+        .build(Path::new("/tmp"), &env)
+        .unwrap();
+    assert_eq!(d.limits.max_body_bytes, config.limits.max_body_bytes);
+    assert_eq!(
+        d.limits.header_read_timeout,
+        config.limits.header_read_timeout
+    );
+    assert_eq!(d.limits.max_connections, config.limits.max_connections);
+}

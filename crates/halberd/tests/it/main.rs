@@ -1,0 +1,239 @@
+//! The `halberd` binary as users run it: key commands on the default store,
+//! `config check`, and `serve` on its embedded default.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn halberd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HALBERD_CONFIG")
+        .env_remove("HALBERD_PEPPER")
+        .env("HALBERD_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn key_lifecycle_on_the_default_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = json_of(&halberd(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--user",
+            "u1",
+            "--models",
+            "mock-1,mock-2",
+            "--expires",
+            "30d",
+            "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap();
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("hbd_"));
+    assert_eq!(
+        created["allowed_models"],
+        serde_json::json!(["mock-1", "mock-2"])
+    );
+    assert!(dir.path().join("halberd.db").exists() && dir.path().join("halberd.pepper").exists());
+
+    let listed = halberd(dir.path(), &["keys", "list", "--json"]);
+    let text = String::from_utf8(listed.stdout.clone()).unwrap();
+    assert!(
+        text.contains(id) && !text.contains(key),
+        "list shows ids, never secrets"
+    );
+
+    let rotated = json_of(&halberd(
+        dir.path(),
+        &["keys", "rotate", id, "--grace", "1h", "--json"],
+    ));
+    assert_ne!(rotated["key"], created["key"]);
+    let listed = json_of(&halberd(dir.path(), &["keys", "list", "--json"]));
+    let old = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap();
+    assert_eq!(old["rotated_to"], rotated["id"]);
+
+    let revoked = json_of(&halberd(dir.path(), &["keys", "revoke", id, "--json"]));
+    assert!(revoked["revoked_at"].is_i64());
+
+    let human = halberd(dir.path(), &["keys", "list"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("revoked"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = halberd(dir.path(), &["keys", "revoke", "nosuchkey"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key nosuchkey not found"));
+    let out = halberd(
+        dir.path(),
+        &["keys", "create", "--name", "x", "--expires", "soon"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--expires"));
+    let out = halberd(
+        dir.path(),
+        &["keys", "create", "--name", "x", "--endpoints", "admin"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown endpoint"));
+    let out = halberd(dir.path(), &["keys", "create"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name is required"));
+}
+
+#[test]
+fn config_check_reports_where_the_error_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"127.0.0.1:8787\"\nmax_body_bytez = 5\n",
+    )
+    .unwrap();
+    let out = halberd(dir.path(), &["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("unknown field"),
+        "{err}"
+    );
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/halberd.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["config", "check", example.to_str().unwrap()])
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the example config must pass its own check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = halberd(dir.path(), &["config", "check"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("embedded default"));
+}
+
+#[test]
+fn halberd_config_env_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h.toml");
+    std::fs::write(&cfg, "[store]\npath = \"data/other.db\"\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["keys", "create", "--name", "x", "--json"])
+        .current_dir(elsewhere.path())
+        .env("HALBERD_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path().join("data/other.db").exists(),
+        "paths in a config file are relative to the file"
+    );
+    assert!(!elsewhere.path().join("halberd.db").exists());
+}
+
+/// Kills the server if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_starts_on_the_embedded_default_and_stops_on_sigterm() {
+    // reqwest is built without a bundled TLS backend in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("HALBERD_CONFIG")
+        .env("HALBERD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(child);
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let rest: Vec<String> = lines.by_ref().take(6).map(Result::unwrap).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("halberd keys create --name")),
+        "{rest:?}"
+    );
+
+    let created = json_of(&halberd(
+        dir.path(),
+        &["keys", "create", "--name", "x", "--json"],
+    ));
+    let key = created["key"].as_str().unwrap();
+    let v: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["id"], "mock-1");
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
