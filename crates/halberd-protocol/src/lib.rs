@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod error;
 pub mod exchange;
+pub mod fuzzing;
 pub mod json;
 pub mod openai;
 pub mod sse;

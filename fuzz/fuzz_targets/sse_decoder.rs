@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| halberd_protocol::fuzzing::sse_decoder(data));
