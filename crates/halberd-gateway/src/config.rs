@@ -82,6 +82,9 @@ pub struct AuthFile {
     pub pepper_file: Option<String>,
     /// Environment variable that holds the admin API token.
     pub admin_token_env: Option<String>,
+    /// How long the gateway trusts a key record it has read; the bound on how
+    /// long a change made elsewhere (CLI, another replica) takes to apply.
+    pub key_cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +134,7 @@ pub struct Config {
     pub store_path: PathBuf,
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
+    pub key_cache_ttl: Duration,
     pub providers: Vec<Provider>,
     pub models: Vec<ModelRoute>,
 }
@@ -369,6 +373,8 @@ impl ConfigFile {
                 .admin_token_env
                 .clone()
                 .unwrap_or_else(|| "HALBERD_ADMIN_TOKEN".into()),
+            key_cache_ttl: parse_duration(self.auth.key_cache_ttl.as_deref().unwrap_or("2s"))
+                .map_err(|m| err("auth.key_cache_ttl", m))?,
             providers,
             models,
         })

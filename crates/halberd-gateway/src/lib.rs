@@ -35,10 +35,12 @@ pub struct AppState {
 }
 
 /// Opens the configured store and the pepper (`HALBERD_PEPPER` if set, else the
-/// pepper file, created on first use).
+/// pepper file, created on first use). `cache` says whether authentication may
+/// use the key cache (the server does; one-shot CLI commands need not).
 pub async fn open_keyring(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
+    cache: bool,
 ) -> Result<Keyring, String> {
     let pepper = match env("HALBERD_PEPPER") {
         Some(hex) => Pepper::from_hex(&hex).map_err(|e| format!("HALBERD_PEPPER: {e}"))?,
@@ -62,14 +64,19 @@ pub async fn open_keyring(
             std::error::Error::source(&e).map(ToString::to_string)
         )
     })?;
-    Ok(Keyring::new(store, pepper))
+    let ttl = if cache {
+        config.key_cache_ttl
+    } else {
+        std::time::Duration::ZERO
+    };
+    Ok(Keyring::with_cache(store, pepper, ttl))
 }
 
 pub async fn build_state(
     config: Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<AppState>, String> {
-    let keyring = open_keyring(&config, env).await?;
+    let keyring = open_keyring(&config, env, true).await?;
     let upstreams = Upstreams::new(&config.providers)?;
     let admin_token = env(&config.admin_token_env)
         .filter(|t| !t.trim().is_empty())

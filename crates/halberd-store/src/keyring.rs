@@ -2,6 +2,10 @@
 //! authenticate. The CLI and the admin API both go through here, so they cannot
 //! drift apart, and every change is recorded as an [`AdminEvent`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use halberd_guard::halberd_key::{self, ID_LEN, SECRET_LEN};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
@@ -97,11 +101,45 @@ pub const ENDPOINTS: [&str; 5] = [
 pub struct Keyring {
     store: Store,
     pepper: Pepper,
+    cache: Arc<KeyCache>,
 }
 
+/// Recently read key records with their stored hashes, so that a busy key costs
+/// one HMAC per request instead of a database read. An entry is trusted for
+/// `ttl` only: that is how long a change made by another process (the CLI,
+/// another replica) can take to be seen. Changes made through this keyring
+/// (the admin API) evict the entry at once. Expiry is always checked against
+/// the current time, never cached.
+#[derive(Debug)]
+struct KeyCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Instant, KeyRecord, Vec<u8>)>>,
+}
+
+/// Most entries the cache holds; past that it starts over.
+const KEY_CACHE_MAX: usize = 100_000;
+
 impl Keyring {
+    /// A keyring that reads the store on every authentication.
     pub fn new(store: Store, pepper: Pepper) -> Keyring {
-        Keyring { store, pepper }
+        Keyring::with_cache(store, pepper, Duration::ZERO)
+    }
+
+    /// A keyring that trusts what it read for `ttl` (zero: no cache).
+    pub fn with_cache(store: Store, pepper: Pepper, ttl: Duration) -> Keyring {
+        Keyring {
+            store,
+            pepper,
+            cache: Arc::new(KeyCache {
+                ttl,
+                entries: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// How long a change made elsewhere can take to be seen here.
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache.ttl
     }
 
     pub fn store(&self) -> &Store {
@@ -276,11 +314,18 @@ impl Keyring {
     /// constant time, then revocation and expiry.
     pub async fn authenticate(&self, presented: &str, now: i64) -> Result<KeyRecord, AuthError> {
         let parsed = halberd_key::parse_key(presented).ok_or(AuthError::Malformed)?;
-        let (record, stored) = self
-            .store
-            .key_with_hash(parsed.id)
-            .await?
-            .ok_or(AuthError::Unknown)?;
+        let (record, stored) = match self.cached(parsed.id) {
+            Some(hit) => hit,
+            None => {
+                let found = self
+                    .store
+                    .key_with_hash(parsed.id)
+                    .await?
+                    .ok_or(AuthError::Unknown)?;
+                self.remember(&found.0, &found.1);
+                found
+            }
+        };
         let mut mac = self.mac();
         mac.update(presented.as_bytes());
         mac.verify_slice(&stored).map_err(|_| AuthError::Mismatch)?;
@@ -297,6 +342,47 @@ impl Keyring {
         self.store.events(limit).await
     }
 
+    fn cached(&self, id: &str) -> Option<(KeyRecord, Vec<u8>)> {
+        if self.cache.ttl.is_zero() {
+            return None;
+        }
+        let entries = self
+            .cache
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, record, hash) = entries.get(id)?;
+        (at.elapsed() < self.cache.ttl).then(|| (record.clone(), hash.clone()))
+    }
+
+    fn remember(&self, record: &KeyRecord, hash: &[u8]) {
+        if self.cache.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self
+            .cache
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(
+            record.id.clone(),
+            (Instant::now(), record.clone(), hash.to_vec()),
+        );
+    }
+
+    fn forget(&self, id: &str) {
+        if !self.cache.ttl.is_zero() {
+            self.cache
+                .entries
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(id);
+        }
+    }
+
     async fn record(
         &self,
         actor: &str,
@@ -305,6 +391,8 @@ impl Keyring {
         detail: Value,
         now: i64,
     ) -> Result<(), StoreError> {
+        // Every change goes through here: drop what we cached of the key.
+        self.forget(key_id);
         let event = AdminEvent {
             at: now,
             actor: actor.to_owned(),

@@ -300,7 +300,7 @@ fn metadata(m: Option<&str>) -> Result<Option<serde_json::Value>, String> {
 
 async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
     let config = load_config(path)?;
-    let keyring: Keyring = halberd_gateway::open_keyring(&config, &env).await?;
+    let keyring: Keyring = halberd_gateway::open_keyring(&config, &env, false).await?;
     let now = now_unix();
     let err = |e: halberd_store::StoreError| e.to_string();
     match cmd {

@@ -230,3 +230,53 @@ async fn file_database_survives_reopen() {
     );
     assert!(kr.authenticate(&key, 2).await.is_ok());
 }
+
+#[tokio::test]
+async fn cache_sees_own_changes_at_once_and_others_within_the_ttl() {
+    let store = Store::open_sqlite(":memory:").await.unwrap();
+    let pepper = Pepper::from_hex(&"44".repeat(32)).unwrap();
+    let cached = Keyring::with_cache(
+        store.clone(),
+        pepper.clone(),
+        std::time::Duration::from_millis(300),
+    );
+    let other = Keyring::new(store, pepper);
+    let a = cached.create(spec("a"), "t", 1).await.unwrap();
+    assert!(cached.authenticate(&a.key, 2).await.is_ok());
+    cached.revoke(&a.record.id, "t", 3).await.unwrap();
+    assert!(
+        matches!(
+            cached.authenticate(&a.key, 4).await,
+            Err(AuthError::Revoked)
+        ),
+        "own change seen at once"
+    );
+
+    let b = cached.create(spec("b"), "t", 1).await.unwrap();
+    assert!(cached.authenticate(&b.key, 2).await.is_ok());
+    other.revoke(&b.record.id, "t", 3).await.unwrap();
+    // Another process's change may take up to the TTL to be seen...
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    // ...and is seen after it.
+    assert!(matches!(
+        cached.authenticate(&b.key, 4).await,
+        Err(AuthError::Revoked)
+    ));
+    // Expiry is checked against the time given, never cached.
+    let c = cached
+        .create(
+            KeySpec {
+                expires_at: Some(100),
+                ..spec("c")
+            },
+            "t",
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(cached.authenticate(&c.key, 99).await.is_ok());
+    assert!(matches!(
+        cached.authenticate(&c.key, 100).await,
+        Err(AuthError::Expired)
+    ));
+}
