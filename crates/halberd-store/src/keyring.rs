@@ -113,7 +113,14 @@ pub struct Keyring {
 #[derive(Debug)]
 struct KeyCache {
     ttl: Duration,
-    entries: RwLock<HashMap<String, (Instant, KeyRecord, Vec<u8>)>>,
+    entries: RwLock<HashMap<String, CachedKey>>,
+}
+
+#[derive(Debug)]
+struct CachedKey {
+    read_at: Instant,
+    record: KeyRecord,
+    hash: Vec<u8>,
 }
 
 /// Most entries the cache holds; past that it starts over.
@@ -351,8 +358,8 @@ impl Keyring {
             .entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (at, record, hash) = entries.get(id)?;
-        (at.elapsed() < self.cache.ttl).then(|| (record.clone(), hash.clone()))
+        let hit = entries.get(id)?;
+        (hit.read_at.elapsed() < self.cache.ttl).then(|| (hit.record.clone(), hit.hash.clone()))
     }
 
     fn remember(&self, record: &KeyRecord, hash: &[u8]) {
