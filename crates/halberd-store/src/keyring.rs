@@ -376,7 +376,11 @@ impl Keyring {
         }
         entries.insert(
             record.id.clone(),
-            (Instant::now(), record.clone(), hash.to_vec()),
+            CachedKey {
+                read_at: Instant::now(),
+                record: record.clone(),
+                hash: hash.to_vec(),
+            },
         );
     }
 
