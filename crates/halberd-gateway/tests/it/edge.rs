@@ -188,3 +188,27 @@ async fn graceful_shutdown_lets_running_streams_finish() {
     assert_eq!(text, "twelve chars");
     shutdown.await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_a_slot_frees() {
+    let gw = TestGateway::start("[server]\nmax_connections = 1").await;
+    // One idle connection takes the only slot.
+    let held = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let url = gw.url("/healthz");
+        async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second connection was served past max_connections = 1"
+    );
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
