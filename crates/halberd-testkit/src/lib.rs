@@ -204,3 +204,15 @@ pub fn halberd_protocol_sse_data(bytes: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The text a streamed chat completion spelled out, from its `data:` payloads.
+pub fn chat_delta_text(data: &[String]) -> String {
+    data.iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}

@@ -176,15 +176,7 @@ async fn graceful_shutdown_lets_running_streams_finish() {
     }
     let data = halberd_testkit::halberd_protocol_sse_data(&body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let text: String = data
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = halberd_testkit::chat_delta_text(&data);
     assert_eq!(text, "twelve chars");
     shutdown.await.unwrap();
 }

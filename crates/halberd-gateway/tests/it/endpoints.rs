@@ -45,15 +45,7 @@ async fn chat_completions_plain_and_streamed_on_every_provider_kind() {
         );
         let data = sse_data(resp).await;
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-        let text: String = data
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| {
-                v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .collect();
+        let text = halberd_testkit::chat_delta_text(&data);
         assert_eq!(text, "héllo there 🌍", "{model}");
         // The gateway asked upstream for usage; this client did not, so it
         // must not see the usage chunk.
