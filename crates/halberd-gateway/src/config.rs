@@ -98,6 +98,9 @@ pub struct ProviderFile {
     /// Allow a plain-HTTP base URL (a local vLLM or Ollama, the mock upstream).
     #[serde(default)]
     pub allow_http: bool,
+    /// Send the key in this header instead of `Authorization: Bearer`
+    /// (Azure OpenAI: `api-key`).
+    pub api_key_header: Option<String>,
     /// Pass the client's `x-mock-*` headers on (for `halberd mock-upstream`).
     #[serde(default)]
     pub mock_headers: bool,
@@ -158,6 +161,7 @@ pub struct Provider {
     /// Absent only for the in-process mock.
     pub base_url: Option<String>,
     pub api_key: Option<SecretString>,
+    pub api_key_header: Option<http::HeaderName>,
     pub mock_headers: bool,
     pub timeouts: Timeouts,
 }
@@ -281,6 +285,7 @@ impl ConfigFile {
                 base_url: None,
                 api_key_env: None,
                 api_key_file: None,
+                api_key_header: None,
                 allow_http: false,
                 mock_headers: true,
                 connect_timeout: None,
@@ -455,6 +460,24 @@ fn build_provider(
             "a hosted provider needs api_key_env or api_key_file",
         ));
     }
+    let api_key_header = p
+        .api_key_header
+        .as_deref()
+        .map(|h| {
+            http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                err(
+                    format!("{at}.api_key_header"),
+                    format!("{h:?} is not a header name"),
+                )
+            })
+        })
+        .transpose()?;
+    if p.kind == ProviderKind::Anthropic && api_key_header.is_some() {
+        return Err(err(
+            format!("{at}.api_key_header"),
+            "applies to openai providers only",
+        ));
+    }
     let dur = |field: &str, v: &Option<String>, default: u64| match v {
         Some(s) => parse_duration(s).map_err(|m| err(format!("{at}.{field}"), m)),
         None => Ok(Duration::from_secs(default)),
@@ -464,6 +487,7 @@ fn build_provider(
         kind: p.kind,
         base_url,
         api_key: api_key.map(SecretString::from),
+        api_key_header,
         mock_headers: p.mock_headers || p.kind == ProviderKind::Mock,
         timeouts: Timeouts {
             connect: dur("connect_timeout", &p.connect_timeout, 10)?,

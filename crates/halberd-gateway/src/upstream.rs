@@ -97,12 +97,11 @@ impl Upstreams {
         let Some(client) = &self.clients[index] else {
             return mock_in_process(api, body, ex, client_headers);
         };
-        let base = provider.base_url.as_deref().unwrap_or_default();
-        let url = match (provider.kind, api) {
-            (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
-            // The OpenAI convention: the base URL ends in the version (`…/v1`).
-            (_, api) => format!("{base}{}", api.path().trim_start_matches("/v1")),
-        };
+        let url = endpoint_url(
+            provider.kind,
+            provider.base_url.as_deref().unwrap_or_default(),
+            api,
+        );
         let bytes = serde_json::to_vec(body).map_err(|_| GatewayError::Internal)?;
         let mut req = client
             .post(url)
@@ -124,8 +123,8 @@ impl Upstreams {
                 req = req.header(name.clone(), v.clone());
             }
         }
-        match (provider.kind, &provider.api_key) {
-            (ProviderKind::Anthropic, key) => {
+        match (provider.kind, &provider.api_key, &provider.api_key_header) {
+            (ProviderKind::Anthropic, key, _) => {
                 if !client_headers.contains_key("anthropic-version") {
                     req = req.header("anthropic-version", ANTHROPIC_DEFAULT_VERSION);
                 }
@@ -133,13 +132,17 @@ impl Upstreams {
                     req = req.header("x-api-key", secret_header(k.expose_secret())?);
                 }
             }
-            (_, Some(k)) => {
+            // Azure-style deployments take the key in a header of their own.
+            (_, Some(k), Some(name)) => {
+                req = req.header(name.clone(), secret_header(k.expose_secret())?)
+            }
+            (_, Some(k), None) => {
                 req = req.header(
                     http::header::AUTHORIZATION,
                     secret_header(&format!("Bearer {}", k.expose_secret()))?,
                 )
             }
-            (_, None) => {}
+            (_, None, _) => {}
         }
         let resp = match tokio::time::timeout(provider.timeouts.first_byte, req.send()).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
@@ -157,6 +160,24 @@ impl Upstreams {
             retry_after: headers.get(http::header::RETRY_AFTER).cloned(),
             body: Box::pin(resp.bytes_stream().map_err(|_| BodyError::Read)),
         })
+    }
+}
+
+/// The upstream URL of `api` under `base`. OpenAI convention: the base URL ends
+/// in the version (`…/v1`) and the endpoint path follows. A query in the base
+/// URL (Azure's `?api-version=…`) stays at the end.
+fn endpoint_url(kind: ProviderKind, base: &str, api: Api) -> String {
+    let (path, query) = match base.split_once('?') {
+        Some((p, q)) => (p.trim_end_matches('/'), Some(q)),
+        None => (base, None),
+    };
+    let endpoint = match kind {
+        ProviderKind::Anthropic => "/v1/messages",
+        _ => api.path().trim_start_matches("/v1"),
+    };
+    match query {
+        Some(q) => format!("{path}{endpoint}?{q}"),
+        None => format!("{path}{endpoint}"),
     }
 }
 
@@ -207,4 +228,37 @@ pub fn paced(events: Vec<Bytes>, delay: std::time::Duration) -> BodyStream {
             Ok(e)
         });
     Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(
+            endpoint_url(
+                ProviderKind::Openai,
+                "https://api.openai.com/v1",
+                Api::Responses
+            ),
+            "https://api.openai.com/v1/responses"
+        );
+        assert_eq!(
+            endpoint_url(
+                ProviderKind::Anthropic,
+                "https://api.anthropic.com",
+                Api::Messages
+            ),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            endpoint_url(
+                ProviderKind::Openai,
+                "https://r.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21",
+                Api::ChatCompletions
+            ),
+            "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+    }
 }

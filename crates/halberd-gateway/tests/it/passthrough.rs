@@ -18,10 +18,13 @@ type Seen = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
 
 async fn capture(
     State(seen): State<Seen>,
-    headers: HeaderMap,
+    uri: axum::http::Uri,
+    mut headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
     let v: Value = serde_json::from_slice(&body).unwrap();
+    // Keep the request target beside the headers for the tests to see.
+    headers.insert("x-test-uri", uri.to_string().parse().unwrap());
     let stream = v["stream"].as_bool().unwrap_or(false);
     seen.lock().unwrap().push((headers, v));
     if stream {
@@ -75,6 +78,16 @@ name = "redir"
 kind = "openai"
 base_url = "http://{addr}/redirect"
 allow_http = true
+[[providers]]
+name = "azure"
+kind = "openai"
+base_url = "http://{addr}/v1?api-version=2024-10-21"
+allow_http = true
+api_key_file = "{dir}/provider.key"
+api_key_header = "api-key"
+[[models]]
+name = "azure-model"
+provider = "azure"
 [[models]]
 name = "public-name"
 provider = "cap"
@@ -194,4 +207,25 @@ async fn redirects_are_not_followed() {
     assert_eq!(resp.status(), 502);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_error");
+}
+
+#[tokio::test]
+async fn azure_style_deployments_get_their_query_and_key_header() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({"model": "azure-model", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let (headers, _) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        headers["x-test-uri"],
+        "/v1/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(headers["api-key"], "sk-provider-secret");
+    assert!(!headers.contains_key("authorization"));
 }

@@ -127,6 +127,7 @@ fn config_check_reports_where_the_error_is() {
         .args(["config", "check", example.to_str().unwrap()])
         .env("OPENAI_API_KEY", "sk-test")
         .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .env("AZURE_OPENAI_API_KEY", "az-test")
         .output()
         .unwrap();
     assert!(
