@@ -5,3 +5,4 @@
 //! benchmarks use it alike.
 
 pub mod halberd_key;
+pub mod sensitive;

@@ -1,0 +1,276 @@
+//! Sensitive data: PII and secret detection with byte-exact spans.
+//!
+//! One multi-pattern regex (compiled once, leftmost-first, lazy DFA) walks the
+//! text a single time. Each candidate is then validated by the rule that matched
+//! it (Luhn, mod-97, SSN ranges, IPv6 parsing, entropy, phone shape and context),
+//! which looks only at the candidate and a few bytes of context before it, never at
+//! the rest of the text. A rejected candidate resumes the walk one character after
+//! its start, so a shorter or different match there is still found; every pattern
+//! starts at a word boundary or a literal, so the resumed walk does not re-enter
+//! the same token, and the walk stays linear in the text.
+//!
+//! This module must never log, store or format a detected value; callers get
+//! spans and kinds, and the redaction module decides what replaces them.
+
+mod redact;
+mod rules;
+mod stream;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use regex_automata::{
+    Anchored, Input, MatchKind,
+    hybrid::dfa::{Cache as DfaCache, DFA},
+    meta,
+    nfa::thompson,
+    util::syntax,
+};
+
+pub use redact::{Action, Edit, Policy, PolicyError, Pseudonyms, Redaction, Restorer, redact};
+pub use rules::RULES;
+pub use stream::StreamRedactor;
+
+/// What a finding is. `type_name` is the stable name in the `halberd scan` output
+/// and in policy configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Email,
+    Phone,
+    CreditCard,
+    UsSsn,
+    Iban,
+    IpAddress,
+    /// A credential; the string names its family, e.g. `aws_access_key_id`.
+    Secret(&'static str),
+    PrivateKey,
+    Jwt,
+}
+
+impl Kind {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Phone => "phone",
+            Kind::CreditCard => "credit_card",
+            Kind::UsSsn => "us_ssn",
+            Kind::Iban => "iban",
+            Kind::IpAddress => "ip_address",
+            Kind::Secret(_) => "secret",
+            Kind::PrivateKey => "private_key",
+            Kind::Jwt => "jwt",
+        }
+    }
+
+    /// The family of a secret, `None` for every other kind.
+    pub fn secret_kind(self) -> Option<&'static str> {
+        match self {
+            Kind::Secret(kind) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// The structured PII types (as opposed to secrets).
+    pub fn is_pii(self) -> bool {
+        matches!(
+            self,
+            Kind::Email
+                | Kind::Phone
+                | Kind::CreditCard
+                | Kind::UsSsn
+                | Kind::Iban
+                | Kind::IpAddress
+        )
+    }
+
+    /// Every type name a policy may configure.
+    pub const TYPE_NAMES: [&'static str; 9] = [
+        "email",
+        "phone",
+        "credit_card",
+        "us_ssn",
+        "iban",
+        "ip_address",
+        "secret",
+        "private_key",
+        "jwt",
+    ];
+}
+
+/// One detected value: `text[start..end]`, always on character boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// How far before a candidate the validators may look (phone context words).
+/// The streaming scanner keeps this much already-released text.
+pub const CONTEXT_BEFORE: usize = 48;
+
+/// The compiled detector set. Build it once and share it; scanning takes `&self`.
+#[derive(Debug)]
+pub struct Detector {
+    regex: meta::Regex,
+    /// The same patterns as a lazy DFA, anchored, used by the streaming scanner to
+    /// ask whether a match could still start at a position given more text.
+    dfa: DFA,
+}
+
+/// The outcome of validating one candidate.
+pub(crate) enum Verdict {
+    Accept(Finding),
+    /// Not a finding; the walk resumes one character after the candidate's start.
+    Reject,
+    /// Not a finding, and no part of it is either: the walk resumes after it.
+    /// Used for digit runs, so that a long number is not read as a phone number
+    /// from its middle.
+    RejectWhole,
+}
+
+impl Detector {
+    pub fn new() -> Self {
+        // The patterns are ours and fixed; a failure here is a bug caught by every
+        // test, so the fallback is unreachable in a released binary.
+        match Self::build() {
+            Ok(detector) => detector,
+            Err(error) => panic!("sensitive-data patterns do not compile: {error}"),
+        }
+    }
+
+    fn build() -> Result<Self, String> {
+        let patterns: Vec<&str> = RULES.iter().map(|rule| rule.pattern).collect();
+        // ASCII classes and ASCII word boundaries keep the lazy DFA on every input;
+        // a Unicode `\b` would make it give up on the first non-ASCII byte.
+        let syntax = syntax::Config::new().unicode(false).utf8(true);
+        let regex = meta::Regex::builder()
+            .syntax(syntax)
+            .configure(
+                meta::Config::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .hybrid_cache_capacity(8 << 20)
+                    .nfa_size_limit(Some(64 << 20)),
+            )
+            .build_many(&patterns)
+            .map_err(|e| e.to_string())?;
+        let dfa = DFA::builder()
+            .syntax(syntax)
+            .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .cache_capacity(8 << 20)
+                    .skip_cache_capacity_check(true),
+            )
+            .build_many(&patterns)
+            .map_err(|e| e.to_string())?;
+        Ok(Detector { regex, dfa })
+    }
+
+    /// All findings in `text`, in order, not overlapping.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        let mut cursor = 0;
+        while let Some(step) = self.step(text, cursor, text.len()) {
+            if let Some(finding) = step.finding {
+                findings.push(finding);
+            }
+            cursor = step.resume;
+        }
+        findings
+    }
+
+    /// The next candidate in `text[cursor..end]` and what to do with it.
+    pub(crate) fn step(&self, text: &str, cursor: usize, end: usize) -> Option<Step> {
+        if cursor > end {
+            return None;
+        }
+        let found = self.regex.search(&Input::new(text).span(cursor..end))?;
+        let rule = &RULES[found.pattern().as_usize()];
+        let verdict = rule
+            .check
+            .validate(self, text, found.start(), found.end(), rule.kind);
+        Some(match verdict {
+            Verdict::Accept(finding) => Step {
+                start: found.start(),
+                finding: Some(finding),
+                resume: found.end().max(next_boundary(text, found.start())),
+            },
+            Verdict::Reject => Step {
+                start: found.start(),
+                finding: None,
+                resume: next_boundary(text, found.start()),
+            },
+            Verdict::RejectWhole => Step {
+                start: found.start(),
+                finding: None,
+                resume: found.end().max(next_boundary(text, found.start())),
+            },
+        })
+    }
+
+    /// The rule whose pattern matches exactly `text[start..end]` when anchored at
+    /// `start`, if any: used to name the family of a value found by a generic rule.
+    pub(crate) fn classify_exact(&self, text: &str, start: usize, end: usize) -> Option<usize> {
+        let input = Input::new(&text[..end])
+            .span(start..end)
+            .anchored(Anchored::Yes);
+        let found = self.regex.search(&input)?;
+        (found.end() == end).then(|| found.pattern().as_usize())
+    }
+
+    pub(crate) fn dfa_cache(&self) -> DfaCache {
+        self.dfa.create_cache()
+    }
+
+    /// Could a match start at `at` and still need bytes after `text.len()`? Runs
+    /// the anchored lazy DFA from `at` until it dies or the text ends.
+    pub(crate) fn could_continue(&self, cache: &mut DfaCache, text: &str, at: usize) -> bool {
+        let input = Input::new(text)
+            .span(at..text.len())
+            .anchored(Anchored::Yes);
+        let Ok(mut state) = self.dfa.start_state_forward(cache, &input) else {
+            // A start state that cannot be computed (look-behind on a quit byte)
+            // is treated as alive: holding back is the safe side.
+            return true;
+        };
+        for &byte in &text.as_bytes()[at..] {
+            match self.dfa.next_state(cache, state, byte) {
+                Ok(next) => state = next,
+                Err(_) => return true,
+            }
+            if state.is_dead() {
+                return false;
+            }
+            if state.is_quit() {
+                return true;
+            }
+        }
+        !state.is_dead()
+    }
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Detector::new()
+    }
+}
+
+pub(crate) struct Step {
+    /// Where the candidate started.
+    pub start: usize,
+    pub finding: Option<Finding>,
+    /// Where the walk continues.
+    pub resume: usize,
+}
+
+/// The first character boundary after `at`, or `at + 1` past the end.
+pub(crate) fn next_boundary(text: &str, at: usize) -> usize {
+    let mut next = at + 1;
+    while next < text.len() && !text.is_char_boundary(next) {
+        next += 1;
+    }
+    next
+}

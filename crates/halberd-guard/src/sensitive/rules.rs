@@ -1,0 +1,365 @@
+//! The rule table: one pattern per rule, in priority order (when two patterns
+//! match at the same position the earlier one wins), each with the check that
+//! validates its candidates and its own examples. In the examples, `«` and `»`
+//! mark the exact span that must be found; every example runs as a test
+//! (`rules_match_their_examples`). The example values are random strings made for
+//! these tests, not real credentials.
+//!
+//! Patterns use ASCII classes only (the detector compiles them with Unicode off)
+//! and start at a word boundary or a literal so that a rejected candidate never
+//! makes the walk re-enter the same token. Long tails are unbounded in the regex
+//! and capped by the check, which keeps the lazy DFA small.
+
+use super::Kind;
+
+pub struct Rule {
+    /// Stable id: the secret family for secrets, the type name otherwise.
+    pub id: &'static str,
+    pub kind: Kind,
+    pub pattern: &'static str,
+    pub check: Check,
+    pub positives: &'static [&'static str],
+    pub negatives: &'static [&'static str],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// The whole match is the value.
+    Whole,
+    /// The whole match, at most this many bytes.
+    Capped(usize),
+    /// A run of digits and separators: a payment card, a US SSN or a phone number.
+    Numeric,
+    Ipv6,
+    Iban,
+    /// The match holds the value in capture group 1 of `RULE_VALUES[index]`; the
+    /// value must have at least `min_entropy` bits per character.
+    Value {
+        min_entropy: f32,
+    },
+    /// `keyword = value`: the value is named by a specific rule when one matches it
+    /// exactly, otherwise it must pass the entropy and shape gate.
+    Assignment,
+    HalberdKey,
+}
+
+macro_rules! secret {
+    ($id:literal, $pattern:expr, $check:expr, [$($pos:literal),* $(,)?], [$($neg:literal),* $(,)?]) => {
+        Rule {
+            id: $id,
+            kind: Kind::Secret($id),
+            pattern: $pattern,
+            check: $check,
+            positives: &[$($pos),*],
+            negatives: &[$($neg),*],
+        }
+    };
+}
+
+pub static RULES: &[Rule] = &[
+    Rule {
+        id: "private_key",
+        kind: Kind::PrivateKey,
+        pattern: r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[\r\n]|\\n)*(?:[A-Za-z\-]{1,40}: ?[ -~]{0,200}(?:[\r\n]|\\n){1,2})*(?:[A-Za-z0-9+/=\r\n\t ]|\\n|\\r)*(?:-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
+        check: Check::Capped(64 * 1024),
+        positives: &[
+            "key:\n«-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\nKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END RSA PRIVATE KEY-----»\nthanks",
+            "{\"private_key\": \"«-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----»\\n\"}",
+            "«-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----»",
+        ],
+        negatives: &[
+            "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34Gkx\n-----END PUBLIC KEY-----",
+            "the words BEGIN PRIVATE KEY in prose",
+        ],
+    },
+    Rule {
+        id: "jwt",
+        kind: Kind::Jwt,
+        pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
+        check: Check::Capped(16 * 1024),
+        positives: &[
+            "Authorization: Bearer «eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJoYWxiZXJkLXRlc3QiLCJpYXQiOjE3MDAwMDAwMDB9.q0m3xW1yT8pL4c2nVb7RkS9dF6gH5jA0zE3uY2iO1wQ»",
+            "unsigned «eyJhbGciOiJub25lIn0.eyJzdWIiOiJhYmMxMjMifQ.» token",
+        ],
+        negatives: &["eyJ alone", "eyJhbGciOiJIUzI1NiJ9 without a payload"],
+    },
+    secret!(
+        "anthropic_api_key",
+        r"\bsk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_\-]{20,}",
+        Check::Capped(256),
+        [
+            "ANTHROPIC_API_KEY=«sk-ant-api03-UnW5gcF_Ha6ili8GjHEAD6-Wj9KfzjsQGMrb9h_ImB_LK777pzNk8cL6j5IXAAjlsHUqJoUD-_Ydua_5ZMs1SWOpQaPRYAA»"
+        ],
+        ["sk-ant-api03- is the prefix"]
+    ),
+    secret!(
+        "openai_api_key",
+        r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{48}\b)",
+        Check::Capped(256),
+        [
+            "use «sk-proj-xIq2HZt-PlJhx2jIclHkCiHp6bR1IqfEouHgxzNNAL5wIScGebcy8F5n3-YNT3BlbkFJBDRzrZSgqbjG3uhkWKFLf6xuI5aHUQPFeNBTxaQWk8JzFalHlsZfYcMMDktX»",
+            "«sk-WuUFjsUNPjc01T5GOBUSZGi6HWGK10Zb0RLZ5TR9SPofbciO»"
+        ],
+        ["sk-short", "task-proj-manager"]
+    ),
+    secret!(
+        "aws_access_key_id",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}\b",
+        Check::Whole,
+        [
+            "aws_access_key_id = «AKIAUJZDEGXDNCF32EPF»",
+            "«ASIAUJZDEGXDNCF32EPF»,"
+        ],
+        ["AKIAUJZDEGXDNCF32EPFX", "AKIA1234"]
+    ),
+    secret!(
+        "gcp_api_key",
+        r"\bAIza[0-9A-Za-z_\-]{35}",
+        Check::Whole,
+        ["key=«AIza2hpChYgCfrL1spNxnyVmihA-2O76UMFxFkM»&q=1"],
+        ["AIza short"]
+    ),
+    secret!(
+        "gcp_oauth_client_secret",
+        r"\bGOCSPX-[A-Za-z0-9_\-]{28}",
+        Check::Whole,
+        ["\"client_secret\": \"«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»\""],
+        ["GOCSPX-"]
+    ),
+    secret!(
+        "azure_storage_account_key",
+        r"(?i)\bAccountKey=[A-Za-z0-9+/]{86}==",
+        Check::Value { min_entropy: 3.5 },
+        [
+            "DefaultEndpointsProtocol=https;AccountName=halberd;AccountKey=«3J1TWDtkwtDDb+xHKas1VOqg6YYZYn9ZhyiA4uoRgnatmUdjAWtGSU8po+799NksnRH9ucAUsdMlHUvTCQCyEZ==»;EndpointSuffix=core.windows.net"
+        ],
+        ["AccountKey=<your key>"]
+    ),
+    secret!(
+        "azure_ad_client_secret",
+        r"\b[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}",
+        Check::Whole,
+        ["AZURE_CLIENT_SECRET=«0uv8Q~S~6ilI8ihN5KXSc7Tvo~hBKqFYY~kv5ZJr»"],
+        ["abc8Q~short"]
+    ),
+    secret!(
+        "github_token",
+        r"\b(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36}\b",
+        Check::Whole,
+        ["GITHUB_TOKEN=«ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN»"],
+        ["ghp_short", "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"]
+    ),
+    secret!(
+        "github_fine_grained_pat",
+        r"\bgithub_pat_[0-9A-Za-z_]{82}\b",
+        Check::Whole,
+        [
+            "«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»"
+        ],
+        ["github_pat_"]
+    ),
+    secret!(
+        "gitlab_token",
+        r"\b(?:glpat|gldt|glft|glrt|glsoat|glcbt|glptt|gloas|glimt|glagent|glffct)-[0-9A-Za-z_\-.]{20,}",
+        Check::Capped(320),
+        ["token: «glpat-sGpWLuqIA1id6Vw5DQL0»"],
+        ["glpat-short"]
+    ),
+    secret!(
+        "slack_webhook_url",
+        r"\b(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_\-]{20,}",
+        Check::Capped(256),
+        [
+            "post to «https://hooks.slack.com/services/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» now"
+        ],
+        ["see https://hooks.slack.com/ for docs"]
+    ),
+    secret!(
+        "slack_token",
+        r"\bxox[abposer]-[0-9A-Za-z\-]{10,}",
+        Check::Capped(256),
+        ["SLACK_BOT_TOKEN=«xoxb-868282880729-022279180588-JEYXg4JdpmrcXgGCJbW56eCu»"],
+        ["xoxb-123"]
+    ),
+    secret!(
+        "slack_app_token",
+        r"\bxapp-[0-9]-[A-Z0-9]{1,20}-[0-9]{1,20}-[a-z0-9]{20,}",
+        Check::Capped(256),
+        ["«xapp-1-A0123456789-1234567890123-0a1b2c3d4e5f60718293a4b5c6d7e8f9»"],
+        ["xapp-1"]
+    ),
+    secret!(
+        "stripe_secret_key",
+        r"\b(?:sk|rk)_(?:test|live|prod)_[0-9A-Za-z]{10,}",
+        Check::Capped(128),
+        ["Stripe.api_key = '«sk_live_q4i9DoV8gz4FkQ1okTBGzvAm»'"],
+        ["pk_live_q4i9DoV8gz4FkQ1okTBGzvAm", "sk_live_"]
+    ),
+    secret!(
+        "stripe_webhook_secret",
+        r"\bwhsec_[0-9A-Za-z]{32,}",
+        Check::Capped(128),
+        ["«whsec_wufUxbvJDCTbyvHNsG9eh6Yo4gfqrc5X»"],
+        ["whsec_abc"]
+    ),
+    secret!(
+        "huggingface_token",
+        r"\b(?:hf|api_org)_[A-Za-z0-9]{34}\b",
+        Check::Whole,
+        ["HF_TOKEN=«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»"],
+        ["hf_short", "hf_hmTaVsqxezyLexBWrdrgdQsOjprBGumXxYZZ"]
+    ),
+    secret!(
+        "twilio_api_key",
+        r"\bSK[0-9a-fA-F]{32}\b",
+        Check::Value { min_entropy: 3.0 },
+        ["TWILIO_API_KEY=«SKd0c621de49f145fda9988c79fc35526f»"],
+        ["SK00000000000000000000000000000000"]
+    ),
+    secret!(
+        "sendgrid_api_key",
+        r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",
+        Check::Whole,
+        ["«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»"],
+        ["SG.short.thing"]
+    ),
+    secret!(
+        "npm_token",
+        r"\bnpm_[A-Za-z0-9]{36}\b",
+        Check::Whole,
+        ["//registry.npmjs.org/:_authToken=«npm_OqHOBSWhgetH8LmyqoYMaaItDr9uP14pEHpJ»"],
+        ["npm_install"]
+    ),
+    secret!(
+        "pypi_token",
+        r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}",
+        Check::Capped(1200),
+        [
+            "password = «pypi-AgEIcHlwaS5vcmcFd0Nhcy-1kGD2VD-eR1UYzaLiA-zNyD7CHLn-xC_1hsYgBds1ghxY5OokvQy»"
+        ],
+        ["pypi-AgEIcHlwaS5vcmc"]
+    ),
+    secret!(
+        "docker_token",
+        r"\bdckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}",
+        Check::Capped(128),
+        ["docker login -p «dckr_pat_x7eNWVQ4vnakJkS1pAWTN3lg8zV»"],
+        ["dckr_pat_"]
+    ),
+    secret!(
+        "halberd_key",
+        r"\bhbd_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\b",
+        Check::HalberdKey,
+        [],
+        ["hbd_abcdefghijkl_0000000000000000000000000000000000000a"]
+    ),
+    secret!(
+        "url_password",
+        r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[A-Za-z0-9._~%!$&'()*+,;=\-]{1,128}:[!-.0-?A-~]{1,256}@",
+        Check::Value { min_entropy: 0.0 },
+        [
+            "DATABASE_URL=postgres://app:«s3cr3t-Pa55»@db.internal:5432/app",
+            "https://user:«hunter2»@example.com/"
+        ],
+        [
+            "https://example.com/a:b",
+            "https://example.com:8443/path?q=a:b"
+        ]
+    ),
+    Rule {
+        id: "email",
+        kind: Kind::Email,
+        pattern: r"(?i)\b[A-Z0-9][A-Z0-9._%+\-]{0,63}@[A-Z0-9](?:[A-Z0-9\-]{0,62}\.){1,8}[A-Z]{2,24}\b",
+        check: Check::Whole,
+        positives: &[
+            "mail «jane.doe+test@example.co.uk» today",
+            "«UtaK@jourrapide.com»",
+        ],
+        negatives: &["user@localhost", "@handle", "a@b"],
+    },
+    Rule {
+        id: "iban",
+        kind: Kind::Iban,
+        pattern: r"(?i)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+        check: Check::Iban,
+        positives: &[
+            "IBAN «DE89 3704 0044 0532 0130 00»",
+            "«GB82WEST12345698765432»",
+            "«fr1420041010050500013m02606»",
+        ],
+        negatives: &["DE89 3704 0044 0532 0130 01", "GB82WEST12345698765433"],
+    },
+    Rule {
+        id: "ip_address",
+        kind: Kind::IpAddress,
+        pattern: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
+        check: Check::Whole,
+        positives: &["from «192.168.10.7» to «8.8.8.8»"],
+        negatives: &["256.1.1.1", "1.2.3"],
+    },
+    Rule {
+        id: "ipv6_address",
+        kind: Kind::IpAddress,
+        pattern: r"(?i)(?:\b[0-9A-F]{1,4}|::)(?::{1,2}[0-9A-F]{0,4}){2,7}\b",
+        check: Check::Ipv6,
+        positives: &[
+            "host «2001:db8:85a3::8a2e:370:7334» up",
+            "«6e40:4041:c617:e898:c11:40d2:c669:2eb4»",
+        ],
+        negatives: &["std::fmt::Display", "12:30:45", "aa:bb:cc:dd:ee:ff"],
+    },
+    Rule {
+        id: "numeric",
+        kind: Kind::Phone,
+        // An optional leading `+` or `(`, digits with separators, an optional
+        // extension, and an optional label after it ("office", "fax") that counts
+        // as context. The check decides what the run is.
+        pattern: r"(?i)(?:\+|\(|\b)[0-9][0-9 ().\-/]{5,24}[0-9](?: ?(?:x|ext\.? ?)[0-9]{1,5})?\b(?:[ \-]?(?:office|fax|mobile|cell|home|work)\b)?",
+        check: Check::Numeric,
+        positives: &[
+            "call me at «+44 20 7946 0958»",
+            "Phone: «(555) 010-4477»",
+            "«212-555-0199»",
+            "Tel. «030 1234567»",
+        ],
+        negatives: &[
+            "order 1234567 shipped",
+            "in 2019-2024",
+            "2015-12-22 04:34:22",
+            "3.14159265",
+        ],
+    },
+    Rule {
+        id: "generic_credential",
+        kind: Kind::Secret("generic_credential"),
+        // A credential-like name, an assignment, an optional quote, the value.
+        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|passwd|password|pwd|passphrase|access[_.\-]?key|auth[_.\-]?key|credentials?|client[_.\-]?secret|private[_.\-]?key)[a-z0-9_.\-]{0,20}["']?[ \t]{0,3}(?::=|=>|=|:)[ \t]{0,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        check: Check::Assignment,
+        positives: &[
+            "api_key = \"«I6CmuxV5EbOApZOXzcycDeZ6»\"",
+            "DB_PASSWORD=«Xk9#mP2$vL7qR4w»",
+            "aws_secret_access_key = «hGyiRUIQfHOJMaidDn87XG3+q+xbMtEPO6UkzYuF»",
+            "token: «AKIAUJZDEGXDNCF32EPF»",
+        ],
+        negatives: &[
+            "password = \"password\"",
+            "api_key = ${API_KEY}",
+            "token: <your-token-here>",
+            "secret: xxxxxxxxxxxx",
+            "password_reset_link = https",
+            "the token: is missing",
+        ],
+    },
+];
+
+/// Value extractors for `Check::Value` and `Check::Assignment` rules: capture
+/// group 1 is the value, applied to the candidate only.
+pub fn value_pattern(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "azure_storage_account_key" => r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        "twilio_api_key" => r"(SK[0-9a-fA-F]{32})",
+        "url_password" => r"://[^:/@]*:([^@]*)@$",
+        "generic_credential" => r#"(?::=|=>|=|:)[ \t]*["'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#,
+        _ => return None,
+    })
+}

@@ -1,0 +1,220 @@
+//! Redaction of a text that arrives in pieces (a streamed response).
+//!
+//! The scanner releases every byte that can no longer be part of a finding and
+//! holds back only the bytes from which a match could still start: for each
+//! position after the last released byte it asks the anchored lazy DFA whether a
+//! match starting there could still be alive at the end of what has arrived. Those
+//! positions are dead for good once the DFA dies, so no position is asked twice
+//! after it died. A finding is reported only once the DFA has died after it,
+//! which makes the streamed result equal to the batch result for every way of
+//! splitting the text (property-tested in `tests.rs`).
+//!
+//! The state is bounded: the held-back bytes (at most `MAX_HOLD`; beyond that the
+//! held text is withheld from the client, never released unchecked) plus
+//! `CONTEXT_BEFORE` bytes of released text for the validators' look-behind.
+
+use super::{
+    CONTEXT_BEFORE, Detector, Edit, Finding, Kind, Policy, Pseudonyms,
+    redact::{Action, replace},
+};
+
+/// The most text held back waiting for a candidate to complete. Only a PEM block
+/// or a very long token gets near it.
+pub const MAX_HOLD: usize = 64 * 1024;
+
+/// What replaces held text that exceeded `MAX_HOLD` without resolving.
+pub const WITHHELD: &str = "[WITHHELD]";
+
+pub struct StreamRedactor<'d> {
+    detector: &'d Detector,
+    policy: &'d Policy,
+    cache: regex_automata::hybrid::dfa::Cache,
+    /// Released context followed by held text.
+    buf: String,
+    /// Absolute offset of `buf[0]` in the whole stream.
+    base: usize,
+    /// End of the released text, in `buf`.
+    released: usize,
+    /// Where the next search starts, in `buf`.
+    cursor: usize,
+    /// Positions before this one cannot start a match any more, in `buf`.
+    dead_until: usize,
+    /// Accepted findings not yet released, in `buf` offsets.
+    queued: Vec<Finding>,
+    /// Every finding acted on so far, in absolute offsets.
+    edits: Vec<Edit>,
+    pseudonyms: Pseudonyms,
+}
+
+impl<'d> StreamRedactor<'d> {
+    pub fn new(detector: &'d Detector, policy: &'d Policy) -> Self {
+        StreamRedactor {
+            detector,
+            policy,
+            cache: detector.dfa_cache(),
+            buf: String::new(),
+            base: 0,
+            released: 0,
+            cursor: 0,
+            dead_until: 0,
+            queued: Vec::new(),
+            edits: Vec::new(),
+            pseudonyms: Pseudonyms::default(),
+        }
+    }
+
+    /// Add a piece; returns the text that can be released now, redacted. Fails
+    /// with the kind of the first finding whose action is `block`.
+    pub fn push(&mut self, chunk: &str) -> Result<String, Kind> {
+        self.buf.push_str(chunk);
+        self.advance(false)
+    }
+
+    /// The end of the text: releases everything still held.
+    pub fn finish(&mut self) -> Result<String, Kind> {
+        self.advance(true)
+    }
+
+    /// Bytes held back right now.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.released
+    }
+
+    /// Every finding acted on so far, with offsets into the whole stream.
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    fn advance(&mut self, last: bool) -> Result<String, Kind> {
+        let len = self.buf.len();
+        let mut hold;
+        loop {
+            hold = if last { len } else { self.first_live() };
+            let Some(step) = self.detector.step(&self.buf, self.cursor, len) else {
+                break;
+            };
+            if step.start >= hold {
+                break;
+            }
+            if let Some(finding) = step.finding {
+                self.queued.push(finding);
+            }
+            self.cursor = step.resume;
+        }
+        let mut out = String::new();
+        if !last && hold < len && len - hold > MAX_HOLD {
+            // A candidate that never resolves: fail closed on the held text.
+            self.release(hold, &mut out)?;
+            out.push_str(WITHHELD);
+            let finding = Finding {
+                kind: Kind::Secret("withheld"),
+                start: self.base + hold,
+                end: self.base + len,
+            };
+            self.edits.push(Edit {
+                finding,
+                action: Action::Redact,
+            });
+            self.released = len;
+            self.cursor = len;
+            self.dead_until = len;
+        } else {
+            self.release(hold, &mut out)?;
+            self.cursor = self.cursor.max(hold);
+        }
+        self.trim();
+        Ok(out)
+    }
+
+    /// The first position at or after the cursor from which a match could still
+    /// need more text, or the end of the buffer.
+    fn first_live(&mut self) -> usize {
+        let mut at = self.cursor.max(self.dead_until);
+        while at < self.buf.len() {
+            if self.detector.could_continue(&mut self.cache, &self.buf, at) {
+                return at;
+            }
+            at = super::next_boundary(&self.buf, at);
+            self.dead_until = at;
+        }
+        self.buf.len()
+    }
+
+    /// Copy `buf[released..to]` to `out`, applying the queued findings in it.
+    fn release(&mut self, to: usize, out: &mut String) -> Result<(), Kind> {
+        let mut copied = self.released;
+        let mut remaining = Vec::new();
+        for finding in std::mem::take(&mut self.queued) {
+            if finding.start >= to {
+                remaining.push(finding);
+                continue;
+            }
+            let action = self.policy.action(finding.kind);
+            if action == Action::Off {
+                continue;
+            }
+            let absolute = Finding {
+                kind: finding.kind,
+                start: self.base + finding.start,
+                end: self.base + finding.end,
+            };
+            self.edits.push(Edit {
+                finding: absolute,
+                action,
+            });
+            if action == Action::Block {
+                return Err(finding.kind);
+            }
+            if action.edits() {
+                out.push_str(&self.buf[copied..finding.start]);
+                // A pseudonym in a response would mean nothing to the client: it
+                // is redacted instead.
+                let action = if action == Action::Pseudonymize {
+                    Action::Redact
+                } else {
+                    action
+                };
+                let value = &self.buf[finding.start..finding.end];
+                replace(
+                    out,
+                    finding.kind,
+                    value,
+                    action,
+                    self.policy,
+                    &mut self.pseudonyms,
+                );
+                copied = finding.end;
+            }
+        }
+        if copied < to {
+            out.push_str(&self.buf[copied..to]);
+            copied = to;
+        }
+        self.queued = remaining;
+        self.released = self.released.max(copied);
+        Ok(())
+    }
+
+    /// Drop released text beyond the look-behind context.
+    fn trim(&mut self) {
+        let Some(mut cut) = self.released.checked_sub(CONTEXT_BEFORE + 4) else {
+            return;
+        };
+        while cut > 0 && !self.buf.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut < 4096 && cut * 2 < self.buf.len() {
+            // Amortise: move bytes only when a good share can be dropped.
+            return;
+        }
+        self.buf.drain(..cut);
+        self.base += cut;
+        self.released -= cut;
+        self.cursor -= cut;
+        self.dead_until = self.dead_until.saturating_sub(cut);
+        for finding in &mut self.queued {
+            finding.start -= cut;
+            finding.end -= cut;
+        }
+    }
+}

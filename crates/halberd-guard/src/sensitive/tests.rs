@@ -1,0 +1,339 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::halberd_key;
+
+fn detector() -> &'static Detector {
+    static DETECTOR: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(Detector::new);
+    &DETECTOR
+}
+
+/// Strip `«»` markers; returns the text and the marked spans.
+fn unmark(marked: &str) -> (String, Vec<(usize, usize)>) {
+    let mut text = String::new();
+    let mut spans = Vec::new();
+    let mut open = 0;
+    for c in marked.chars() {
+        match c {
+            '«' => open = text.len(),
+            '»' => spans.push((open, text.len())),
+            _ => text.push(c),
+        }
+    }
+    (text, spans)
+}
+
+fn spans(text: &str) -> Vec<(usize, usize)> {
+    detector()
+        .scan(text)
+        .iter()
+        .map(|f| (f.start, f.end))
+        .collect()
+}
+
+#[test]
+fn rules_match_their_examples() {
+    for rule in RULES {
+        for example in rule.positives {
+            let (text, expected) = unmark(example);
+            let findings = detector().scan(&text);
+            let found: Vec<_> = findings.iter().map(|f| (f.start, f.end)).collect();
+            assert_eq!(found, expected, "rule {} positive {example:?}", rule.id);
+            if !matches!(rule.check, rules::Check::Assignment | rules::Check::Numeric) {
+                assert!(
+                    findings.iter().all(|f| f.kind == rule.kind),
+                    "rule {} kind in {example:?}: {findings:?}",
+                    rule.id
+                );
+            }
+        }
+        for example in rule.negatives {
+            assert_eq!(
+                detector().scan(example),
+                vec![],
+                "rule {} negative {example:?}",
+                rule.id
+            );
+        }
+    }
+}
+
+fn check(marked: &str, kind: &str) {
+    let (text, expected) = unmark(marked);
+    let findings = detector().scan(&text);
+    let found: Vec<_> = findings.iter().map(|f| (f.start, f.end)).collect();
+    assert_eq!(found, expected, "{marked:?}");
+    for finding in findings {
+        let name = finding
+            .kind
+            .secret_kind()
+            .unwrap_or(finding.kind.type_name());
+        assert_eq!(name, kind, "{marked:?}");
+    }
+}
+
+#[test]
+fn payment_cards_need_a_network_prefix_and_luhn() {
+    check("card «4111 1111 1111 1111» exp", "credit_card");
+    check("«4111-1111-1111-1111»", "credit_card");
+    check("«378282246310005»", "credit_card");
+    check("«5555555555554444»", "credit_card");
+    check("«6011111111111117»", "credit_card");
+    check("4111 1111 1111 1112", "credit_card"); // Luhn fails
+    check("1111 1111 1111 1117", "credit_card"); // no network
+}
+
+#[test]
+fn us_ssn_excludes_invalid_ranges() {
+    check("SSN «123-45-6789»", "us_ssn");
+    check("«078-05-1121»", "us_ssn");
+    for invalid in [
+        "000-12-3456",
+        "666-12-3456",
+        "900-12-3456",
+        "123-00-4567",
+        "123-45-0000",
+    ] {
+        assert!(
+            detector()
+                .scan(invalid)
+                .iter()
+                .all(|f| f.kind != Kind::UsSsn),
+            "{invalid}"
+        );
+    }
+}
+
+#[test]
+fn phone_numbers_national_and_international() {
+    for marked in [
+        "«+1-202-555-0143»",
+        "«+44 20 7946 0958»",
+        "«+49 30 901820»",
+        "«+33 1 42 68 53 00»",
+        "«+34 912 345 678»",
+        "«+39 06 6982 1234»",
+        "«+31 20 123 4567»",
+        "«+91 98765 43210»",
+        "«+55 11 98765-4321»",
+        "«(202) 555-0143»",
+        "«202-555-0143»",
+        "«020 7946 0958»",
+        "«030 901820»",
+        "«01 42 68 53 00»",
+        "«06 6982 1234»",
+        "«020-123 4567»",
+        "«098765 43210»",
+        "«(11) 98765-4321»",
+        "phone: «912 345 678»",
+        "call me on «9472 7916»?",
+        "«781 1704» office",
+        "«345-899-3560x4587»",
+    ] {
+        check(marked, "phone");
+    }
+    for text in [
+        "version 2.4.1",
+        "order 1234567 shipped",
+        "between 1990-2024",
+        "pi is 3.14159265",
+        "12 345 678 apples",
+    ] {
+        assert_eq!(spans(text), vec![], "{text}");
+    }
+}
+
+#[test]
+fn halberd_keys_with_a_valid_checksum() {
+    let key = halberd_key::format_key("abcdefghijkl", "0123456789abcdefghijABCDEFGHIJ01");
+    check(&format!("my key is «{key}»."), "halberd_key");
+    let broken = format!("{}x", &key[..key.len() - 1]);
+    assert_eq!(spans(&broken), vec![]);
+}
+
+#[test]
+fn generic_assignments_take_the_family_of_a_known_value() {
+    check("token: «AKIAUJZDEGXDNCF32EPF»", "aws_access_key_id");
+    check(
+        "client_secret = «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»",
+        "gcp_oauth_client_secret",
+    );
+    check("password: «Xk9#mP2$vL7qR4w»", "generic_credential");
+}
+
+#[test]
+fn findings_never_split_a_character() {
+    let text = "é+44 20 7946 0958é jane@example.comé";
+    for finding in detector().scan(text) {
+        assert!(text.is_char_boundary(finding.start) && text.is_char_boundary(finding.end));
+    }
+}
+
+fn check_redact(policy: &Policy, marked_input: &str, expected: &str) {
+    let findings = detector().scan(marked_input);
+    let redaction = redact(marked_input, &findings, policy, &mut Pseudonyms::default());
+    assert_eq!(redaction.text, expected);
+}
+
+#[test]
+fn actions() {
+    let policy = Policy::redact_all();
+    check_redact(
+        &policy,
+        "mail jane@example.com key AKIAUJZDEGXDNCF32EPF",
+        "mail [EMAIL] key [SECRET:aws_access_key_id]",
+    );
+    let mut mask = Policy::redact_all();
+    mask.set("credit_card", "mask").unwrap();
+    check_redact(
+        &mask,
+        "card 4111 1111 1111 1111",
+        "card ***************1111",
+    );
+    let mut off = Policy::redact_all();
+    off.set("email", "off").unwrap();
+    check_redact(&off, "jane@example.com", "jane@example.com");
+    let mut hashed = Policy::redact_all().with_hash_key(b"k");
+    hashed.set("email", "hash").unwrap();
+    let a = redact(
+        "jane@example.com",
+        &detector().scan("jane@example.com"),
+        &hashed,
+        &mut Pseudonyms::default(),
+    );
+    let b = redact(
+        "jane@example.com",
+        &detector().scan("jane@example.com"),
+        &hashed,
+        &mut Pseudonyms::default(),
+    );
+    assert_eq!(a.text, b.text);
+    assert!(
+        a.text.starts_with("[EMAIL:") && a.text.len() == "[EMAIL:]".len() + 12,
+        "{}",
+        a.text
+    );
+    let mut block = Policy::redact_all();
+    block.set("secret:aws_access_key_id", "block").unwrap();
+    let text = "AKIAUJZDEGXDNCF32EPF";
+    assert_eq!(
+        redact(
+            text,
+            &detector().scan(text),
+            &block,
+            &mut Pseudonyms::default()
+        )
+        .blocked(),
+        Some(Kind::Secret("aws_access_key_id"))
+    );
+    assert!(Policy::redact_all().set("emails", "redact").is_err());
+    assert!(Policy::redact_all().set("email", "erase").is_err());
+}
+
+#[test]
+fn pseudonyms_are_stable_and_restored() {
+    let mut policy = Policy::redact_all();
+    policy.set("email", "pseudonymize").unwrap();
+    let text = "a@example.com, b@example.com, a@example.com";
+    let mut pseudonyms = Pseudonyms::default();
+    let redaction = redact(text, &detector().scan(text), &policy, &mut pseudonyms);
+    assert_eq!(redaction.text, "<EMAIL_1>, <EMAIL_2>, <EMAIL_1>");
+    let answer = "Wrote to <EMAIL_2> and <EMAIL_1>; <EMAIL_9> and <b>bold</b> stay.";
+    let restored = Restorer::restore_all(answer, &pseudonyms);
+    assert_eq!(
+        restored,
+        "Wrote to b@example.com and a@example.com; <EMAIL_9> and <b>bold</b> stay."
+    );
+    // Split anywhere, the restorer gives the same text.
+    for split in 0..=answer.len() {
+        let mut restorer = Restorer::default();
+        let mut out = restorer.push(&answer[..split], &pseudonyms);
+        out.push_str(&restorer.push(&answer[split..], &pseudonyms));
+        out.push_str(&restorer.finish());
+        assert_eq!(out, restored, "split at {split}");
+    }
+}
+
+/// A text full of values of every kind, with ordinary words between them.
+const MIXED: &str = "Hi, I'm Jane (jane.doe@example.com, +44 20 7946 0958). Card 4111 1111 1111 1111, \
+SSN 123-45-6789, IBAN DE89 3704 0044 0532 0130 00, host 192.168.1.20 / 2001:db8::8a2e:370:7334. \
+AWS AKIAUJZDEGXDNCF32EPF and ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN, \
+jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJoYWxiZXJkIn0.c2lnbmF0dXJlLXZhbHVl end. \
+DB postgres://app:s3cr3t-Pa55@db:5432/x and api_key = \"I6CmuxV5EbOApZOXzcycDeZ6\"\n\
+-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\nbye";
+
+fn stream(text: &str, cuts: &[usize], policy: &Policy) -> (String, Vec<String>) {
+    let mut redactor = StreamRedactor::new(detector(), policy);
+    let mut pieces = Vec::new();
+    let mut last = 0;
+    for &cut in cuts {
+        pieces.push(redactor.push(&text[last..cut]).unwrap());
+        last = cut;
+    }
+    pieces.push(redactor.push(&text[last..]).unwrap());
+    pieces.push(redactor.finish().unwrap());
+    (pieces.concat(), pieces)
+}
+
+#[test]
+fn streaming_in_fixed_chunks_equals_batch() {
+    let policy = Policy::redact_all();
+    let findings = detector().scan(MIXED);
+    assert_eq!(findings.len(), 13, "{findings:?}");
+    let batch = redact(MIXED, &findings, &policy, &mut Pseudonyms::default()).text;
+    for size in [1, 2, 3, 5, 7, 16, 64] {
+        let cuts: Vec<usize> = (1..MIXED.len())
+            .filter(|i| i % size == 0 && MIXED.is_char_boundary(*i))
+            .collect();
+        let (streamed, pieces) = stream(MIXED, &cuts, &policy);
+        assert_eq!(streamed, batch, "chunk size {size}");
+        for finding in &findings {
+            let value = &MIXED[finding.start..finding.end];
+            assert!(pieces.iter().all(|p| !p.contains(value)), "{value} leaked");
+        }
+    }
+}
+
+#[test]
+fn streaming_releases_ordinary_text_at_once() {
+    let policy = Policy::redact_all();
+    let mut redactor = StreamRedactor::new(detector(), &policy);
+    assert_eq!(redactor.push("Hello there. ").unwrap(), "Hello there. ");
+    // A word could still become a credential name, a digit a phone number.
+    let out = redactor.push("Call 020 79").unwrap();
+    assert_eq!(out, "Call ");
+    // The last word is held until it ends: it could still be `now_api_key = ...`.
+    assert_eq!(redactor.push("46 0958 now").unwrap(), "[PHONE] ");
+    assert_eq!(redactor.push(" and").unwrap(), "now ");
+    assert_eq!(redactor.finish().unwrap(), "and");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn streaming_equals_batch_for_every_split(cuts in proptest::collection::btree_set(1usize..MIXED.len(), 0..40)) {
+        let policy = Policy::redact_all();
+        let cuts: Vec<usize> = cuts.into_iter().filter(|c| MIXED.is_char_boundary(*c)).collect();
+        let batch = redact(MIXED, &detector().scan(MIXED), &policy, &mut Pseudonyms::default()).text;
+        let (streamed, _) = stream(MIXED, &cuts, &policy);
+        prop_assert_eq!(streamed, batch);
+    }
+
+    #[test]
+    fn streaming_equals_batch_on_generated_text(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("jane@example.com".to_owned()), Just("+44 20 7946 0958".to_owned()), Just("4111111111111111".to_owned()),
+            Just("AKIAUJZDEGXDNCF32EPF".to_owned()), Just(" ".to_owned()), Just("\n".to_owned()), Just("token: ".to_owned()),
+            Just("é".to_owned()), "[a-z0-9 .:@+-]{0,12}",
+        ], 0..24),
+        cuts in proptest::collection::btree_set(1usize..400, 0..20),
+    ) {
+        let text = parts.concat();
+        let policy = Policy::redact_all();
+        let cuts: Vec<usize> = cuts.into_iter().filter(|c| *c < text.len() && text.is_char_boundary(*c)).collect();
+        let batch = redact(&text, &detector().scan(&text), &policy, &mut Pseudonyms::default()).text;
+        let (streamed, _) = stream(&text, &cuts, &policy);
+        prop_assert_eq!(streamed, batch);
+    }
+}

@@ -1,0 +1,500 @@
+//! Validators: each looks at one candidate (and, for phone numbers, a few bytes of
+//! context before it) and accepts it with an exact span or rejects it.
+
+use std::{net::Ipv6Addr, sync::LazyLock};
+
+use super::{
+    CONTEXT_BEFORE, Detector, Finding, Kind, Verdict,
+    rules::{Check, RULES, value_pattern},
+};
+
+/// The compiled value extractors, by rule index.
+static VALUES: LazyLock<Vec<Option<regex::Regex>>> = LazyLock::new(|| {
+    RULES
+        .iter()
+        .map(|rule| value_pattern(rule.id).and_then(|p| regex::Regex::new(p).ok()))
+        .collect()
+});
+
+impl Check {
+    pub(crate) fn validate(
+        self,
+        detector: &Detector,
+        text: &str,
+        start: usize,
+        end: usize,
+        kind: Kind,
+    ) -> Verdict {
+        let whole = Verdict::Accept(Finding { kind, start, end });
+        let candidate = &text[start..end];
+        match self {
+            Check::Whole => whole,
+            Check::Capped(max) if end - start <= max => whole,
+            Check::Capped(_) => Verdict::Reject,
+            Check::Ipv6 => ipv6(candidate, kind, start),
+            Check::Iban => iban(candidate, kind, start),
+            Check::Numeric => numeric(text, start, end),
+            Check::HalberdKey => match crate::halberd_key::parse_key(candidate) {
+                Some(_) => whole,
+                None => Verdict::Reject,
+            },
+            Check::Value { min_entropy } => {
+                let Some((value_start, value_end)) = value_span(kind, candidate) else {
+                    return Verdict::Reject;
+                };
+                let value = &candidate[value_start..value_end];
+                if value.is_empty() || entropy(value) < min_entropy {
+                    return Verdict::Reject;
+                }
+                Verdict::Accept(Finding {
+                    kind,
+                    start: start + value_start,
+                    end: start + value_end,
+                })
+            }
+            Check::Assignment => assignment(detector, text, start, end, kind),
+        }
+    }
+}
+
+fn value_span(kind: Kind, candidate: &str) -> Option<(usize, usize)> {
+    let id = match kind {
+        Kind::Secret(id) => id,
+        _ => return None,
+    };
+    let index = RULES.iter().position(|rule| rule.id == id)?;
+    let regex = VALUES.get(index)?.as_ref()?;
+    let group = regex.captures(candidate)?.get(1)?;
+    Some((group.start(), group.end()))
+}
+
+/// `name = value`: a value that a specific rule matches exactly takes that
+/// rule's kind (and its check); any other value must look generated: long
+/// enough, not a placeholder, and with enough entropy for its length.
+fn assignment(detector: &Detector, text: &str, start: usize, end: usize, kind: Kind) -> Verdict {
+    let Some((value_start, mut value_end)) = value_span(kind, &text[start..end]) else {
+        return Verdict::Reject;
+    };
+    let (value_start, value_end_abs) = (start + value_start, {
+        // A value quoted on the left ends before a closing punctuation run.
+        let value = &text[start + value_start..start + value_end];
+        let trimmed = value.trim_end_matches(['.', ',', '?', '!']);
+        value_end -= value.len() - trimmed.len();
+        start + value_end
+    });
+    if let Some(index) = detector.classify_exact(text, value_start, value_end_abs) {
+        let rule = &RULES[index];
+        if !matches!(rule.check, Check::Assignment | Check::Numeric) && rule.kind != Kind::Email {
+            return rule
+                .check
+                .validate(detector, text, value_start, value_end_abs, rule.kind);
+        }
+    }
+    let value = &text[value_start..value_end_abs];
+    if looks_generated(value) {
+        Verdict::Accept(Finding {
+            kind,
+            start: value_start,
+            end: value_end_abs,
+        })
+    } else {
+        Verdict::Reject
+    }
+}
+
+/// The gate for values found only by their name. Passwords chosen by people
+/// ("Xk9#mP2$vL7qR4w") pass through the character-class test, tokens through
+/// the entropy test; words, placeholders and repeated characters do not.
+pub(crate) fn looks_generated(value: &str) -> bool {
+    if value.len() < 8 || value.len() > 200 {
+        return false;
+    }
+    let lower = value.to_ascii_lowercase();
+    const PLACEHOLDERS: [&str; 12] = [
+        "password",
+        "changeme",
+        "example",
+        "xxxx",
+        "****",
+        "your",
+        "secret",
+        "placeholder",
+        "redacted",
+        "dummy",
+        "<",
+        "${",
+    ];
+    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || lower.starts_with("http") {
+        return false;
+    }
+    let classes = [
+        value.bytes().any(|b| b.is_ascii_lowercase()),
+        value.bytes().any(|b| b.is_ascii_uppercase()),
+        value.bytes().any(|b| b.is_ascii_digit()),
+        value.bytes().any(|b| !b.is_ascii_alphanumeric()),
+    ]
+    .iter()
+    .filter(|present| **present)
+    .count();
+    let bits = entropy(value);
+    // Identifiers such as `snake_case_name` have two classes; a value needs three,
+    // or two with the entropy of a random token.
+    (classes >= 3 && bits >= 2.5) || (classes >= 2 && bits >= 3.5 && value.len() >= 16)
+}
+
+/// Shannon entropy in bits per byte.
+pub(crate) fn entropy(value: &str) -> f32 {
+    let mut counts = [0u32; 256];
+    for byte in value.bytes() {
+        counts[usize::from(byte)] += 1;
+    }
+    let len = value.len() as f32;
+    counts
+        .iter()
+        .filter(|count| **count > 0)
+        .map(|count| {
+            let p = *count as f32 / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn ipv6(candidate: &str, kind: Kind, start: usize) -> Verdict {
+    let groups = candidate.split(':').filter(|g| !g.is_empty()).count();
+    let has_digit = candidate.bytes().any(|b| b.is_ascii_digit());
+    if groups >= 3 && has_digit && candidate.parse::<Ipv6Addr>().is_ok() {
+        Verdict::Accept(Finding {
+            kind,
+            start,
+            end: start + candidate.len(),
+        })
+    } else {
+        Verdict::Reject
+    }
+}
+
+/// IBAN lengths by country (ISO 13616 registry).
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+];
+
+fn iban(candidate: &str, kind: Kind, start: usize) -> Verdict {
+    let compact: Vec<u8> = candidate
+        .bytes()
+        .filter(|b| *b != b' ')
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
+    let Some(country) = compact.get(..2).and_then(|c| std::str::from_utf8(c).ok()) else {
+        return Verdict::Reject;
+    };
+    let Some((_, length)) = IBAN_LENGTHS.iter().find(|(code, _)| *code == country) else {
+        return Verdict::Reject;
+    };
+    if compact.len() != *length {
+        return Verdict::Reject;
+    }
+    // Move the first four characters to the end, read letters as 10..35 and
+    // check that the number is 1 modulo 97, a digit at a time.
+    let mut remainder: u32 = 0;
+    for &byte in compact[4..].iter().chain(&compact[..4]) {
+        let value = match byte {
+            b'0'..=b'9' => u32::from(byte - b'0'),
+            b'A'..=b'Z' => u32::from(byte - b'A') + 10,
+            _ => return Verdict::Reject,
+        };
+        remainder = if value >= 10 {
+            (remainder * 100 + value) % 97
+        } else {
+            (remainder * 10 + value) % 97
+        };
+    }
+    if remainder == 1 {
+        Verdict::Accept(Finding {
+            kind,
+            start,
+            end: start + candidate.len(),
+        })
+    } else {
+        Verdict::Reject
+    }
+}
+
+pub(crate) fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, digit) in digits.iter().rev().enumerate() {
+        let mut d = u32::from(*digit);
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// Issuer prefixes and lengths of the payment card networks.
+fn card_network(digits: &[u8]) -> bool {
+    let prefix = |n: usize| {
+        digits
+            .iter()
+            .take(n)
+            .fold(0u32, |acc, d| acc * 10 + u32::from(*d))
+    };
+    let len = digits.len();
+    match digits.first() {
+        Some(4) => matches!(len, 13 | 16 | 19), // Visa
+        Some(5) => {
+            (51..=55).contains(&prefix(2)) && len == 16
+                || (50..=59).contains(&prefix(2)) && (12..=19).contains(&len)
+        } // Mastercard, Maestro
+        Some(2) => {
+            (2221..=2720).contains(&prefix(4)) && len == 16 || prefix(4) == 2131 && len == 15
+        } // Mastercard, JCB
+        Some(3) => {
+            matches!(prefix(2), 34 | 37) && len == 15                                   // Amex
+                || ((300..=305).contains(&prefix(3)) || matches!(prefix(2), 36 | 38 | 39)) && (14..=19).contains(&len) // Diners
+                || (3528..=3589).contains(&prefix(4)) && (16..=19).contains(&len) // JCB
+        }
+        Some(6) => (12..=19).contains(&len), // Discover, UnionPay, Maestro
+        Some(1) => prefix(4) == 1800 && len == 15, // JCB
+        _ => false,
+    }
+}
+
+/// Words that make a bare digit run a phone number when they come shortly
+/// before it, in the languages the gateway's users write in most.
+const PHONE_CONTEXT: &[&str] = &[
+    "phone",
+    "tel",
+    "call",
+    "mobile",
+    "cell",
+    "fax",
+    "desk",
+    "contact",
+    "number",
+    "whatsapp",
+    "sms",
+    "text me",
+    "messages to",
+    "reach me",
+    "answering at",
+    "registered",
+    "dial",
+    "ring",
+    "telefon",
+    "téléphone",
+    "portable",
+    "teléfono",
+    "móvil",
+    "telefone",
+    "celular",
+    "cellulare",
+    "numero",
+    "nummer",
+    "handy",
+];
+const PHONE_LABELS: &[&str] = &["office", "fax", "mobile", "cell", "home", "work"];
+
+/// A run of digits and separators: a US SSN, a payment card or a phone number,
+/// or nothing.
+fn numeric(text: &str, start: usize, end: usize) -> Verdict {
+    let run = &text[start..end];
+    // Split off a trailing label ("office"), which is context, not value.
+    let lower = run.to_ascii_lowercase();
+    let (number, labelled) = match PHONE_LABELS.iter().find(|label| lower.ends_with(*label)) {
+        Some(label) => (
+            run[..run.len() - label.len()].trim_end_matches([' ', '-']),
+            true,
+        ),
+        None => (run, false),
+    };
+    // And an extension ("x459", "ext. 12").
+    let lower_number = number.to_ascii_lowercase();
+    let main = match lower_number.find(['x', 'e']) {
+        Some(at) => number[..at].trim_end(),
+        None => number,
+    };
+    let digits: Vec<u8> = main
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    let separators: Vec<u8> = main.bytes().filter(|b| !b.is_ascii_digit()).collect();
+    let accept = |kind, len: usize| {
+        Verdict::Accept(Finding {
+            kind,
+            start,
+            end: start + len,
+        })
+    };
+
+    if main.starts_with('(') && !main.contains(')') {
+        // "(555 1234" is text in parentheses, not a number; try after the bracket.
+        return Verdict::RejectWhole;
+    }
+    if is_date_or_time(main) {
+        return Verdict::RejectWhole;
+    }
+    // US SSN: exactly ddd-dd-dddd (or with spaces), valid area, group and serial.
+    if main.len() == 11 && digits.len() == 9 {
+        let b = main.as_bytes();
+        if (b[3] == b'-' && b[6] == b'-') || (b[3] == b' ' && b[6] == b' ') {
+            let area =
+                u32::from(digits[0]) * 100 + u32::from(digits[1]) * 10 + u32::from(digits[2]);
+            let group = u32::from(digits[3]) * 10 + u32::from(digits[4]);
+            let serial = digits[5..]
+                .iter()
+                .fold(0u32, |acc, d| acc * 10 + u32::from(*d));
+            if area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 {
+                return accept(Kind::UsSsn, main.len());
+            }
+        }
+    }
+    // Payment card: 12 to 19 digits, separated uniformly or not at all, a known
+    // network prefix and a valid Luhn check digit.
+    if (12..=19).contains(&digits.len()) && !main.starts_with(['+', '(']) {
+        let uniform = separators.is_empty()
+            || separators.iter().all(|s| *s == b' ')
+            || separators.iter().all(|s| *s == b'-');
+        if uniform && card_network(&digits) && luhn(&digits) {
+            return accept(Kind::CreditCard, main.len());
+        }
+    }
+    let phone = || accept(Kind::Phone, number.len());
+    if !(7..=15).contains(&digits.len()) || separators.iter().filter(|s| **s == b'/').count() > 1 {
+        return Verdict::RejectWhole;
+    }
+    // A single dot between digits is a decimal number.
+    if separators == [b'.'] {
+        return Verdict::RejectWhole;
+    }
+    // Strong shapes stand alone: international with `+` or `00`, a bracketed
+    // area code, or US ddd-ddd-dddd.
+    let international = main.starts_with('+') && digits.len() >= 8;
+    let bracketed = main.starts_with('(') && digits.len() >= 9;
+    let us = {
+        let b = main.as_bytes();
+        b.len() == 12 && (b[3] == b'-' || b[3] == b'.') && b[7] == b[3] && digits.len() == 10
+    };
+    if international || bracketed || us {
+        return phone();
+    }
+    // A national number with a trunk prefix and grouping ("0490 75 40 81",
+    // "03.93.92.16.85", "07700 063 966").
+    let grouped = !separators.is_empty();
+    if digits[0] == 0 && grouped && (9..=12).contains(&digits.len()) {
+        return phone();
+    }
+    // Anything else needs context: a label after it or a phone word before it.
+    if labelled || has_phone_context(text, start) {
+        return phone();
+    }
+    Verdict::RejectWhole
+}
+
+fn has_phone_context(text: &str, start: usize) -> bool {
+    let mut from = start.saturating_sub(CONTEXT_BEFORE);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let before = text[from..start].to_lowercase();
+    PHONE_CONTEXT.iter().any(|word| before.contains(word))
+}
+
+/// 2024-01-31, 31/01/2024, 31.01.2024 (optionally followed by an hour) and
+/// year ranges such as 1990-2024.
+fn is_date_or_time(run: &str) -> bool {
+    let groups: Vec<&str> = run
+        .split([' ', '-', '/', '.'])
+        .filter(|g| !g.is_empty())
+        .collect();
+    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    let small =
+        |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    match groups.as_slice() {
+        [y, m, d, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [d, m, y, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [m, d, y, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [a, b] => year(a) && year(b),
+        _ => false,
+    }
+}
