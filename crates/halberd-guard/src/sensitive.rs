@@ -188,10 +188,10 @@ impl Detector {
             return None;
         }
         let found = self.regex.search(&Input::new(text).span(cursor..end))?;
-        let rule = &RULES[found.pattern().as_usize()];
-        let verdict = rule
+        let index = found.pattern().as_usize();
+        let verdict = RULES[index]
             .check
-            .validate(self, text, found.start(), found.end(), rule.kind);
+            .validate(self, text, found.start(), found.end(), index);
         Some(match verdict {
             Verdict::Accept(finding) => Step {
                 start: found.start(),

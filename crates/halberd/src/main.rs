@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+mod eval_sensitive;
 use serde_json::json;
 
 use halberd_gateway::config::{Config, ConfigFile};
@@ -41,6 +43,15 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Evaluate the detectors on labelled data sets.
+    Eval {
+        /// Score the PII and secret detectors (per type precision, recall, F1).
+        #[arg(long)]
+        sensitive: bool,
+        /// The data directory holding the public data sets.
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+    },
     /// Run the deterministic mock OpenAI + Anthropic upstream.
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -181,6 +192,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
         Command::Config(ConfigCommand::Check { file }) => {
             check(file.as_deref().or(cli.config.as_deref()))
+        }
+        Command::Eval { sensitive, data } => {
+            if !sensitive {
+                return Err("choose what to evaluate: --sensitive (prompt-injection evaluation is not built yet)".into());
+            }
+            eval_sensitive::run(&data).map_err(|e| format!("{e:#}"))
         }
         Command::MockUpstream { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen)

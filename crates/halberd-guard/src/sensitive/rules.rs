@@ -18,6 +18,9 @@ pub struct Rule {
     pub kind: Kind,
     pub pattern: &'static str,
     pub check: Check,
+    /// For `Value` and `Assignment` checks: a regex applied to the candidate
+    /// only, whose capture group 1 is the value.
+    pub value: Option<&'static str>,
     pub positives: &'static [&'static str],
     pub negatives: &'static [&'static str],
 }
@@ -44,12 +47,24 @@ pub enum Check {
 }
 
 macro_rules! secret {
+    ($id:literal, $pattern:expr, $check:expr, value: $value:literal, [$($pos:literal),* $(,)?], [$($neg:literal),* $(,)?]) => {
+        Rule {
+            id: $id,
+            kind: Kind::Secret($id),
+            pattern: $pattern,
+            check: $check,
+            value: Some($value),
+            positives: &[$($pos),*],
+            negatives: &[$($neg),*],
+        }
+    };
     ($id:literal, $pattern:expr, $check:expr, [$($pos:literal),* $(,)?], [$($neg:literal),* $(,)?]) => {
         Rule {
             id: $id,
             kind: Kind::Secret($id),
             pattern: $pattern,
             check: $check,
+            value: None,
             positives: &[$($pos),*],
             negatives: &[$($neg),*],
         }
@@ -60,8 +75,17 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "private_key",
         kind: Kind::PrivateKey,
-        pattern: r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[\r\n]|\\n)*(?:[A-Za-z\-]{1,40}: ?[ -~]{0,200}(?:[\r\n]|\\n){1,2})*(?:[A-Za-z0-9+/=\r\n\t ]|\\n|\\r)*(?:-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
+        // The header, then lines that each hold a base64 run (after a log or
+        // code prefix such as `#6 0.245 ` or `+ "`, before a suffix such as
+        // `\n" +`), or `Proc-Type:`-style headers, then the footer.
+        pattern: concat!(
+            r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----",
+            r#"(?:\\[rn])*[ \t"'+,;\\]{0,12}"#,
+            r#"(?:(?:\r?\n|\r|\\r\\n|\\n)+[ \t"'+#0-9.:\-\[\]|,;]{0,40}(?:[A-Za-z\-]{1,40}: [A-Za-z0-9,\-]{1,100}|[A-Za-z0-9+/=]{16,})(?:\\[rn])*[ \t"'+,;\\]{0,12})+"#,
+            r#"(?:(?:\r?\n|\r|\\r\\n|\\n)*[ \t"'+#0-9.:\-\[\]|,;]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
+        ),
         check: Check::Capped(64 * 1024),
+        value: None,
         positives: &[
             "key:\n«-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\nKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END RSA PRIVATE KEY-----»\nthanks",
             "{\"private_key\": \"«-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----»\\n\"}",
@@ -77,6 +101,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Jwt,
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
         check: Check::Capped(16 * 1024),
+        value: None,
         positives: &[
             "Authorization: Bearer «eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJoYWxiZXJkLXRlc3QiLCJpYXQiOjE3MDAwMDAwMDB9.q0m3xW1yT8pL4c2nVb7RkS9dF6gH5jA0zE3uY2iO1wQ»",
             "unsigned «eyJhbGciOiJub25lIn0.eyJzdWIiOiJhYmMxMjMifQ.» token",
@@ -104,7 +129,7 @@ pub static RULES: &[Rule] = &[
     ),
     secret!(
         "aws_access_key_id",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}\b",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b",
         Check::Whole,
         [
             "aws_access_key_id = «AKIAUJZDEGXDNCF32EPF»",
@@ -130,6 +155,7 @@ pub static RULES: &[Rule] = &[
         "azure_storage_account_key",
         r"(?i)\bAccountKey=[A-Za-z0-9+/]{86}==",
         Check::Value { min_entropy: 3.5 },
+        value: r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
         [
             "DefaultEndpointsProtocol=https;AccountName=halberd;AccountKey=«3J1TWDtkwtDDb+xHKas1VOqg6YYZYn9ZhyiA4uoRgnatmUdjAWtGSU8po+799NksnRH9ucAUsdMlHUvTCQCyEZ==»;EndpointSuffix=core.windows.net"
         ],
@@ -213,6 +239,7 @@ pub static RULES: &[Rule] = &[
         "twilio_api_key",
         r"\bSK[0-9a-fA-F]{32}\b",
         Check::Value { min_entropy: 3.0 },
+        value: r"(SK[0-9a-fA-F]{32})",
         ["TWILIO_API_KEY=«SKd0c621de49f145fda9988c79fc35526f»"],
         ["SK00000000000000000000000000000000"]
     ),
@@ -257,6 +284,7 @@ pub static RULES: &[Rule] = &[
         "url_password",
         r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[A-Za-z0-9._~%!$&'()*+,;=\-]{1,128}:[!-.0-?A-~]{1,256}@",
         Check::Value { min_entropy: 0.0 },
+        value: r"://[^:/@]*:([^@]*)@$",
         [
             "DATABASE_URL=postgres://app:«s3cr3t-Pa55»@db.internal:5432/app",
             "https://user:«hunter2»@example.com/"
@@ -271,6 +299,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Email,
         pattern: r"(?i)\b[A-Z0-9][A-Z0-9._%+\-]{0,63}@[A-Z0-9](?:[A-Z0-9\-]{0,62}\.){1,8}[A-Z]{2,24}\b",
         check: Check::Whole,
+        value: None,
         positives: &[
             "mail «jane.doe+test@example.co.uk» today",
             "«UtaK@jourrapide.com»",
@@ -282,6 +311,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Iban,
         pattern: r"(?i)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         check: Check::Iban,
+        value: None,
         positives: &[
             "IBAN «DE89 3704 0044 0532 0130 00»",
             "«GB82WEST12345698765432»",
@@ -294,6 +324,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::IpAddress,
         pattern: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
         check: Check::Whole,
+        value: None,
         positives: &["from «192.168.10.7» to «8.8.8.8»"],
         negatives: &["256.1.1.1", "1.2.3"],
     },
@@ -302,6 +333,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::IpAddress,
         pattern: r"(?i)(?:\b[0-9A-F]{1,4}|::)(?::{1,2}[0-9A-F]{0,4}){2,7}\b",
         check: Check::Ipv6,
+        value: None,
         positives: &[
             "host «2001:db8:85a3::8a2e:370:7334» up",
             "«6e40:4041:c617:e898:c11:40d2:c669:2eb4»",
@@ -316,6 +348,7 @@ pub static RULES: &[Rule] = &[
         // as context. The check decides what the run is.
         pattern: r"(?i)(?:\+|\(|\b)[0-9][0-9 ().\-/]{5,24}[0-9](?: ?(?:x|ext\.? ?)[0-9]{1,5})?\b(?:[ \-]?(?:office|fax|mobile|cell|home|work)\b)?",
         check: Check::Numeric,
+        value: None,
         positives: &[
             "call me at «+44 20 7946 0958»",
             "Phone: «(555) 010-4477»",
@@ -330,11 +363,33 @@ pub static RULES: &[Rule] = &[
         ],
     },
     Rule {
+        id: "password_phrase",
+        kind: Kind::Secret("generic_credential"),
+        // A password given after a word rather than an assignment: SQL
+        // `IDENTIFIED BY` / `PASSWORD '...'`, command-line `--password x`,
+        // `#define password "..."`, and "my password is ...".
+        pattern: r#"(?i)(?:\bidentified(?: with [a-z_']{1,30})? by|\b(?:login )?password|\b(?:define|set|global) (?:password|passwd|pwd)|(?:\B-|\b)-?(?:password|passwd|pass|pwd|pw)|\bpassword is|\bpasswd is)[ \t]{1,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        check: Check::Assignment,
+        value: Some(r#"[ \t]["'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#),
+        positives: &[
+            "CREATE USER app IDENTIFIED BY '«Vq7#zL2pWx»';",
+            "ALTER ROLE app WITH LOGIN PASSWORD '«Vq7#zL2pWx»';",
+            "mysql --password «Vq7#zL2pWx» -u root",
+            "my password is «Vq7#zL2pWx» ok",
+        ],
+        negatives: &[
+            "reset your password in settings",
+            "the password field",
+            "--password $DB_PASSWORD",
+        ],
+    },
+    Rule {
         id: "generic_credential",
         kind: Kind::Secret("generic_credential"),
         // A credential-like name, an assignment, an optional quote, the value.
-        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|passwd|password|pwd|passphrase|access[_.\-]?key|auth[_.\-]?key|credentials?|client[_.\-]?secret|private[_.\-]?key)[a-z0-9_.\-]{0,20}["']?[ \t]{0,3}(?::=|=>|=|:)[ \t]{0,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\-]?key|auth[_.\-]?key|credentials?|client[_.\-]?secret|private[_.\-]?key)[a-z0-9_.\-]{0,20}["']?[ \t]{0,3}(?:::=|:=|=>|=|:|,)[ \t]{0,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
         check: Check::Assignment,
+        value: Some(r#"(?:::=|:=|=>|=|:|,|\(|\s)[ \t]*["'`(]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#),
         positives: &[
             "api_key = \"«I6CmuxV5EbOApZOXzcycDeZ6»\"",
             "DB_PASSWORD=«Xk9#mP2$vL7qR4w»",
@@ -351,15 +406,3 @@ pub static RULES: &[Rule] = &[
         ],
     },
 ];
-
-/// Value extractors for `Check::Value` and `Check::Assignment` rules: capture
-/// group 1 is the value, applied to the candidate only.
-pub fn value_pattern(id: &str) -> Option<&'static str> {
-    Some(match id {
-        "azure_storage_account_key" => r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
-        "twilio_api_key" => r"(SK[0-9a-fA-F]{32})",
-        "url_password" => r"://[^:/@]*:([^@]*)@$",
-        "generic_credential" => r#"(?::=|=>|=|:)[ \t]*["'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#,
-        _ => return None,
-    })
-}

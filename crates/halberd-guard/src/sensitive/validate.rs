@@ -5,14 +5,14 @@ use std::{net::Ipv6Addr, sync::LazyLock};
 
 use super::{
     CONTEXT_BEFORE, Detector, Finding, Kind, Verdict,
-    rules::{Check, RULES, value_pattern},
+    rules::{Check, RULES},
 };
 
 /// The compiled value extractors, by rule index.
 static VALUES: LazyLock<Vec<Option<regex::Regex>>> = LazyLock::new(|| {
     RULES
         .iter()
-        .map(|rule| value_pattern(rule.id).and_then(|p| regex::Regex::new(p).ok()))
+        .map(|rule| rule.value.and_then(|p| regex::Regex::new(p).ok()))
         .collect()
 });
 
@@ -23,8 +23,9 @@ impl Check {
         text: &str,
         start: usize,
         end: usize,
-        kind: Kind,
+        rule: usize,
     ) -> Verdict {
+        let kind = RULES[rule].kind;
         let whole = Verdict::Accept(Finding { kind, start, end });
         let candidate = &text[start..end];
         match self {
@@ -39,7 +40,7 @@ impl Check {
                 None => Verdict::Reject,
             },
             Check::Value { min_entropy } => {
-                let Some((value_start, value_end)) = value_span(kind, candidate) else {
+                let Some((value_start, value_end)) = value_span(rule, candidate) else {
                     return Verdict::Reject;
                 };
                 let value = &candidate[value_start..value_end];
@@ -52,18 +53,13 @@ impl Check {
                     end: start + value_end,
                 })
             }
-            Check::Assignment => assignment(detector, text, start, end, kind),
+            Check::Assignment => assignment(detector, text, start, end, rule),
         }
     }
 }
 
-fn value_span(kind: Kind, candidate: &str) -> Option<(usize, usize)> {
-    let id = match kind {
-        Kind::Secret(id) => id,
-        _ => return None,
-    };
-    let index = RULES.iter().position(|rule| rule.id == id)?;
-    let regex = VALUES.get(index)?.as_ref()?;
+fn value_span(rule: usize, candidate: &str) -> Option<(usize, usize)> {
+    let regex = VALUES.get(rule)?.as_ref()?;
     let group = regex.captures(candidate)?.get(1)?;
     Some((group.start(), group.end()))
 }
@@ -71,8 +67,9 @@ fn value_span(kind: Kind, candidate: &str) -> Option<(usize, usize)> {
 /// `name = value`: a value that a specific rule matches exactly takes that
 /// rule's kind (and its check); any other value must look generated: long
 /// enough, not a placeholder, and with enough entropy for its length.
-fn assignment(detector: &Detector, text: &str, start: usize, end: usize, kind: Kind) -> Verdict {
-    let Some((value_start, mut value_end)) = value_span(kind, &text[start..end]) else {
+fn assignment(detector: &Detector, text: &str, start: usize, end: usize, rule: usize) -> Verdict {
+    let kind = RULES[rule].kind;
+    let Some((value_start, mut value_end)) = value_span(rule, &text[start..end]) else {
         return Verdict::Reject;
     };
     let (value_start, value_end_abs) = (start + value_start, {
@@ -87,7 +84,7 @@ fn assignment(detector: &Detector, text: &str, start: usize, end: usize, kind: K
         if !matches!(rule.check, Check::Assignment | Check::Numeric) && rule.kind != Kind::Email {
             return rule
                 .check
-                .validate(detector, text, value_start, value_end_abs, rule.kind);
+                .validate(detector, text, value_start, value_end_abs, index);
         }
     }
     let value = &text[value_start..value_end_abs];

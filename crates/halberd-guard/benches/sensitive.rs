@@ -1,0 +1,65 @@
+//! Throughput of the sensitive-data detector: batch scanning of mixed text and
+//! streaming redaction per chunk.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use halberd_guard::sensitive::{Detector, Policy, StreamRedactor};
+
+/// Ordinary prose and code with a few values of each kind, repeated to size.
+fn mixed(size: usize) -> String {
+    const PARAGRAPHS: &[&str] = &[
+        "Please summarise the attached meeting notes and list the action items for each team. ",
+        "The quarterly report shows revenue grew 12% to 4.2 million, with 350 new customers in 2024. ",
+        "fn main() { let total: u64 = items.iter().map(|i| i.price * i.quantity).sum(); println!(\"{total}\"); }\n",
+        "Contact Jane at jane.doe@example.com or +44 20 7946 0958 about invoice 88213. ",
+        "Use the config: host = \"db.internal\", port = 5432, user = \"app\", timeout = 30s.\n",
+        "Der Kunde möchte die Lieferung am Montag; la réunion est prévue à 14 h. ",
+        "export AWS_ACCESS_KEY_ID=AKIAUJZDEGXDNCF32EPF and card 4111 1111 1111 1111 from 192.168.1.20.\n",
+        "SELECT id, name FROM users WHERE created_at > '2024-01-01' ORDER BY id LIMIT 50;\n",
+    ];
+    let mut text = String::with_capacity(size + 256);
+    let mut i = 0;
+    while text.len() < size {
+        text.push_str(PARAGRAPHS[i % PARAGRAPHS.len()]);
+        i += 1;
+    }
+    text
+}
+
+fn bench(c: &mut Criterion) {
+    let detector = Detector::new();
+    let mut group = c.benchmark_group("sensitive");
+    for size in [4 * 1024, 1024 * 1024] {
+        let text = mixed(size);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("scan mixed {} KiB", size / 1024), |b| {
+            b.iter(|| detector.scan(&text))
+        });
+    }
+    let text = mixed(64 * 1024);
+    let policy = Policy::redact_all();
+    for chunk in [16usize, 64] {
+        let pieces: Vec<&str> = text
+            .as_bytes()
+            .chunks(chunk)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect();
+        group.throughput(Throughput::Elements(pieces.len() as u64));
+        group.bench_function(
+            format!("stream redact {chunk}-byte chunks (per chunk)"),
+            |b| {
+                b.iter(|| {
+                    let mut redactor = StreamRedactor::new(&detector, &policy);
+                    let mut out = 0;
+                    for piece in &pieces {
+                        out += redactor.push(piece).map(|s| s.len()).unwrap_or(0);
+                    }
+                    out
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,411 @@
+//! `halberd eval --sensitive`: scores the sensitive-data detectors against the
+//! labelled public data sets in the data directory (default `../shared/data`).
+//!
+//! - PII: `presidio-synth-pii/synth_dataset_v2.json`, labelled character spans.
+//!   A finding is a true positive when it overlaps a labelled span of its type.
+//! - Secrets: `credsweeper-samples/samples.jsonl`, expected findings by line and
+//!   column. Recall counts expected findings of the families Halberd claims (see
+//!   `in_scope`) that one of our findings overlaps; precision counts our findings
+//!   that overlap any expected finding. Both are also printed over all families.
+//! - False positives: ordinary prompts (self-instruct, XSTest, Arena-Hard,
+//!   NotInject) should produce no finding other than real PII; every finding is
+//!   listed with its context so a reader can judge it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use halberd_guard::sensitive::{Detector, Finding, Kind};
+use serde_json::Value;
+
+#[derive(Default, Clone, Copy)]
+struct Score {
+    tp: usize,
+    fp: usize,
+    fn_: usize,
+}
+
+impl Score {
+    fn line(&self, name: &str) -> String {
+        let precision = ratio(self.tp, self.tp + self.fp);
+        let recall = ratio(self.tp, self.tp + self.fn_);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        format!(
+            "{name:<28} tp {:>4}  fp {:>4}  fn {:>4}  precision {precision:.3}  recall {recall:.3}  f1 {f1:.3}",
+            self.tp, self.fp, self.fn_
+        )
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
+fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Character offsets (Presidio) to byte offsets.
+fn byte_offset(text: &str, chars: usize) -> usize {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i)
+}
+
+pub fn run(data: &Path) -> Result<()> {
+    let detector = Detector::new();
+    pii(&detector, data)?;
+    secrets(&detector, data)?;
+    ordinary(&detector, data)?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn pii(detector: &Detector, data: &Path) -> Result<()> {
+    let path = data.join("presidio-synth-pii/synth_dataset_v2.json");
+    let rows: Vec<Value> = serde_json::from_str(&read(&path)?)?;
+    let labels = [
+        ("EMAIL_ADDRESS", "email"),
+        ("PHONE_NUMBER", "phone"),
+        ("CREDIT_CARD", "credit_card"),
+        ("US_SSN", "us_ssn"),
+        ("IBAN_CODE", "iban"),
+        ("IP_ADDRESS", "ip_address"),
+    ];
+    let mut scores: BTreeMap<&str, Score> = BTreeMap::new();
+    let mut misses: Vec<String> = Vec::new();
+    let mut false_alarms: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    let started = Instant::now();
+    for row in &rows {
+        let text = row["full_text"].as_str().unwrap_or_default();
+        bytes += text.len();
+        let findings = detector.scan(text);
+        let mut expected: Vec<(&str, (usize, usize), bool)> = Vec::new();
+        for span in row["spans"].as_array().into_iter().flatten() {
+            let label = span["entity_type"].as_str().unwrap_or_default();
+            if let Some((_, name)) = labels.iter().find(|(l, _)| *l == label) {
+                let start =
+                    byte_offset(text, span["start_position"].as_u64().unwrap_or(0) as usize);
+                let end = byte_offset(text, span["end_position"].as_u64().unwrap_or(0) as usize);
+                expected.push((name, (start, end), false));
+            }
+        }
+        for finding in &findings {
+            let name = finding.kind.type_name();
+            let hit = expected
+                .iter_mut()
+                .find(|(n, span, _)| *n == name && overlaps(*span, (finding.start, finding.end)));
+            match hit {
+                Some(entry) => {
+                    if !entry.2 {
+                        scores.entry(name).or_default().tp += 1;
+                    }
+                    entry.2 = true;
+                }
+                None => {
+                    scores.entry(name).or_default().fp += 1;
+                    false_alarms.push(format!("{name}: {:?}", &text[finding.start..finding.end]));
+                }
+            }
+        }
+        for (name, span, found) in expected {
+            if !found {
+                scores.entry(name).or_default().fn_ += 1;
+                misses.push(format!("{name}: {:?}", &text[span.0..span.1]));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    println!("## PII: {} ({} sentences)", path.display(), rows.len());
+    for (_, name) in labels {
+        println!(
+            "{}",
+            scores.get(name).copied().unwrap_or_default().line(name)
+        );
+    }
+    let other: Vec<_> = scores
+        .iter()
+        .filter(|(n, _)| !labels.iter().any(|(_, l)| l == *n))
+        .collect();
+    for (name, score) in other {
+        println!("{} (not labelled in this set)", score.line(name));
+    }
+    println!(
+        "scan time {:.1} µs per KiB",
+        elapsed.as_secs_f64() * 1e6 / (bytes as f64 / 1024.0)
+    );
+    print_list("missed", &misses);
+    print_list("false alarms", &false_alarms);
+    Ok(())
+}
+
+/// CredSweeper rule names of the families Halberd claims to detect.
+fn in_scope(rule: &str) -> bool {
+    const FAMILIES: &[&str] = &[
+        "AWS Client ID",
+        "AWS Multi",
+        "Google API Key",
+        "Google OAuth Secret",
+        "Azure Access Token",
+        "Azure Storage Account Key",
+        "Azure Secret Value",
+        "Github Classic Token",
+        "Github Fine-granted Token",
+        "Github App Installation Token",
+        "Gitlab Prefix Token",
+        "Slack Token",
+        "Slack Webhook",
+        "Stripe Credentials",
+        "OpenAI Token",
+        "Anthropic API Key",
+        "Hugging Face User Access Token",
+        "Twilio Credentials",
+        "SendGrid API Key",
+        "NPM Token",
+        "PyPi API Token",
+        "Docker Access Token",
+        "PEM Private Key",
+        "JSON Web Token",
+        "URL Credentials",
+        "Password",
+        "Secret",
+        "Key",
+        "Token",
+        "Auth",
+        "Credential",
+        "API",
+        "SQL Password",
+    ];
+    FAMILIES.contains(&rule)
+}
+
+fn secrets(detector: &Detector, data: &Path) -> Result<()> {
+    let path = data.join("credsweeper-samples/samples.jsonl");
+    let mut scoped = Score::default();
+    let mut all = Score::default();
+    let mut by_rule: BTreeMap<String, Score> = BTreeMap::new();
+    let mut misses = Vec::new();
+    let mut false_alarms = Vec::new();
+    for line in read(&path)?.lines() {
+        let row: Value = serde_json::from_str(line)?;
+        let content = row["content"].as_str().unwrap_or_default();
+        let file = row["path"].as_str().unwrap_or_default();
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(content.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let findings: Vec<Finding> = detector
+            .scan(content)
+            .into_iter()
+            .filter(|f| !f.kind.is_pii())
+            .collect();
+        let mut expected = Vec::new();
+        for item in row["expected_findings"].as_array().into_iter().flatten() {
+            let rule = item["rule"].as_str().unwrap_or_default().to_owned();
+            let line_no = item["line_num"].as_u64().unwrap_or(1).max(1) as usize;
+            let Some(line_start) = line_starts.get(line_no - 1).copied() else {
+                continue;
+            };
+            let line_text = content[line_start..].split('\n').next().unwrap_or_default();
+            let value = item["value"].as_str().unwrap_or_default();
+            // Expected columns count characters of the line; prefer the value's
+            // byte position when the value is found in the line.
+            let (start, end) = match line_text.find(value).filter(|_| !value.is_empty()) {
+                Some(at) => (line_start + at, line_start + at + value.len()),
+                None => {
+                    let s = item["value_start"].as_i64().unwrap_or(0).max(0) as usize;
+                    let e = item["value_end"].as_i64().unwrap_or(0).max(0) as usize;
+                    (
+                        line_start + byte_offset(line_text, s),
+                        line_start + byte_offset(line_text, e.max(s + 1)),
+                    )
+                }
+            };
+            expected.push((rule, (start, end)));
+        }
+        for (rule, span) in &expected {
+            let found = findings.iter().any(|f| overlaps(*span, (f.start, f.end)));
+            let score = by_rule.entry(rule.clone()).or_default();
+            let bump = |s: &mut Score| if found { s.tp += 1 } else { s.fn_ += 1 };
+            bump(score);
+            bump(&mut all);
+            if in_scope(rule) {
+                bump(&mut scoped);
+                if !found {
+                    misses.push(format!(
+                        "{file} {rule}: {:?}",
+                        clip(&content[span.0..span.1.min(content.len())])
+                    ));
+                }
+            }
+        }
+        for finding in &findings {
+            if !expected
+                .iter()
+                .any(|(_, span)| overlaps(*span, (finding.start, finding.end)))
+            {
+                all.fp += 1;
+                scoped.fp += 1;
+                false_alarms.push(format!(
+                    "{file} {}: {:?}",
+                    name(finding.kind),
+                    clip(&content[finding.start..finding.end])
+                ));
+            }
+        }
+    }
+    println!("\n## Secrets: {}", path.display());
+    println!("{}", scoped.line("families Halberd claims"));
+    println!("{}", all.line("every CredSweeper rule"));
+    for (rule, score) in &by_rule {
+        if in_scope(rule) {
+            println!("  {}", score.line(rule));
+        }
+    }
+    print_list("missed (claimed families)", &misses);
+    print_list("findings CredSweeper does not expect", &false_alarms);
+
+    let path = data.join("detect-secrets-testdata/test_data.jsonl");
+    println!(
+        "\n## Secrets: {} (no labels; findings listed for review)",
+        path.display()
+    );
+    let mut listed = Vec::new();
+    for line in read(&path)?.lines() {
+        let row: Value = serde_json::from_str(line)?;
+        let content = row["content"].as_str().unwrap_or_default();
+        for finding in detector.scan(content) {
+            listed.push(format!(
+                "{} {}: {:?}",
+                row["path"].as_str().unwrap_or_default(),
+                name(finding.kind),
+                clip(&content[finding.start..finding.end])
+            ));
+        }
+    }
+    print_list("findings", &listed);
+    Ok(())
+}
+
+fn ordinary(detector: &Detector, data: &Path) -> Result<()> {
+    println!("\n## Ordinary prompts (every finding is listed)");
+    let mut sets: Vec<(String, Vec<String>)> = Vec::new();
+    for file in [
+        "self-instruct/user_oriented_instructions.jsonl",
+        "self-instruct/seed_tasks.jsonl",
+    ] {
+        let mut texts = Vec::new();
+        for line in read(&data.join(file))?.lines() {
+            let row: Value = serde_json::from_str(line)?;
+            texts.push(row["instruction"].as_str().unwrap_or_default().to_owned());
+            for instance in row["instances"].as_array().into_iter().flatten() {
+                texts.push(instance["input"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        sets.push((file.to_owned(), texts));
+    }
+    for file in [
+        "arena-hard/arena-hard-v0.1.jsonl",
+        "arena-hard/arena-hard-v2.0.jsonl",
+    ] {
+        let texts = read(&data.join(file))?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|row| row["prompt"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        sets.push((file.to_owned(), texts));
+    }
+    for file in [
+        "notinject/NotInject_one.json",
+        "notinject/NotInject_two.json",
+        "notinject/NotInject_three.json",
+    ] {
+        let rows: Vec<Value> = serde_json::from_str(&read(&data.join(file))?)?;
+        sets.push((
+            file.to_owned(),
+            rows.iter()
+                .map(|r| r["prompt"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+        ));
+    }
+    // XSTest is a CSV whose prompts may hold commas inside quotes.
+    let csv = read(&data.join("xstest/xstest_prompts.csv"))?;
+    sets.push((
+        "xstest/xstest_prompts.csv".to_owned(),
+        csv.lines().skip(1).map(str::to_owned).collect(),
+    ));
+
+    for (file, texts) in sets {
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let mut listed = Vec::new();
+        for text in &texts {
+            for finding in detector.scan(text) {
+                let from = floor(text, finding.start.saturating_sub(30));
+                let to = ceil(text, (finding.end + 10).min(text.len()));
+                listed.push(format!(
+                    "{}: {:?} in {:?}",
+                    name(finding.kind),
+                    &text[finding.start..finding.end],
+                    &text[from..to]
+                ));
+            }
+        }
+        println!(
+            "{file}: {} texts, {} KiB, {} findings",
+            texts.len(),
+            bytes / 1024,
+            listed.len()
+        );
+        for item in &listed {
+            println!("  {item}");
+        }
+    }
+    Ok(())
+}
+
+fn name(kind: Kind) -> String {
+    match kind.secret_kind() {
+        Some(family) => format!("secret:{family}"),
+        None => kind.type_name().to_owned(),
+    }
+}
+
+fn clip(value: &str) -> String {
+    if value.len() <= 60 {
+        value.to_owned()
+    } else {
+        format!("{}…", &value[..floor(value, 60)])
+    }
+}
+
+fn floor(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+fn print_list(title: &str, items: &[String]) {
+    println!("{title}: {}", items.len());
+    for item in items.iter().take(40) {
+        println!("  {item}");
+    }
+    if items.len() > 40 {
+        println!("  … and {} more", items.len() - 40);
+    }
+}
