@@ -27,6 +27,33 @@ pub struct ConfigFile {
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
+    #[serde(default)]
+    pub policies: Vec<PolicyFile>,
+}
+
+/// A named policy; a key names the policy it runs under (`default` when it
+/// names none).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub name: String,
+    #[serde(default)]
+    pub sensitive: SensitiveFile,
+}
+
+/// Actions on sensitive data, per finding type, for each direction. Keys are
+/// `default`, a type (`email`, `phone`, `credit_card`, `us_ssn`, `iban`,
+/// `ip_address`, `secret`, `private_key`, `jwt`) or a secret family
+/// (`secret:aws_access_key_id`); values are `redact`, `mask`, `hash`,
+/// `pseudonymize` (input only), `block`, `flag` or `off`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensitiveFile {
+    pub input: std::collections::BTreeMap<String, String>,
+    pub output: std::collections::BTreeMap<String, String>,
+    /// Environment variable holding the key of the `hash` action (any string;
+    /// without it, hashes are unkeyed and can be reversed for short values).
+    pub hash_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +167,27 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub providers: Vec<Provider>,
     pub models: Vec<ModelRoute>,
+    /// Policies by name; `default` always exists.
+    pub policies: std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>,
+}
+
+/// A compiled policy: what the inspection stages do.
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    pub name: String,
+    pub sensitive_input: std::sync::Arc<halberd_guard::sensitive::Policy>,
+    pub sensitive_output: std::sync::Arc<halberd_guard::sensitive::Policy>,
+}
+
+impl GuardPolicy {
+    /// DESIGN.md's default: secrets and structured PII redacted both ways.
+    pub fn builtin_default() -> GuardPolicy {
+        GuardPolicy {
+            name: "default".into(),
+            sensitive_input: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
+            sensitive_output: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
+        }
+    }
 }
 
 /// Edge limits, all enforced before a request reaches the pipeline.
@@ -367,6 +415,8 @@ impl ConfigFile {
             });
         }
 
+        let policies = build_policies(&self.policies, env)?;
+
         Ok(Config {
             listen: addr("listen", &s.listen)?,
             admin_listen: addr("admin_listen", &s.admin_listen)?,
@@ -382,8 +432,71 @@ impl ConfigFile {
                 .map_err(|m| err("auth.key_cache_ttl", m))?,
             providers,
             models,
+            policies,
         })
     }
+}
+
+fn build_policies(
+    files: &[PolicyFile],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>, ConfigError> {
+    use halberd_guard::sensitive::{Action, Policy};
+    let mut policies = std::collections::BTreeMap::new();
+    for (i, p) in files.iter().enumerate() {
+        let at = format!("policies[{i}]");
+        if p.name.is_empty() || policies.contains_key(&p.name) {
+            return Err(err(
+                format!("{at}.name"),
+                "must be a unique, non-empty name",
+            ));
+        }
+        let hash_key = match &p.sensitive.hash_key_env {
+            Some(var) => env(var).ok_or_else(|| {
+                err(
+                    format!("{at}.sensitive.hash_key_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            None => String::new(),
+        };
+        let compile = |direction: &str, map: &std::collections::BTreeMap<String, String>| {
+            let default = map.get("default").map(String::as_str).unwrap_or("redact");
+            let default_action = Action::parse(default).ok_or_else(|| {
+                err(
+                    format!("{at}.sensitive.{direction}.default"),
+                    format!("unknown action {default:?}"),
+                )
+            })?;
+            if direction == "output" && default_action == Action::Pseudonymize {
+                return Err(err(
+                    format!("{at}.sensitive.output.default"),
+                    "pseudonymize applies to input only",
+                ));
+            }
+            let mut policy = Policy::uniform(default_action).with_hash_key(hash_key.as_bytes());
+            for (kind, action) in map.iter().filter(|(k, _)| k.as_str() != "default") {
+                let field = format!("{at}.sensitive.{direction}.{kind}");
+                if direction == "output" && action == "pseudonymize" {
+                    return Err(err(field, "pseudonymize applies to input only"));
+                }
+                policy
+                    .set(kind, action)
+                    .map_err(|e| err(field, e.to_string()))?;
+            }
+            Ok::<Policy, ConfigError>(policy)
+        };
+        let policy = GuardPolicy {
+            name: p.name.clone(),
+            sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
+            sensitive_output: std::sync::Arc::new(compile("output", &p.sensitive.output)?),
+        };
+        policies.insert(p.name.clone(), std::sync::Arc::new(policy));
+    }
+    policies
+        .entry("default".to_owned())
+        .or_insert_with(|| std::sync::Arc::new(GuardPolicy::builtin_default()));
+    Ok(policies)
 }
 
 fn build_provider(

@@ -93,6 +93,17 @@ pub enum GatewayError {
     Unavailable {
         message: String,
     },
+    /// A request part holds sensitive data whose policy action is `block`.
+    SensitiveData {
+        /// The finding type (`secret:aws_access_key_id`, `email`), never the value.
+        kind: String,
+        /// Where: the JSON Pointer of the part.
+        at: String,
+    },
+    /// The key names a policy the configuration does not define.
+    PolicyNotFound {
+        name: String,
+    },
     /// Something that should not happen; details go to the log only.
     Internal,
 }
@@ -101,13 +112,16 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            InvalidRequest { .. } | ModelNotOnEndpoint { .. } => StatusCode::BAD_REQUEST,
+            InvalidRequest { .. } | ModelNotOnEndpoint { .. } | SensitiveData { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             MissingKey | InvalidKey | ExpiredKey | RevokedKey | AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            EndpointNotAllowed { .. } | ModelNotAllowed { .. } | AdminDisabled => {
-                StatusCode::FORBIDDEN
-            }
+            EndpointNotAllowed { .. }
+            | ModelNotAllowed { .. }
+            | AdminDisabled
+            | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
             UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict { .. } => StatusCode::CONFLICT,
@@ -146,6 +160,8 @@ impl GatewayError {
             KeyNotFound { .. } => "key_not_found",
             Conflict { .. } => "conflict",
             Unavailable { .. } => "unavailable",
+            SensitiveData { .. } => "sensitive_data_detected",
+            PolicyNotFound { .. } => "policy_not_found",
             Internal => "internal_error",
         }
     }
@@ -153,7 +169,10 @@ impl GatewayError {
     pub fn origin(&self) -> Origin {
         use GatewayError::*;
         match self {
-            EndpointNotAllowed { .. } | ModelNotAllowed { .. } => Origin::Policy,
+            EndpointNotAllowed { .. }
+            | ModelNotAllowed { .. }
+            | SensitiveData { .. }
+            | PolicyNotFound { .. } => Origin::Policy,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable | UpstreamTimeout => {
                 Origin::Upstream
             }
@@ -200,6 +219,12 @@ impl GatewayError {
             }
             KeyNotFound { id } => format!("no key with id '{id}'"),
             Conflict { message } | Unavailable { message } => message.clone(),
+            SensitiveData { kind, at } => {
+                format!("sensitive data ({kind}) at {at} is blocked by this key's policy")
+            }
+            PolicyNotFound { name } => {
+                format!("this API key's policy '{name}' is not configured on the gateway")
+            }
             Internal => "internal error".into(),
         }
     }

@@ -71,3 +71,19 @@ impl AdminAction<'_> {
         tracing::info!(target: "halberd::admin", action = self.action, key_id = self.key_id, actor = self.actor, "admin action");
     }
 }
+
+/// A guard found something: which guard, the finding type and the action, or a
+/// summary of counts. Never the value.
+pub struct GuardTriggered<'a> {
+    pub request_id: &'a str,
+    pub guard: &'static str,
+    /// Finding types (`email`, `secret:npm_token`), with counts and actions.
+    pub kind: &'a str,
+    pub action: &'a str,
+}
+
+impl GuardTriggered<'_> {
+    pub fn emit(&self) {
+        tracing::info!(target: "halberd::guard", request_id = self.request_id, guard = self.guard, kind = self.kind, action = self.action, "guard triggered");
+    }
+}

@@ -18,7 +18,8 @@ use halberd_protocol::Api;
 
 use crate::AppState;
 use crate::error::{Dialect, GatewayError};
-use crate::pipeline::{RequestCtx, authenticate, decode, forward, route};
+use crate::events;
+use crate::pipeline::{RequestCtx, authenticate, decode, forward, inspect_input, route};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -140,8 +141,40 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         &bytes,
         app.config.limits.max_json_depth,
     )?;
+    let mut value = value;
+    let policy_name = key.policy.as_deref().unwrap_or("default");
+    let policy = app
+        .config
+        .policies
+        .get(policy_name)
+        .cloned()
+        .ok_or_else(|| GatewayError::PolicyNotFound {
+            name: policy_name.to_owned(),
+        })?;
+    let inspection =
+        inspect_input::inspect_input(&policy, &mut value, &exchange).inspect_err(|e| {
+            if let GatewayError::SensitiveData { kind, .. } = e {
+                events::GuardTriggered {
+                    request_id: &ctx.request_id,
+                    guard: "sensitive_input",
+                    kind,
+                    action: "block",
+                }
+                .emit();
+            }
+        })?;
     let route = route::route(&app.config, &key, &exchange)?;
-    forward::forward(app, &ctx, route, value, &exchange, &parts.headers).await
+    forward::forward(
+        app,
+        &ctx,
+        route,
+        value,
+        &exchange,
+        &parts.headers,
+        &policy,
+        inspection,
+    )
+    .await
 }
 
 async fn read_body(

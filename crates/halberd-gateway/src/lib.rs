@@ -77,6 +77,8 @@ pub async fn build_state(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<AppState>, String> {
     let keyring = open_keyring(&config, env, true).await?;
+    // Compile the detectors now, not on the first request.
+    let _ = halberd_guard::sensitive::Detector::shared();
     let upstreams = Upstreams::new(&config.providers)?;
     let admin_token = env(&config.admin_token_env)
         .filter(|t| !t.trim().is_empty())

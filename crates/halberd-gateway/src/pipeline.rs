@@ -2,8 +2,13 @@
 //!
 //! 1. [`authenticate`]: the presented key → the key's record (the principal).
 //! 2. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
-//! 3. [`route`]: the requested model → provider and upstream model id.
-//! 4. [`forward`]: the upstream call, streamed when the client streams.
+//! 3. [`inspect_input`]: PII and secrets in every part → the body rewritten by
+//!    the key's policy, or the request refused.
+//! 4. [`route`]: the requested model → provider and upstream model id.
+//! 5. [`forward`]: the upstream call, streamed when the client streams.
+//! 6. [`inspect_output`]: the response, whole or streamed, redacted by the
+//!    key's output policy, with input pseudonyms restored (run by `forward` and
+//!    the streaming relay).
 //!
 //! [`finish`] is the finaliser: a guard created when a request reaches the
 //! upstream, which records how the exchange ended however it ends (answered,
@@ -16,6 +21,8 @@ pub mod authenticate;
 pub mod decode;
 pub mod finish;
 pub mod forward;
+pub mod inspect_input;
+pub mod inspect_output;
 pub mod route;
 
 /// What the stages share about one request.

@@ -22,6 +22,7 @@ use halberd_protocol::sse::{SseDecoder, SseEvent};
 use halberd_protocol::{Api, anthropic};
 
 use crate::pipeline::finish::Finish;
+use crate::pipeline::inspect_output::{OutputError, OutputInspector};
 use crate::upstream::{BodyError, BodyStream};
 
 /// Largest single SSE event accepted from an upstream.
@@ -38,6 +39,8 @@ pub struct Relay {
     events: Vec<SseEvent>,
     done: bool,
     finish: Finish,
+    /// Output inspection, when the policy does anything to responses.
+    output: Option<OutputInspector>,
 }
 
 impl Relay {
@@ -48,6 +51,7 @@ impl Relay {
         idle: std::time::Duration,
         deadline: Instant,
         finish: Finish,
+        output: Option<OutputInspector>,
     ) -> Relay {
         Relay {
             upstream,
@@ -59,6 +63,7 @@ impl Relay {
             events: Vec::new(),
             done: false,
             finish,
+            output,
         }
     }
 
@@ -106,8 +111,19 @@ impl Relay {
         self.done = true;
         let tail: Vec<SseEvent> = self.decoder.finish().into_iter().collect();
         let out = self.pass(&tail);
+        if self.done && self.output.is_none() {
+            return out;
+        }
+        let mut out = BytesMut::from(&out[..]);
+        if let Some(output) = &mut self.output
+            && let Err(e) = output.finish(self.api, &mut out)
+        {
+            out.extend_from_slice(&self.output_failed(e));
+            return out.freeze();
+        }
+        self.done = true;
         self.finish.completed();
-        out
+        out.freeze()
     }
 
     /// Processes decoded events; returns the bytes to send on.
@@ -126,10 +142,36 @@ impl Relay {
                     continue;
                 }
             }
-            out.extend_from_slice(&ev.raw);
+            if let Some(output) = &mut self.output {
+                if let Err(e) = output.event(self.api, ev, &mut out) {
+                    out.extend_from_slice(&self.output_failed(e));
+                    break;
+                }
+            } else {
+                out.extend_from_slice(&ev.raw);
+            }
         }
         self.finish.add_bytes(out.len());
         out.freeze()
+    }
+
+    /// Output inspection refused the rest of the stream: end it with an error
+    /// event, after everything released before the finding.
+    fn output_failed(&mut self, e: OutputError) -> Bytes {
+        let (code, message) = match e {
+            OutputError::Blocked(kind) => (
+                "sensitive_data_detected",
+                format!(
+                    "the response contained sensitive data ({kind}) that this key's policy blocks"
+                ),
+            ),
+            OutputError::Uninspectable => (
+                "upstream_error",
+                "the upstream sent an event that cannot be inspected".to_owned(),
+            ),
+        };
+        self.output = None;
+        self.fail(code, &message)
     }
 
     fn observe_usage(&mut self, v: &Value) {

@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     let text = mixed(64 * 1024);
-    let policy = Policy::redact_all();
+    let policy = std::sync::Arc::new(Policy::redact_all());
     for chunk in [16usize, 64] {
         let pieces: Vec<&str> = text
             .as_bytes()
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             format!("stream redact {chunk}-byte chunks (per chunk)"),
             |b| {
                 b.iter(|| {
-                    let mut redactor = StreamRedactor::new(&detector, &policy);
+                    let mut redactor = StreamRedactor::new(&detector, policy.clone());
                     let mut out = 0;
                     for piece in &pieces {
                         out += redactor.push(piece).map(|s| s.len()).unwrap_or(0);

@@ -140,6 +140,12 @@ impl Detector {
         }
     }
 
+    /// The process-wide detector, compiled on first use.
+    pub fn shared() -> &'static Detector {
+        static SHARED: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(Detector::new);
+        &SHARED
+    }
+
     fn build() -> Result<Self, String> {
         let patterns: Vec<&str> = RULES.iter().map(|rule| rule.pattern).collect();
         // ASCII classes and ASCII word boundaries keep the lazy DFA on every input;

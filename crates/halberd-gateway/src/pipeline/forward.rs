@@ -22,10 +22,13 @@ use serde_json::Value;
 use halberd_protocol::{Api, Exchange, anthropic, openai};
 
 use crate::AppState;
+use crate::config::GuardPolicy;
 use crate::error::GatewayError;
 use crate::events;
 use crate::pipeline::RequestCtx;
 use crate::pipeline::finish::Finish;
+use crate::pipeline::inspect_input::InputInspection;
+use crate::pipeline::inspect_output::{OutputError, OutputInspector};
 use crate::pipeline::route::Route;
 use crate::relay::Relay;
 use crate::upstream::{BodyError, BodyStream};
@@ -39,6 +42,11 @@ const MAX_UPSTREAM_ERROR_BODY: usize = 1024 * 1024;
 /// transparency): machine-readable, on every successful model response.
 pub const AI_GENERATED_HEADER: &str = "x-halberd-ai-generated";
 
+/// Header naming what input inspection found and did, e.g.
+/// `email=1:pseudonymize, secret:aws_access_key_id=1:redact`.
+pub const SENSITIVE_INPUT_HEADER: &str = "x-halberd-sensitive-input";
+
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     app: &AppState,
     ctx: &RequestCtx,
@@ -46,7 +54,22 @@ pub async fn forward(
     mut body: Value,
     ex: &Exchange,
     headers: &HeaderMap,
+    policy: &GuardPolicy,
+    inspection: InputInspection,
 ) -> Result<Response, GatewayError> {
+    let input_summary = inspection.summary();
+    if let Some(summary) = &input_summary {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "sensitive_input",
+            kind: summary,
+            action: "applied",
+        }
+        .emit();
+    }
+    let summary_header = input_summary.and_then(|s| HeaderValue::from_str(&s).ok());
+    let output = OutputInspector::new(policy.sensitive_output.clone(), inspection.pseudonyms);
+    let mut output = (!output.is_noop()).then_some(output);
     let provider = app.upstreams.provider(route.provider);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".into(), Value::String(route.upstream_model.clone()));
@@ -101,6 +124,7 @@ pub async fn forward(
             idle,
             deadline,
             finish,
+            output.take(),
         );
         let mut resp = Response::new(Body::from_stream(relay.into_stream()));
         let h = resp.headers_mut();
@@ -110,6 +134,9 @@ pub async fn forward(
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert(AI_GENERATED_HEADER, HeaderValue::from_static("true"));
+        if let Some(v) = summary_header {
+            h.insert(SENSITIVE_INPUT_HEADER, v);
+        }
         return Ok(resp);
     }
 
@@ -120,16 +147,47 @@ pub async fn forward(
             return Err(e);
         }
     };
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+    let parsed = serde_json::from_slice::<Value>(&bytes);
+    if let Ok(v) = &parsed {
         let usage = if ex.api == Api::Messages {
-            anthropic::usage(&v)
+            anthropic::usage(v)
         } else {
-            openai::usage(&v)
+            openai::usage(v)
         };
         if let Some(u) = usage {
             finish.set_usage(u);
         }
     }
+    let bytes = match (output.as_mut(), parsed) {
+        (None, _) => bytes,
+        (Some(output), Ok(mut v)) => match output.whole(&mut v) {
+            Ok(()) => {
+                if !output.counts.is_empty() {
+                    let summary = format!("{:?}", output.counts);
+                    events::GuardTriggered {
+                        request_id: &ctx.request_id,
+                        guard: "sensitive_output",
+                        kind: &summary,
+                        action: "applied",
+                    }
+                    .emit();
+                }
+                Bytes::from(v.to_string())
+            }
+            Err(e) => {
+                finish.failed("sensitive_data_detected");
+                return Err(output_error(e));
+            }
+        },
+        (Some(_), Err(_)) => {
+            // Fail closed: a body we cannot read is a body we cannot inspect.
+            finish.failed("upstream_error");
+            return Err(GatewayError::Upstream {
+                status: 200,
+                message: "the response is not JSON and cannot be inspected".into(),
+            });
+        }
+    };
     finish.add_bytes(bytes.len());
     finish.completed();
     let mut resp = Response::new(Body::from(bytes));
@@ -141,7 +199,23 @@ pub async fn forward(
             .unwrap_or(HeaderValue::from_static("application/json")),
     );
     h.insert(AI_GENERATED_HEADER, HeaderValue::from_static("true"));
+    if let Some(v) = summary_header {
+        h.insert(SENSITIVE_INPUT_HEADER, v);
+    }
     Ok(resp)
+}
+
+pub fn output_error(e: OutputError) -> GatewayError {
+    match e {
+        OutputError::Blocked(kind) => GatewayError::SensitiveData {
+            kind,
+            at: "the response".into(),
+        },
+        OutputError::Uninspectable => GatewayError::Upstream {
+            status: 200,
+            message: "the response cannot be inspected".into(),
+        },
+    }
 }
 
 /// Reads a whole body under the idle and total timeouts and a size cap.

@@ -8,6 +8,7 @@ mod edge;
 mod endpoints;
 mod errors;
 mod passthrough;
+mod sensitive;
 
 use serde_json::Value;
 

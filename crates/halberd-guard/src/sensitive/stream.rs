@@ -13,6 +13,8 @@
 //! held text is withheld from the client, never released unchecked) plus
 //! `CONTEXT_BEFORE` bytes of released text for the validators' look-behind.
 
+use std::sync::Arc;
+
 use super::{
     CONTEXT_BEFORE, Detector, Edit, Finding, Kind, Policy, Pseudonyms,
     redact::{Action, replace},
@@ -27,7 +29,7 @@ pub const WITHHELD: &str = "[WITHHELD]";
 
 pub struct StreamRedactor<'d> {
     detector: &'d Detector,
-    policy: &'d Policy,
+    policy: Arc<Policy>,
     cache: regex_automata::hybrid::dfa::Cache,
     /// Released context followed by held text.
     buf: String,
@@ -47,7 +49,7 @@ pub struct StreamRedactor<'d> {
 }
 
 impl<'d> StreamRedactor<'d> {
-    pub fn new(detector: &'d Detector, policy: &'d Policy) -> Self {
+    pub fn new(detector: &'d Detector, policy: Arc<Policy>) -> Self {
         StreamRedactor {
             detector,
             policy,
@@ -180,7 +182,7 @@ impl<'d> StreamRedactor<'d> {
                     finding.kind,
                     value,
                     action,
-                    self.policy,
+                    &self.policy,
                     &mut self.pseudonyms,
                 );
                 copied = finding.end;

@@ -263,7 +263,7 @@ DB postgres://app:s3cr3t-Pa55@db:5432/x and api_key = \"I6CmuxV5EbOApZOXzcycDeZ6
 -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\nbye";
 
 fn stream(text: &str, cuts: &[usize], policy: &Policy) -> (String, Vec<String>) {
-    let mut redactor = StreamRedactor::new(detector(), policy);
+    let mut redactor = StreamRedactor::new(detector(), std::sync::Arc::new(policy.clone()));
     let mut pieces = Vec::new();
     let mut last = 0;
     for &cut in cuts {
@@ -296,8 +296,8 @@ fn streaming_in_fixed_chunks_equals_batch() {
 
 #[test]
 fn streaming_releases_ordinary_text_at_once() {
-    let policy = Policy::redact_all();
-    let mut redactor = StreamRedactor::new(detector(), &policy);
+    let policy = std::sync::Arc::new(Policy::redact_all());
+    let mut redactor = StreamRedactor::new(detector(), policy);
     assert_eq!(redactor.push("Hello there. ").unwrap(), "Hello there. ");
     // A word could still become a credential name, a digit a phone number.
     let out = redactor.push("Call 020 79").unwrap();

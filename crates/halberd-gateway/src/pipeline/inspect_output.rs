@@ -1,0 +1,557 @@
+//! Stage 7, inspect output: the provider's response in, the client's response
+//! out, with sensitive data handled by the key's output policy and pseudonyms
+//! from the input stage restored.
+//!
+//! Whole responses: every string of the JSON body is redacted, except fields
+//! that carry identifiers or opaque signatures (`SKIP_FIELDS`).
+//!
+//! Streams: text deltas (OpenAI chat `content`, `refusal` and tool-call
+//! `arguments`; Responses `*.delta` events; Anthropic `text_delta`,
+//! `thinking_delta` and `input_json_delta`) go through one streaming redactor per
+//! text stream, which holds back only what could still be the start of a
+//! finding, so a value split across events is caught and time to first token is
+//! unchanged. Held text is released in the delta of a later event of the same
+//! stream, or in an event synthesised just before the one that ends the stream
+//! (the chunk with `finish_reason`, `*.done`, `content_block_stop`, `[DONE]`).
+//! Events keep their type, their `id:` and their order; events that carry whole
+//! texts (`response.completed`, `*.done`, `message_start`) are redacted as whole
+//! texts, which gives the same result as the streamed deltas.
+//!
+//! Fails closed: an event that is not JSON (other than `[DONE]`) cannot be
+//! inspected and ends the stream with an error instead of passing through.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value, json};
+
+use halberd_guard::sensitive::{
+    self, Detector, Kind, Policy, Pseudonyms, Restorer, StreamRedactor,
+};
+use halberd_protocol::Api;
+use halberd_protocol::sse::SseEvent;
+
+/// Fields whose strings are identifiers, enums or signatures, never text.
+const SKIP_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "object",
+    "model",
+    "role",
+    "signature",
+    "encrypted_content",
+    "data",
+    "item_id",
+    "call_id",
+    "tool_use_id",
+    "status",
+    "finish_reason",
+    "stop_reason",
+    "system_fingerprint",
+    "service_tier",
+    "name",
+];
+
+/// Why the output stage stopped a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputError {
+    /// A finding whose action is `block`.
+    Blocked(String),
+    /// An event that could not be inspected.
+    Uninspectable,
+}
+
+/// One text stream: a redactor, then the pseudonym restorer.
+struct TextStream {
+    redactor: StreamRedactor<'static>,
+    restorer: Restorer,
+}
+
+pub struct OutputInspector {
+    policy: Arc<Policy>,
+    pseudonyms: Pseudonyms,
+    streams: BTreeMap<String, TextStream>,
+    /// Found so far, by type label.
+    pub counts: BTreeMap<String, usize>,
+    /// The last OpenAI chat chunk's envelope, to frame a synthesised chunk.
+    last_chunk: Option<Value>,
+}
+
+impl OutputInspector {
+    pub fn new(policy: Arc<Policy>, pseudonyms: Pseudonyms) -> OutputInspector {
+        OutputInspector {
+            policy,
+            pseudonyms,
+            streams: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            last_chunk: None,
+        }
+    }
+
+    /// Whether this inspector would change anything at all.
+    pub fn is_noop(&self) -> bool {
+        self.policy.is_off() && self.pseudonyms.is_empty()
+    }
+
+    /// Redacts a whole (non-streamed) JSON response in place.
+    pub fn whole(&mut self, body: &mut Value) -> Result<(), OutputError> {
+        self.walk(body)
+    }
+
+    fn text(&mut self, text: &str) -> Result<Option<String>, OutputError> {
+        let findings = Detector::shared().scan(text);
+        let mut out = None;
+        if !findings.is_empty() {
+            let mut unused = Pseudonyms::default();
+            let redaction = sensitive::redact(text, &findings, &self.policy, &mut unused);
+            for edit in &redaction.edits {
+                *self
+                    .counts
+                    .entry(super::inspect_input::type_label(edit.finding.kind))
+                    .or_default() += 1;
+            }
+            if let Some(kind) = redaction.blocked() {
+                return Err(OutputError::Blocked(super::inspect_input::type_label(kind)));
+            }
+            if redaction.changed() {
+                out = Some(redaction.text);
+            }
+        }
+        if !self.pseudonyms.is_empty() {
+            let current = out.as_deref().unwrap_or(text);
+            if current.contains('<') {
+                out = Some(Restorer::restore_all(current, &self.pseudonyms));
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk(&mut self, value: &mut Value) -> Result<(), OutputError> {
+        match value {
+            Value::String(s) => {
+                if let Some(new) = self.text(s)? {
+                    *s = new;
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.walk(item)?;
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    if item.is_string() && SKIP_FIELDS.contains(&key.as_str()) {
+                        continue;
+                    }
+                    self.walk(item)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Feeds one piece of a text stream; returns what may be released.
+    fn push(&mut self, key: &str, piece: &str) -> Result<String, OutputError> {
+        let policy = &self.policy;
+        let stream = self
+            .streams
+            .entry(key.to_owned())
+            .or_insert_with(|| TextStream {
+                redactor: StreamRedactor::new(Detector::shared(), policy.clone()),
+                restorer: Restorer::default(),
+            });
+        let before = stream.redactor.edits().len();
+        let released = stream.redactor.push(piece);
+        let counted: Vec<Kind> = stream.redactor.edits()[before..]
+            .iter()
+            .map(|e| e.finding.kind)
+            .collect();
+        for kind in counted {
+            *self
+                .counts
+                .entry(super::inspect_input::type_label(kind))
+                .or_default() += 1;
+        }
+        let released = released
+            .map_err(|kind| OutputError::Blocked(super::inspect_input::type_label(kind)))?;
+        Ok(stream.restorer.push(&released, &self.pseudonyms))
+    }
+
+    /// Ends a text stream; returns what it still held.
+    fn flush(&mut self, key: &str) -> Result<String, OutputError> {
+        let Some(mut stream) = self.streams.remove(key) else {
+            return Ok(String::new());
+        };
+        let before = stream.redactor.edits().len();
+        let tail = stream.redactor.finish();
+        for edit in &stream.redactor.edits()[before..] {
+            *self
+                .counts
+                .entry(super::inspect_input::type_label(edit.finding.kind))
+                .or_default() += 1;
+        }
+        let tail =
+            tail.map_err(|kind| OutputError::Blocked(super::inspect_input::type_label(kind)))?;
+        let mut out = stream.restorer.push(&tail, &self.pseudonyms);
+        out.push_str(&stream.restorer.finish());
+        Ok(out)
+    }
+
+    fn flush_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>, OutputError> {
+        let keys: Vec<String> = self
+            .streams
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let text = self.flush(&key)?;
+            if !text.is_empty() {
+                out.push((key, text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites one SSE event into `out`.
+    pub fn event(
+        &mut self,
+        api: Api,
+        ev: &SseEvent,
+        out: &mut BytesMut,
+    ) -> Result<(), OutputError> {
+        let Some(data) = ev.data.as_deref() else {
+            out.put_slice(&ev.raw);
+            return Ok(());
+        };
+        if data.trim() == "[DONE]" {
+            self.finish(api, out)?;
+            out.put_slice(&ev.raw);
+            return Ok(());
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+            return Err(OutputError::Uninspectable);
+        };
+        let changed = match api {
+            Api::ChatCompletions => self.chat_chunk(&mut value)?,
+            Api::Messages => self.anthropic_event(&mut value, ev, out)?,
+            Api::Responses => self.responses_event(&mut value, ev, out)?,
+            Api::Embeddings => false,
+        };
+        if changed {
+            out.put_slice(&encode(ev, &value));
+        } else {
+            out.put_slice(&ev.raw);
+        }
+        Ok(())
+    }
+
+    /// The upstream stream ended: release everything still held, framed for
+    /// the API.
+    pub fn finish(&mut self, api: Api, out: &mut BytesMut) -> Result<(), OutputError> {
+        let pending = self.flush_prefix("")?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match api {
+            Api::ChatCompletions => {
+                let mut chunk = self.last_chunk.clone().unwrap_or_else(|| json!({}));
+                let mut choices = Vec::new();
+                for (key, text) in pending {
+                    choices.push(chat_choice_for(&key, text));
+                }
+                chunk["choices"] = Value::Array(choices);
+                chunk.as_object_mut().map(|o| o.remove("usage"));
+                out.put_slice(&SseEvent::encode(None, &chunk.to_string()));
+            }
+            Api::Messages => {
+                for (key, text) in pending {
+                    out.put_slice(&anthropic_delta(&key, text));
+                }
+            }
+            Api::Responses => {
+                for (key, text) in pending {
+                    out.put_slice(&responses_delta(&key, text, None));
+                }
+            }
+            Api::Embeddings => {}
+        }
+        Ok(())
+    }
+
+    fn chat_chunk(&mut self, chunk: &mut Value) -> Result<bool, OutputError> {
+        let mut changed = false;
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            return Ok(false);
+        };
+        let mut envelope = Map::new();
+        for choice in choices.iter_mut() {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for field in ["content", "refusal", "reasoning_content"] {
+                if let Some(Value::String(piece)) = delta.get(field) {
+                    let key = format!("{index}/{field}");
+                    let released = self.push(&key, &piece.clone())?;
+                    if released != *piece {
+                        delta.insert(field.into(), Value::String(released));
+                        changed = true;
+                    }
+                }
+            }
+            if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+                for call in calls.iter_mut() {
+                    let call_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    if let Some(Value::String(piece)) = call.pointer("/function/arguments") {
+                        let key = format!("{index}/tool/{call_index}");
+                        let piece = piece.clone();
+                        let released = self.push(&key, &piece)?;
+                        if released != piece
+                            && let Some(slot) = call.pointer_mut("/function/arguments")
+                        {
+                            *slot = Value::String(released);
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if finished {
+                for (key, text) in self.flush_prefix(&format!("{index}/"))? {
+                    append_chat_delta(delta, &key, text);
+                    changed = true;
+                }
+            }
+        }
+        for field in ["id", "object", "created", "model", "system_fingerprint"] {
+            if let Some(v) = chunk.get(field) {
+                envelope.insert(field.into(), v.clone());
+            }
+        }
+        if !envelope.is_empty() {
+            self.last_chunk = Some(Value::Object(envelope));
+        }
+        Ok(changed)
+    }
+
+    fn anthropic_event(
+        &mut self,
+        event: &mut Value,
+        ev: &SseEvent,
+        out: &mut BytesMut,
+    ) -> Result<bool, OutputError> {
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "content_block_delta" => {
+                let Some(delta) = event.get_mut("delta").and_then(Value::as_object_mut) else {
+                    return Ok(false);
+                };
+                let delta_type = delta
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let field = match delta_type {
+                    "text_delta" => "text",
+                    "thinking_delta" => "thinking",
+                    "input_json_delta" => "partial_json",
+                    "citations_delta" => {
+                        return self.walk_changed(event);
+                    }
+                    _ => return Ok(false),
+                };
+                let Some(Value::String(piece)) = delta.get(field) else {
+                    return Ok(false);
+                };
+                let piece = piece.clone();
+                let key = format!("{index}/{delta_type}");
+                let released = self.push(&key, &piece)?;
+                if released == piece {
+                    return Ok(false);
+                }
+                delta.insert(field.into(), Value::String(released));
+                Ok(true)
+            }
+            "content_block_stop" | "message_stop" | "message_delta" => {
+                let prefix = if kind == "content_block_stop" {
+                    format!("{index}/")
+                } else {
+                    String::new()
+                };
+                for (key, text) in self.flush_prefix(&prefix)? {
+                    out.put_slice(&anthropic_delta(&key, text));
+                }
+                let _ = ev;
+                self.walk_changed(event)
+            }
+            _ => self.walk_changed(event),
+        }
+    }
+
+    fn responses_event(
+        &mut self,
+        event: &mut Value,
+        ev: &SseEvent,
+        out: &mut BytesMut,
+    ) -> Result<bool, OutputError> {
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let Some(family) = kind
+            .strip_suffix(".delta")
+            .or_else(|| kind.strip_suffix(".done"))
+        else {
+            return self.walk_changed(event);
+        };
+        let streamed = [
+            "response.output_text",
+            "response.refusal",
+            "response.function_call_arguments",
+            "response.reasoning_summary_text",
+            "response.reasoning_text",
+        ];
+        if !streamed.contains(&family) {
+            return self.walk_changed(event);
+        }
+        let item = event
+            .get("item_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let part = event
+            .get("content_index")
+            .or_else(|| event.get("summary_index"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let key = format!("{family}|{item}|{part}");
+        if kind.ends_with(".delta") {
+            let Some(Value::String(piece)) = event.get("delta") else {
+                return Ok(false);
+            };
+            let piece = piece.clone();
+            let released = self.push(&key, &piece)?;
+            if released == piece {
+                return Ok(false);
+            }
+            event["delta"] = Value::String(released);
+            return Ok(true);
+        }
+        // `.done`: release what the stream still held as one more delta, then
+        // redact the done event's whole text.
+        let text = self.flush(&key)?;
+        if !text.is_empty() {
+            out.put_slice(&responses_delta(&key, text, Some(&*event)));
+        }
+        let _ = ev;
+        self.walk_changed(event)
+    }
+
+    fn walk_changed(&mut self, value: &mut Value) -> Result<bool, OutputError> {
+        let before = value.clone();
+        self.walk(value)?;
+        Ok(*value != before)
+    }
+}
+
+/// Re-frames an event with new data, keeping its `event:` and `id:` fields.
+fn encode(ev: &SseEvent, value: &Value) -> Bytes {
+    let framed = SseEvent::encode(ev.event.as_deref(), &value.to_string());
+    match &ev.id {
+        Some(id) => {
+            let mut out = BytesMut::with_capacity(framed.len() + id.len() + 5);
+            out.put_slice(b"id: ");
+            out.put_slice(id.as_bytes());
+            out.put_u8(b'\n');
+            out.put_slice(&framed);
+            out.freeze()
+        }
+        None => framed,
+    }
+}
+
+/// `0/content` → ("content", 0, None); `0/tool/2` → ("tool", 0, Some(2)).
+fn chat_key(key: &str) -> (u64, &str, Option<u64>) {
+    let mut parts = key.split('/');
+    let index = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let field = parts.next().unwrap_or("content");
+    let call = parts.next().and_then(|p| p.parse().ok());
+    (index, field, call)
+}
+
+fn append_chat_delta(delta: &mut Map<String, Value>, key: &str, text: String) {
+    let (_, field, call) = chat_key(key);
+    match (field, call) {
+        ("tool", Some(call_index)) => {
+            let calls = delta
+                .entry("tool_calls")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(calls) = calls {
+                calls.push(json!({"index": call_index, "function": {"arguments": text}}));
+            }
+        }
+        (field, _) => {
+            let existing = delta
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            delta.insert(field.into(), Value::String(existing + &text));
+        }
+    }
+}
+
+fn chat_choice_for(key: &str, text: String) -> Value {
+    let (index, _, _) = chat_key(key);
+    let mut delta = Map::new();
+    append_chat_delta(&mut delta, key, text);
+    json!({"index": index, "delta": delta, "finish_reason": null})
+}
+
+fn anthropic_delta(key: &str, text: String) -> Bytes {
+    let (index, delta_type) = key.split_once('/').unwrap_or(("0", "text_delta"));
+    let index: u64 = index.parse().unwrap_or(0);
+    let field = match delta_type {
+        "thinking_delta" => "thinking",
+        "input_json_delta" => "partial_json",
+        _ => "text",
+    };
+    let event = json!({
+        "type": "content_block_delta",
+        "index": index,
+        "delta": {"type": delta_type, field: text},
+    });
+    SseEvent::encode(Some("content_block_delta"), &event.to_string())
+}
+
+fn responses_delta(key: &str, text: String, done: Option<&Value>) -> Bytes {
+    let mut parts = key.split('|');
+    let family = parts.next().unwrap_or("response.output_text");
+    let mut event = Map::new();
+    event.insert("type".into(), Value::String(format!("{family}.delta")));
+    if let Some(Value::Object(done)) = done {
+        for field in [
+            "item_id",
+            "output_index",
+            "content_index",
+            "summary_index",
+            "sequence_number",
+        ] {
+            if let Some(v) = done.get(field) {
+                event.insert(field.into(), v.clone());
+            }
+        }
+    }
+    event.insert("delta".into(), Value::String(text));
+    SseEvent::encode(
+        Some(&format!("{family}.delta")),
+        &Value::Object(event).to_string(),
+    )
+}
