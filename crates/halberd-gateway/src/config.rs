@@ -652,6 +652,26 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        for (name, policy) in &self.policies {
+            let render = |p: &halberd_guard::sensitive::Policy| {
+                p.describe()
+                    .iter()
+                    .map(|(kind, action)| format!("{kind}={action}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            m.insert(
+                "policies",
+                format!(
+                    "{}{name}: sensitive input [{}], sensitive output [{}]",
+                    m.get("policies")
+                        .map(|p| format!("{p}; "))
+                        .unwrap_or_default(),
+                    render(&policy.sensitive_input),
+                    render(&policy.sensitive_output),
+                ),
+            );
+        }
         m
     }
 }

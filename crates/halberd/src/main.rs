@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod eval_sensitive;
+mod scan;
 use serde_json::json;
 
 use halberd_gateway::config::{Config, ConfigFile};
@@ -43,6 +44,14 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect JSON Lines offline: one result per input line (`text` field).
+    Scan {
+        /// The policy whose input actions apply (default: `default`).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Input file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
     /// Evaluate the detectors on labelled data sets.
     Eval {
         /// Score the PII and secret detectors (per type precision, recall, F1).
@@ -192,6 +201,36 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
         Command::Config(ConfigCommand::Check { file }) => {
             check(file.as_deref().or(cli.config.as_deref()))
+        }
+        Command::Scan { policy, file } => {
+            let config = load_config(cli.config.as_deref())?;
+            let name = policy.as_deref().unwrap_or("default");
+            let policy = config
+                .policies
+                .get(name)
+                .ok_or_else(|| format!("no policy named {name:?} in the configuration"))?;
+            let stdout = std::io::stdout().lock();
+            let failed = match file.as_deref().filter(|f| f.as_os_str() != "-") {
+                Some(path) => {
+                    let input = std::fs::File::open(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    scan::run(
+                        policy,
+                        std::io::BufReader::new(input),
+                        std::io::BufWriter::new(stdout),
+                    )
+                }
+                None => scan::run(
+                    policy,
+                    std::io::stdin().lock(),
+                    std::io::BufWriter::new(stdout),
+                ),
+            }
+            .map_err(|e| format!("scan failed: {e}"))?;
+            if failed > 0 {
+                return Err(format!("{failed} input line(s) could not be scanned"));
+            }
+            Ok(())
         }
         Command::Eval { sensitive, data } => {
             if !sensitive {

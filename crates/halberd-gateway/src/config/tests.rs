@@ -124,6 +124,7 @@ fn example_config_documents_every_field_and_builds() {
     let file = ConfigFile::parse(text).unwrap();
     let config = file.build(Path::new("/tmp"), &env).unwrap();
     assert!(config.providers.len() >= 3);
+    assert!(config.policies.contains_key("audit-only"));
     let fields = [
         "listen",
         "admin_listen",
@@ -150,6 +151,9 @@ fn example_config_documents_every_field_and_builds() {
         "total_timeout",
         "provider",
         "upstream",
+        "input",
+        "output",
+        "hash_key_env",
     ];
     for f in fields {
         assert!(
@@ -170,4 +174,51 @@ fn example_config_documents_every_field_and_builds() {
         config.limits.header_read_timeout
     );
     assert_eq!(d.limits.max_connections, config.limits.max_connections);
+}
+
+#[test]
+fn policies_are_validated_where_they_are_written() {
+    let cases = [
+        (
+            "[[policies]]\nname = \"p\"\n[policies.sensitive]\ninput = { emails = \"redact\" }",
+            "policies[0].sensitive.input.emails",
+        ),
+        (
+            "[[policies]]\nname = \"p\"\n[policies.sensitive]\ninput = { email = \"erase\" }",
+            "policies[0].sensitive.input.email",
+        ),
+        (
+            "[[policies]]\nname = \"p\"\n[policies.sensitive]\noutput = { email = \"pseudonymize\" }",
+            "policies[0].sensitive.output.email",
+        ),
+        (
+            "[[policies]]\nname = \"p\"\n[policies.sensitive]\ninput = { \"secret:nope\" = \"block\" }",
+            "policies[0].sensitive.input.secret:nope",
+        ),
+        (
+            "[[policies]]\nname = \"p\"\n[[policies]]\nname = \"p\"",
+            "policies[1].name",
+        ),
+        (
+            "[[policies]]\nname = \"p\"\n[policies.sensitive]\nhash_key_env = \"HALBERD_TEST_UNSET_VAR\"",
+            "policies[0].sensitive.hash_key_env",
+        ),
+    ];
+    for (text, at) in cases {
+        let e = ConfigFile::parse(text)
+            .unwrap()
+            .build(Path::new("/tmp"), &|_| None)
+            .unwrap_err();
+        assert_eq!(e.at, at, "{text}: {e}");
+    }
+    let c = build("[[policies]]\nname = \"strict\"\n[policies.sensitive]\ninput = { default = \"block\", email = \"off\" }").unwrap();
+    assert!(
+        c.policies.contains_key("default"),
+        "the built-in default is always there"
+    );
+    let strict = &c.policies["strict"];
+    use halberd_guard::sensitive::{Action, Kind};
+    assert_eq!(strict.sensitive_input.action(Kind::Email), Action::Off);
+    assert_eq!(strict.sensitive_input.action(Kind::Jwt), Action::Block);
+    assert_eq!(strict.sensitive_output.action(Kind::Jwt), Action::Redact);
 }

@@ -238,3 +238,99 @@ async fn serve_starts_on_the_embedded_default_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+fn scan(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["scan"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HALBERD_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scan_reports_findings_with_byte_offsets_and_the_redacted_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = concat!(
+        r#"{"id": 7, "text": "é mail jane@example.com, key AKIAUJZDEGXDNCF32EPF"}"#,
+        "\n",
+        r#"{"text": "nothing to see"}"#,
+        "\n",
+    );
+    let out = scan(dir.path(), &[], input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let first = &lines[0];
+    assert_eq!(first["id"], 7, "other fields are copied through");
+    let text = first["text"].as_str().unwrap();
+    let email = &first["findings"][0];
+    assert_eq!(email["type"], "email");
+    let (start, end) = (
+        email["start"].as_u64().unwrap() as usize,
+        email["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&text[start..end], "jane@example.com", "offsets are bytes");
+    assert_eq!(first["findings"][1]["type"], "secret");
+    assert_eq!(first["findings"][1]["kind"], "aws_access_key_id");
+    assert_eq!(
+        first["redacted"],
+        "é mail [EMAIL], key [SECRET:aws_access_key_id]"
+    );
+    assert_eq!(first["verdict"], "redact");
+    assert_eq!(lines[1]["verdict"], "allow");
+    assert_eq!(lines[1]["findings"], serde_json::json!([]));
+}
+
+#[test]
+fn scan_uses_the_named_policy_and_reports_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("halberd.toml"),
+        "[[policies]]\nname = \"strict\"\n[policies.sensitive]\ninput = { secret = \"block\", email = \"flag\" }\n",
+    )
+    .unwrap();
+    let out = scan(
+        dir.path(),
+        &["--config", "halberd.toml", "--policy", "strict"],
+        "{\"text\": \"key AKIAUJZDEGXDNCF32EPF\"}\n{\"text\": \"a@example.com\"}\nnot json\n",
+    );
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["verdict"], "block");
+    assert_eq!(lines[1]["verdict"], "flag");
+    assert_eq!(lines[1]["redacted"], "a@example.com");
+    assert!(lines[2]["error"].as_str().unwrap().contains("invalid JSON"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 input line"));
+    let out = scan(
+        dir.path(),
+        &["--config", "halberd.toml", "--policy", "nope"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no policy named"));
+}
