@@ -16,10 +16,14 @@ BIN = os.environ.get("HALBERD_BIN", str(ROOT / "target" / "debug" / "halberd"))
 
 
 class Gateway:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, config: str | None = None):
         self.workdir = workdir
         env = dict(os.environ, HALBERD_LOG="warn")
         env.pop("HALBERD_CONFIG", None)
+        if config is not None:
+            (workdir / "halberd.toml").write_text(config)
+            env["HALBERD_CONFIG"] = str(workdir / "halberd.toml")
+        self.env = env
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
             cwd=workdir,
@@ -36,9 +40,7 @@ class Gateway:
         self.base = f"http://{self.addr}"
 
     def cli(self, *args: str) -> dict:
-        env = dict(os.environ, HALBERD_LOG="warn")
-        env.pop("HALBERD_CONFIG", None)
-        out = subprocess.run([BIN, *args, "--json"], cwd=self.workdir, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run([BIN, *args, "--json"], cwd=self.workdir, env=self.env, capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
 
     def create_key(self, name: str = "e2e", *extra: str) -> dict:

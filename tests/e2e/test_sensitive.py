@@ -1,0 +1,131 @@
+"""PII and secrets through the gateway, seen by the official SDKs: the mock
+upstream echoes (or replies with) text full of values, split into 1-, 3- and
+7-byte stream deltas, and every SDK, streamed or not, on both APIs, gets the
+fully redacted text. Pseudonyms come back restored; blocks arrive as the SDK's
+own error type."""
+
+import anthropic
+import openai
+import pytest
+
+PII = (
+    "Mail jane.doe@example.com or call +44 20 7946 0958; card 4111 1111 1111 1111, SSN 123-45-6789, "
+    "IBAN DE89 3704 0044 0532 0130 00, key AKIAUJZDEGXDNCF32EPF, from 192.168.1.20."
+)
+REDACTED = (
+    "Mail [EMAIL] or call [PHONE]; card [CREDIT_CARD], SSN [US_SSN], "
+    "IBAN [IBAN], key [SECRET:aws_access_key_id], from [IP_ADDRESS]."
+)
+VALUES = ["jane.doe@example.com", "7946 0958", "4111 1111 1111 1111", "123-45-6789", "DE89", "AKIAUJZDEGXDNCF32EPF", "192.168.1.20"]
+
+CONFIG = """
+[[policies]]
+name = "pseudo"
+[policies.sensitive]
+input = { default = "redact", email = "pseudonymize" }
+
+[[policies]]
+name = "strict"
+[policies.sensitive]
+input = { default = "redact", secret = "block" }
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_gateway(tmp_path_factory):
+    from conftest import Gateway
+
+    gw = Gateway(tmp_path_factory.mktemp("halberd-policies"), CONFIG)
+    yield gw
+    gw.stop()
+
+
+def oai(gw, key):
+    return openai.OpenAI(base_url=gw.base + "/v1", api_key=key, max_retries=0)
+
+
+def ant(gw, key):
+    return anthropic.Anthropic(base_url=gw.base, api_key=key, max_retries=0)
+
+
+def chat(client, prompt, chunk, stream, reply=None):
+    headers = {"x-mock-chunk-bytes": str(chunk)}
+    if reply:
+        headers["x-mock-reply"] = reply
+    messages = [{"role": "user", "content": prompt}]
+    if not stream:
+        return client.chat.completions.create(model="mock-1", messages=messages, extra_headers=headers).choices[0].message.content
+    chunks = client.chat.completions.create(model="mock-1", messages=messages, stream=True, extra_headers=headers)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def responses(client, prompt, chunk, stream, reply=None):
+    headers = {"x-mock-chunk-bytes": str(chunk)}
+    if reply:
+        headers["x-mock-reply"] = reply
+    if not stream:
+        return client.responses.create(model="mock-1", input=prompt, extra_headers=headers).output_text
+    with client.responses.stream(model="mock-1", input=prompt, extra_headers=headers) as s:
+        deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+        final = s.get_final_response().output_text
+    assert deltas == final
+    return deltas
+
+
+def messages(client, prompt, chunk, stream, reply=None):
+    headers = {"x-mock-chunk-bytes": str(chunk)}
+    if reply:
+        headers["x-mock-reply"] = reply
+    msgs = [{"role": "user", "content": prompt}]
+    if not stream:
+        return client.messages.create(model="mock-1", max_tokens=200, messages=msgs, extra_headers=headers).content[0].text
+    with client.messages.stream(model="mock-1", max_tokens=200, messages=msgs, extra_headers=headers) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message().content[0].text
+    assert text == final
+    return text
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+@pytest.mark.parametrize("stream", [False, True])
+def test_echoed_prompt_arrives_redacted_on_every_api(openai_client, anthropic_client, chunk, stream):
+    for text in [
+        chat(openai_client, PII, chunk, stream),
+        responses(openai_client, PII, chunk, stream),
+        messages(anthropic_client, PII, chunk, stream),
+    ]:
+        assert text == REDACTED
+        assert not any(v in text for v in VALUES)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+@pytest.mark.parametrize("stream", [False, True])
+def test_model_output_is_redacted_when_the_prompt_was_clean(openai_client, anthropic_client, chunk, stream):
+    for text in [
+        chat(openai_client, "hello", chunk, stream, reply=PII),
+        responses(openai_client, "hello", chunk, stream, reply=PII),
+        messages(anthropic_client, "hello", chunk, stream, reply=PII),
+    ]:
+        assert text == REDACTED
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_pseudonymized_values_come_back_to_the_client(policy_gateway, stream):
+    key = policy_gateway.create_key("pseudo", "--policy", "pseudo")["key"]
+    prompt = "Forward this to jane.doe@example.com please."
+    assert chat(oai(policy_gateway, key), prompt, 3, stream) == prompt
+    assert messages(ant(policy_gateway, key), prompt, 3, stream) == prompt
+    # A reply that uses the placeholder, as a model would, gets the value.
+    assert chat(oai(policy_gateway, key), prompt, 2, stream, reply="Sent to <EMAIL_1>.") == "Sent to jane.doe@example.com."
+
+
+def test_blocked_secret_is_the_sdks_bad_request_error(policy_gateway):
+    key = policy_gateway.create_key("strict", "--policy", "strict")["key"]
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(oai(policy_gateway, key), PII, 3, False)
+    assert e.value.code == "sensitive_data_detected"
+    assert "AKIA" not in str(e.value)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        messages(ant(policy_gateway, key), PII, 3, True)
+    assert "sensitive_data_detected" in str(e.value)
+    assert "AKIA" not in str(e.value)
