@@ -217,14 +217,20 @@ impl Detector {
         })
     }
 
-    /// The rule whose pattern matches exactly `text[start..end]` when anchored at
-    /// `start`, if any: used to name the family of a value found by a generic rule.
-    pub(crate) fn classify_exact(&self, text: &str, start: usize, end: usize) -> Option<usize> {
+    /// The rule whose pattern matches at `start` (anchored, within `end`), and
+    /// where its match ends: used to name the family of a value found by a
+    /// generic rule.
+    pub(crate) fn classify_at(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+    ) -> Option<(usize, usize)> {
         let input = Input::new(&text[..end])
             .span(start..end)
             .anchored(Anchored::Yes);
         let found = self.regex.search(&input)?;
-        (found.end() == end).then(|| found.pattern().as_usize())
+        Some((found.pattern().as_usize(), found.end()))
     }
 
     pub(crate) fn dfa_cache(&self) -> DfaCache {

@@ -216,19 +216,25 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
             };
             let line_text = content[line_start..].split('\n').next().unwrap_or_default();
             let value = item["value"].as_str().unwrap_or_default();
-            // Expected columns count characters of the line; prefer the value's
-            // byte position when the value is found in the line.
-            let (start, end) = match line_text.find(value).filter(|_| !value.is_empty()) {
-                Some(at) => (line_start + at, line_start + at + value.len()),
-                None => {
-                    let s = item["value_start"].as_i64().unwrap_or(0).max(0) as usize;
-                    let e = item["value_end"].as_i64().unwrap_or(0).max(0) as usize;
-                    (
-                        line_start + byte_offset(line_text, s),
-                        line_start + byte_offset(line_text, e.max(s + 1)),
-                    )
-                }
-            };
+            // Expected columns count characters of the line. Use them when the
+            // value is there (a line may hold the same value twice), else the
+            // value's first position in the line, else the columns as given.
+            let s = item["value_start"].as_i64().unwrap_or(-1);
+            let at_columns = (s >= 0)
+                .then(|| byte_offset(line_text, s as usize))
+                .filter(|b| !value.is_empty() && line_text[*b..].starts_with(value));
+            let (start, end) =
+                match at_columns.or_else(|| line_text.find(value).filter(|_| !value.is_empty())) {
+                    Some(at) => (line_start + at, line_start + at + value.len()),
+                    None => {
+                        let s = s.max(0) as usize;
+                        let e = item["value_end"].as_i64().unwrap_or(0).max(0) as usize;
+                        (
+                            line_start + byte_offset(line_text, s),
+                            line_start + byte_offset(line_text, e.max(s + 1)),
+                        )
+                    }
+                };
             expected.push((rule, (start, end)));
         }
         for (rule, span) in &expected {
@@ -400,12 +406,15 @@ fn ceil(text: &str, mut at: usize) -> usize {
     at
 }
 
+/// How many misses and false alarms each list shows.
+const LIST_LIMIT: usize = 200;
+
 fn print_list(title: &str, items: &[String]) {
     println!("{title}: {}", items.len());
-    for item in items.iter().take(40) {
+    for item in items.iter().take(LIST_LIMIT) {
         println!("  {item}");
     }
-    if items.len() > 40 {
-        println!("  … and {} more", items.len() - 40);
+    if items.len() > LIST_LIMIT {
+        println!("  … and {} more", items.len() - LIST_LIMIT);
     }
 }

@@ -33,6 +33,9 @@ pub enum Check {
     Capped(usize),
     /// A run of digits and separators: a payment card, a US SSN or a phone number.
     Numeric,
+    /// An IPv4 address that can point at someone: not loopback, unspecified
+    /// or broadcast.
+    Ipv4,
     Ipv6,
     Iban,
     /// The match holds the value in capture group 1 of `RULE_VALUES[index]`; the
@@ -80,9 +83,9 @@ pub static RULES: &[Rule] = &[
         // `\n" +`), or `Proc-Type:`-style headers, then the footer.
         pattern: concat!(
             r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----",
-            r#"(?:\\[rn])*[ \t"'+,;\\]{0,12}"#,
-            r#"(?:(?:\r?\n|\r|\\r\\n|\\n)+[ \t"'+#0-9.:\-\[\]|,;]{0,40}(?:[A-Za-z\-]{1,40}: [A-Za-z0-9,\-]{1,100}|[A-Za-z0-9+/=]{16,})(?:\\[rn])*[ \t"'+,;\\]{0,12})+"#,
-            r#"(?:(?:\r?\n|\r|\\r\\n|\\n)*[ \t"'+#0-9.:\-\[\]|,;]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
+            r#"(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16}"#,
+            r#"(?:(?:\r?\n|\r|\\{1,4}[rn])+[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}(?:[A-Za-z\-]{1,40}: [A-Za-z0-9,\-]{1,100}|[A-Za-z0-9+/=]{16,}|[A-Za-z0-9+/]{1,15}={1,2})(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16})+"#,
+            r#"(?:(?:(?:\r?\n|\r|\\{1,4}[rn])+[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}[A-Za-z0-9+/]{1,15}(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16})?(?:\r?\n|\r|\\{1,4}[rn])*[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
         ),
         check: Check::Capped(64 * 1024),
         value: None,
@@ -170,7 +173,7 @@ pub static RULES: &[Rule] = &[
     ),
     secret!(
         "github_token",
-        r"\b(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36}\b",
+        r"\b(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,40}\b",
         Check::Whole,
         ["GITHUB_TOKEN=«ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN»"],
         ["ghp_short", "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"]
@@ -186,7 +189,7 @@ pub static RULES: &[Rule] = &[
     ),
     secret!(
         "gitlab_token",
-        r"\b(?:glpat|gldt|glft|glrt|glsoat|glcbt|glptt|gloas|glimt|glagent|glffct)-[0-9A-Za-z_\-.]{20,}",
+        r"\b(?:(?:glpat|gldt|glft|glrt|glrtr|glwt|glsoat|glcbt|glptt|gloas|glimt|glagent|glffct)-[0-9A-Za-z_\-.]{20,}|GR1348941[0-9A-Za-z_\-]{20,}|_gitlab_session=[0-9a-z]{32})",
         Check::Capped(320),
         ["token: «glpat-sGpWLuqIA1id6Vw5DQL0»"],
         ["glpat-short"]
@@ -282,9 +285,9 @@ pub static RULES: &[Rule] = &[
     ),
     secret!(
         "url_password",
-        r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[A-Za-z0-9._~%!$&'()*+,;=\-]{1,128}:[!-.0-?A-~]{1,256}@",
+        r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[A-Za-z0-9._~%!$&'()*+,;=\-@]{1,128}:[!-.0-?A-~]{1,256}@",
         Check::Value { min_entropy: 0.0 },
-        value: r"://[^:/@]*:([^@]*)@$",
+        value: r"://[^:/]*:([^@]*)@$",
         [
             "DATABASE_URL=postgres://app:«s3cr3t-Pa55»@db.internal:5432/app",
             "https://user:«hunter2»@example.com/"
@@ -323,10 +326,16 @@ pub static RULES: &[Rule] = &[
         id: "ip_address",
         kind: Kind::IpAddress,
         pattern: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
-        check: Check::Whole,
+        check: Check::Ipv4,
         value: None,
         positives: &["from «192.168.10.7» to «8.8.8.8»"],
-        negatives: &["256.1.1.1", "1.2.3"],
+        negatives: &[
+            "256.1.1.1",
+            "1.2.3",
+            "bind 0.0.0.0:80",
+            "127.0.0.1",
+            "255.255.255.255",
+        ],
     },
     Rule {
         id: "ipv6_address",
@@ -368,7 +377,7 @@ pub static RULES: &[Rule] = &[
         // A password given after a word rather than an assignment: SQL
         // `IDENTIFIED BY` / `PASSWORD '...'`, command-line `--password x`,
         // `#define password "..."`, and "my password is ...".
-        pattern: r#"(?i)(?:\bidentified(?: with [a-z_']{1,30})? by|\b(?:login )?password|\b(?:define|set|global) (?:password|passwd|pwd)|(?:\B-|\b)-?(?:password|passwd|pass|pwd|pw)|\bpassword is|\bpasswd is)[ \t]{1,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        pattern: r#"(?i)(?:\bidentified(?: with [a-z_']{1,30})? by|\b(?:login )?password|\b(?:define|set|global) (?:password|passwd|pwd|token|secret|api_?key)|(?:\B-|\b)-?(?:password|passwd|pass|pwd|pw)|\bpassword is|\bpasswd is)[ \t]{1,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
         check: Check::Assignment,
         value: Some(r#"[ \t]["'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#),
         positives: &[
@@ -384,12 +393,28 @@ pub static RULES: &[Rule] = &[
         ],
     },
     Rule {
+        id: "authorization_header",
+        kind: Kind::Secret("generic_credential"),
+        // `Authorization: Basic|Bearer|NTLM|Token <credentials>` in a header,
+        // a curl command or a config file.
+        pattern: r#"(?i)\b(?:proxy-)?authorization["']?[ \t]*[:=][ \t]*["']?(?:basic|bearer|token|ntlm|negotiate|digest|apikey)[ \t]+[A-Za-z0-9_\-+/=.~]{8,}"#,
+        check: Check::Assignment,
+        value: Some(r#"[ \t]([A-Za-z0-9_\-+/=.~]+)$"#),
+        positives: &[
+            "curl -H \"Authorization: Basic «R2hyZG5oYzpycWVpIGVuZ2xiZg==»\" https://x",
+            "Authorization: Bearer «I6CmuxV5EbOApZOXzcycDeZ6»",
+        ],
+        negatives: &["Authorization: Bearer <token>", "the Authorization header"],
+    },
+    Rule {
         id: "generic_credential",
         kind: Kind::Secret("generic_credential"),
         // A credential-like name, an assignment, an optional quote, the value.
-        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\-]?key|auth[_.\-]?key|credentials?|client[_.\-]?secret|private[_.\-]?key)[a-z0-9_.\-]{0,20}["']?[ \t]{0,3}(?:::=|:=|=>|=|:|,)[ \t]{0,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\- ]?key|auth(?:entication)?[_.\- ]?key|credentials?|client[_.\-]?secret|private[_.\-]?key|keys?)(?:[_.\-]?[a-z0-9]+|[ ][a-z]+){0,3}["')]?(?:[ \t]*:[ \t]*[A-Za-z]{1,12}[ \t]*)?[ \t]{0,3}(?:::=|:=|=>|===?|!==?|=|:)[ \t]{0,3}(?:"[!#-~]{6,200}"|'[!-&(-~]{6,200}'|["'`]?[A-Za-z0-9_\-+/=.~!@#$%^*?]{6,})"#,
         check: Check::Assignment,
-        value: Some(r#"(?:::=|:=|=>|=|:|,|\(|\s)[ \t]*["'`(]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#),
+        value: Some(
+            r#"(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|["'`(]?([A-Za-z0-9_\-+/=.~!@#$%^*?]+))$"#,
+        ),
         positives: &[
             "api_key = \"«I6CmuxV5EbOApZOXzcycDeZ6»\"",
             "DB_PASSWORD=«Xk9#mP2$vL7qR4w»",

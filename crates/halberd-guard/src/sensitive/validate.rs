@@ -32,6 +32,10 @@ impl Check {
             Check::Whole => whole,
             Check::Capped(max) if end - start <= max => whole,
             Check::Capped(_) => Verdict::Reject,
+            Check::Ipv4 => match candidate.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) if !(ip.is_loopback() || ip.is_unspecified() || ip.is_broadcast()) => whole,
+                _ => Verdict::Reject,
+            },
             Check::Ipv6 => ipv6(candidate, kind, start),
             Check::Iban => iban(candidate, kind, start),
             Check::Numeric => numeric(text, start, end),
@@ -60,7 +64,8 @@ impl Check {
 
 fn value_span(rule: usize, candidate: &str) -> Option<(usize, usize)> {
     let regex = VALUES.get(rule)?.as_ref()?;
-    let group = regex.captures(candidate)?.get(1)?;
+    let captures = regex.captures(candidate)?;
+    let group = captures.iter().skip(1).flatten().next()?;
     Some((group.start(), group.end()))
 }
 
@@ -75,20 +80,26 @@ fn assignment(detector: &Detector, text: &str, start: usize, end: usize, rule: u
     let (value_start, value_end_abs) = (start + value_start, {
         // A value quoted on the left ends before a closing punctuation run.
         let value = &text[start + value_start..start + value_end];
-        let trimmed = value.trim_end_matches(['.', ',', '?', '!']);
+        let trimmed = value.trim_end_matches(['.', ',']);
         value_end -= value.len() - trimmed.len();
         start + value_end
     });
-    if let Some(index) = detector.classify_exact(text, value_start, value_end_abs) {
+    if let Some((index, end)) = detector.classify_at(text, value_start, value_end_abs) {
         let rule = &RULES[index];
         if !matches!(rule.check, Check::Assignment | Check::Numeric) && rule.kind != Kind::Email {
-            return rule
-                .check
-                .validate(detector, text, value_start, value_end_abs, index);
+            if let Verdict::Accept(finding) =
+                rule.check.validate(detector, text, value_start, end, index)
+            {
+                return Verdict::Accept(finding);
+            }
         }
     }
     let value = &text[value_start..value_end_abs];
-    if looks_generated(value) {
+    let name = text[start..value_start].to_ascii_lowercase();
+    let password_name = ["pass", "pw", "pwd", "identified", "pswd"]
+        .iter()
+        .any(|k| name.contains(k));
+    if looks_generated(value) || (password_name && looks_like_password(value)) {
         Verdict::Accept(Finding {
             kind,
             start: value_start,
@@ -124,19 +135,95 @@ pub(crate) fn looks_generated(value: &str) -> bool {
     if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || lower.starts_with("http") {
         return false;
     }
+    if is_code(value) {
+        return false;
+    }
     let classes = [
         value.bytes().any(|b| b.is_ascii_lowercase()),
         value.bytes().any(|b| b.is_ascii_uppercase()),
         value.bytes().any(|b| b.is_ascii_digit()),
-        value.bytes().any(|b| !b.is_ascii_alphanumeric()),
+        value
+            .bytes()
+            .any(|b| !b.is_ascii_alphanumeric() && !matches!(b, b'_' | b'.' | b'-')),
     ]
     .iter()
     .filter(|present| **present)
     .count();
     let bits = entropy(value);
-    // Identifiers such as `snake_case_name` have two classes; a value needs three,
-    // or two with the entropy of a random token.
-    (classes >= 3 && bits >= 2.5) || (classes >= 2 && bits >= 3.5 && value.len() >= 16)
+    // Identifiers such as `snake_case_name` have two classes, and so do
+    // CamelCase names (`AutoModelForCausalLM`); a value needs three classes, or
+    // two with a digit or symbol and the entropy of a random token.
+    let letters_only = value
+        .bytes()
+        .all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'));
+    (classes >= 3 && bits >= 2.5)
+        || (classes >= 2 && !letters_only && bits >= 3.5 && value.len() >= 16)
+}
+
+/// The gate for values named as passwords: people choose short ones
+/// ("cackle!", "dkajco1"), so six characters with two classes are enough, where
+/// `_`, `.` and `-` do not count as a class (`user_password` is a name, not a
+/// password), and a value made of letters only (`getPassword`) is an identifier.
+pub(crate) fn looks_like_password(value: &str) -> bool {
+    if value.len() < 6 || value.len() > 128 || is_placeholder(value) || is_code(value) {
+        return false;
+    }
+    let special = value
+        .bytes()
+        .any(|b| !b.is_ascii_alphanumeric() && !matches!(b, b'_' | b'.' | b'-'));
+    let digit = value.bytes().any(|b| b.is_ascii_digit());
+    let letter = value.bytes().any(|b| b.is_ascii_alphabetic());
+    let classes = [special, digit, letter].iter().filter(|c| **c).count();
+    classes >= 2
+        && !value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+/// Values that are code, not credentials: a dotted path such as
+/// `Base64.getMimeDecoder` or `os.environ`, or a hex literal such as `0x31c45018`.
+fn is_code(value: &str) -> bool {
+    let identifier = |part: &str| {
+        part.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    // `os.environ`, `Base64.getMimeDecoder`: identifiers whose last part is a
+    // word (letters and underscores only), unlike `n83.bat47Fy4`.
+    let dotted = value.contains('.')
+        && value.split('.').all(identifier)
+        && value.rsplit('.').next().is_some_and(|last| {
+            last.len() >= 3 && last.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+        });
+    let hex = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    dotted || hex
+}
+
+fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    const PLACEHOLDERS: [&str; 14] = [
+        "password",
+        "changeme",
+        "example",
+        "xxxx",
+        "****",
+        "your",
+        "secret",
+        "placeholder",
+        "redacted",
+        "dummy",
+        "<",
+        "${",
+        "null",
+        "none",
+    ];
+    PLACEHOLDERS.iter().any(|p| lower.contains(p))
+        || lower.starts_with("http")
+        || lower.starts_with("$")
 }
 
 /// Shannon entropy in bits per byte.
@@ -440,8 +527,17 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     if !(7..=15).contains(&digits.len()) || separators.iter().filter(|s| **s == b'/').count() > 1 {
         return Verdict::RejectWhole;
     }
-    // A single dot between digits is a decimal number.
-    if separators == [b'.'] {
+    // A single dot between digits is a decimal number; dotted numbers need
+    // groups of two or more digits (`03.93.92.16.85`, not `9.9.392.1.3`); a
+    // double space is a table, not a number.
+    let groups: Vec<&str> = main
+        .split([' ', '-', '.', '/', '(', ')'])
+        .filter(|g| !g.is_empty())
+        .collect();
+    if separators == [b'.']
+        || (separators.contains(&b'.') && groups.iter().any(|g| g.len() < 2))
+        || main.contains("  ")
+    {
         return Verdict::RejectWhole;
     }
     // Strong shapes stand alone: international with `+` or `00`, a bracketed
@@ -457,12 +553,16 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     }
     // A national number with a trunk prefix and grouping ("0490 75 40 81",
     // "03.93.92.16.85", "07700 063 966").
-    let grouped = !separators.is_empty();
-    if digits[0] == 0 && grouped && (9..=12).contains(&digits.len()) {
+    // Two groups only when the first is an area code: `030 901820`, not a
+    // document number such as `0401000-02`.
+    let area_code = groups.len() == 2 && (3..=6).contains(&groups[0].len()) && separators == [b' '];
+    if digits[0] == 0 && (groups.len() >= 3 || area_code) && (9..=12).contains(&digits.len()) {
         return phone();
     }
-    // Anything else needs context: a label after it or a phone word before it.
-    if labelled || has_phone_context(text, start) {
+    // Anything else needs context: a label after it or a phone word before it;
+    // an unseparated run also needs the length of a full number.
+    if (labelled || has_phone_context(text, start)) && (!separators.is_empty() || digits.len() >= 9)
+    {
         return phone();
     }
     Verdict::RejectWhole
