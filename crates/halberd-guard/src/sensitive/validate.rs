@@ -86,12 +86,12 @@ fn assignment(detector: &Detector, text: &str, start: usize, end: usize, rule: u
     });
     if let Some((index, end)) = detector.classify_at(text, value_start, value_end_abs) {
         let rule = &RULES[index];
-        if !matches!(rule.check, Check::Assignment | Check::Numeric) && rule.kind != Kind::Email {
-            if let Verdict::Accept(finding) =
+        if !matches!(rule.check, Check::Assignment | Check::Numeric)
+            && rule.kind != Kind::Email
+            && let Verdict::Accept(finding) =
                 rule.check.validate(detector, text, value_start, end, index)
-            {
-                return Verdict::Accept(finding);
-            }
+        {
+            return Verdict::Accept(finding);
         }
     }
     let value = &text[value_start..value_end_abs];
