@@ -4,5 +4,7 @@
 //! runs in time linear in its input. The gateway, the `halberd scan` CLI and the
 //! benchmarks use it alike.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod halberd_key;
 pub mod sensitive;

@@ -27,14 +27,20 @@ struct Score {
 }
 
 impl Score {
-    fn line(&self, name: &str) -> String {
+    fn f1(&self) -> f64 {
         let precision = ratio(self.tp, self.tp + self.fp);
         let recall = ratio(self.tp, self.tp + self.fn_);
-        let f1 = if precision + recall > 0.0 {
+        if precision + recall > 0.0 {
             2.0 * precision * recall / (precision + recall)
         } else {
             0.0
-        };
+        }
+    }
+
+    fn line(&self, name: &str) -> String {
+        let precision = ratio(self.tp, self.tp + self.fp);
+        let recall = ratio(self.tp, self.tp + self.fn_);
+        let f1 = self.f1();
         format!(
             "{name:<28} tp {:>4}  fp {:>4}  fn {:>4}  precision {precision:.3}  recall {recall:.3}  f1 {f1:.3}",
             self.tp, self.fp, self.fn_
@@ -57,11 +63,16 @@ fn byte_offset(text: &str, chars: usize) -> usize {
         .map_or(text.len(), |(i, _)| i)
 }
 
-pub fn run(data: &Path) -> Result<()> {
+pub fn run(data: &Path, fail_under: Option<f64>) -> Result<()> {
     let detector = Detector::new();
-    pii(&detector, data)?;
+    let worst = pii(&detector, data)?;
     secrets(&detector, data)?;
     ordinary(&detector, data)?;
+    if let Some(min) = fail_under
+        && let Some((name, f1)) = worst.filter(|(_, f1)| *f1 < min)
+    {
+        anyhow::bail!("{name} scores F1 {f1:.3}, below {min}");
+    }
     Ok(())
 }
 
@@ -69,7 +80,8 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn pii(detector: &Detector, data: &Path) -> Result<()> {
+/// Scores the PII types; returns the type with the lowest F1.
+fn pii(detector: &Detector, data: &Path) -> Result<Option<(&'static str, f64)>> {
     let path = data.join("presidio-synth-pii/synth_dataset_v2.json");
     let rows: Vec<Value> = serde_json::from_str(&read(&path)?)?;
     let labels = [
@@ -145,7 +157,11 @@ fn pii(detector: &Detector, data: &Path) -> Result<()> {
     );
     print_list("missed", &misses);
     print_list("false alarms", &false_alarms);
-    Ok(())
+    let worst = labels
+        .iter()
+        .map(|(_, name)| (*name, scores.get(name).copied().unwrap_or_default().f1()))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(worst)
 }
 
 /// CredSweeper rule names of the families Halberd claims to detect.

@@ -60,6 +60,9 @@ enum Command {
         /// The data directory holding the public data sets.
         #[arg(long, default_value = "../shared/data")]
         data: PathBuf,
+        /// Fail when any structured PII type scores an F1 below this.
+        #[arg(long)]
+        fail_under: Option<f64>,
     },
     /// Run the deterministic mock OpenAI + Anthropic upstream.
     MockUpstream {
@@ -232,11 +235,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Eval { sensitive, data } => {
+        Command::Eval {
+            sensitive,
+            data,
+            fail_under,
+        } => {
             if !sensitive {
                 return Err("choose what to evaluate: --sensitive (prompt-injection evaluation is not built yet)".into());
             }
-            eval_sensitive::run(&data).map_err(|e| format!("{e:#}"))
+            eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}"))
         }
         Command::MockUpstream { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen)
