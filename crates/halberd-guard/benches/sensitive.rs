@@ -4,8 +4,18 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use halberd_guard::sensitive::{Detector, Policy, StreamRedactor};
 
-/// Ordinary prose and code with a few values of each kind, repeated to size.
+/// Ordinary prose and code with a value every ~100 bytes (dense), or the same
+/// prose and code with the values only every ~2 KiB (sparse: a prompt with a
+/// pasted record in it), repeated to size.
 fn mixed(size: usize) -> String {
+    text(size, 1)
+}
+
+fn sparse(size: usize) -> String {
+    text(size, 16)
+}
+
+fn text(size: usize, every: usize) -> String {
     const PARAGRAPHS: &[&str] = &[
         "Please summarise the attached meeting notes and list the action items for each team. ",
         "The quarterly report shows revenue grew 12% to 4.2 million, with 350 new customers in 2024. ",
@@ -16,10 +26,16 @@ fn mixed(size: usize) -> String {
         "export AWS_ACCESS_KEY_ID=AKIAUJZDEGXDNCF32EPF and card 4111 1111 1111 1111 from 192.168.1.20.\n",
         "SELECT id, name FROM users WHERE created_at > '2024-01-01' ORDER BY id LIMIT 50;\n",
     ];
+    const CLEAN: &[usize] = &[0, 1, 2, 4, 5, 7];
     let mut text = String::with_capacity(size + 256);
     let mut i = 0;
     while text.len() < size {
-        text.push_str(PARAGRAPHS[i % PARAGRAPHS.len()]);
+        let paragraph = if every == 1 || i % (every * PARAGRAPHS.len()) < PARAGRAPHS.len() {
+            PARAGRAPHS[i % PARAGRAPHS.len()]
+        } else {
+            PARAGRAPHS[CLEAN[i % CLEAN.len()]]
+        };
+        text.push_str(paragraph);
         i += 1;
     }
     text
@@ -32,6 +48,11 @@ fn bench(c: &mut Criterion) {
         let text = mixed(size);
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(format!("scan mixed {} KiB", size / 1024), |b| {
+            b.iter(|| detector.scan(&text))
+        });
+        let text = sparse(size);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("scan sparse {} KiB", size / 1024), |b| {
             b.iter(|| detector.scan(&text))
         });
     }

@@ -410,7 +410,7 @@ pub static RULES: &[Rule] = &[
         id: "generic_credential",
         kind: Kind::Secret("generic_credential"),
         // A credential-like name, an assignment, an optional quote, the value.
-        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\- ]?key|auth(?:entication)?[_.\- ]?key|credentials?|client[_.\-]?secret|private[_.\-]?key|keys?)(?:[_.\-]?[a-z0-9]+|[ ][a-z]+){0,3}["')]?(?:[ \t]*:[ \t]*[A-Za-z]{1,12}[ \t]*)?[ \t]{0,3}(?:::=|:=|=>|===?|!==?|=|:)[ \t]{0,3}(?:"[!#-~]{6,200}"|'[!-&(-~]{6,200}'|["'`]?[A-Za-z0-9_\-+/=.~!@#$%^*?]{6,})"#,
+        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\- ]?key|auth(?:entication)?[_.\- ]?key|credentials?|client[_.\-]?secret|private[_.\-]?key|keys?)[a-z0-9_.\-]{0,20}(?:[ ][a-z]{1,12})?["')]?(?:[ \t]*:[ \t]*[A-Za-z]{1,12}[ \t]*)?[ \t]{0,3}(?:::=|:=|=>|===?|!==?|=|:)[ \t]{0,3}(?:"[!#-~]{6,}"|'[!-&(-~]{6,}'|["'`]?[A-Za-z0-9_\-+/=.~!@#$%^*?]{6,})"#,
         check: Check::Assignment,
         value: Some(
             r#"(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|["'`(]?([A-Za-z0-9_\-+/=.~!@#$%^*?]+))$"#,
