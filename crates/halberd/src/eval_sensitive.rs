@@ -204,7 +204,27 @@ fn in_scope(rule: &str) -> bool {
     FAMILIES.contains(&rule)
 }
 
+/// The group of a CredSweeper rule, for the grouped summary.
+fn group_of_rule(rule: &str) -> &'static str {
+    match rule {
+        "PEM Private Key" => "private keys",
+        "Password" | "Secret" | "Key" | "Token" | "Auth" | "Credential" | "API"
+        | "SQL Password" | "URL Credentials" => "passwords and generic",
+        _ => "provider tokens and JWTs",
+    }
+}
+
+/// The group of one of our findings.
+fn group_of_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::PrivateKey => "private keys",
+        Kind::Secret("generic_credential" | "url_password") => "passwords and generic",
+        _ => "provider tokens and JWTs",
+    }
+}
+
 fn secrets(detector: &Detector, data: &Path) -> Result<()> {
+    let mut groups: BTreeMap<&'static str, Score> = BTreeMap::new();
     let path = data.join("credsweeper-samples/samples.jsonl");
     let mut scoped = Score::default();
     let mut all = Score::default();
@@ -261,6 +281,7 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
             bump(&mut all);
             if in_scope(rule) {
                 bump(&mut scoped);
+                bump(groups.entry(group_of_rule(rule)).or_default());
                 if !found {
                     misses.push(format!(
                         "{file} {rule}: {:?}",
@@ -276,6 +297,7 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
             {
                 all.fp += 1;
                 scoped.fp += 1;
+                groups.entry(group_of_kind(finding.kind)).or_default().fp += 1;
                 false_alarms.push(format!(
                     "{file} {}: {:?}",
                     name(finding.kind),
@@ -287,6 +309,9 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
     println!("\n## Secrets: {}", path.display());
     println!("{}", scoped.line("families Halberd claims"));
     println!("{}", all.line("every CredSweeper rule"));
+    for (group, score) in &groups {
+        println!("{}", score.line(&format!("group: {group}")));
+    }
     for (rule, score) in &by_rule {
         if in_scope(rule) {
             println!("  {}", score.line(rule));

@@ -555,3 +555,6 @@ fn responses_delta(key: &str, text: String, done: Option<&Value>) -> Bytes {
         &Value::Object(event).to_string(),
     )
 }
+
+#[cfg(test)]
+mod tests;

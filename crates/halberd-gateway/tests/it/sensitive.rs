@@ -34,6 +34,12 @@ input = { default = "redact", secret = "block" }
 output = { default = "redact", "secret:github_token" = "block" }
 
 [[policies]]
+name = "outonly"
+[policies.sensitive]
+input = { default = "off" }
+output = { default = "redact" }
+
+[[policies]]
 name = "open"
 [policies.sensitive]
 input = { default = "off" }
@@ -325,4 +331,94 @@ async fn a_key_naming_an_unknown_policy_is_refused() {
     let (status, _, raw) = ask(&gw, &key, "/v1/chat/completions", "hi", false, 3, None).await;
     assert_eq!(status, 403);
     assert!(raw.contains("policy_not_found"), "{raw}");
+}
+
+#[tokio::test]
+async fn tool_results_in_requests_and_tool_arguments_in_responses_are_redacted() {
+    let gw = gateway().await;
+    // A tool result carrying values: redacted before the provider sees it (the
+    // mock answers "tool result: <what it received>").
+    let key_default = key(&gw, None).await;
+    let body = json!({"model": "mock-1", "messages": [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"jane.doe@example.com\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": PROMPT}
+    ]});
+    let v: Value = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key_default)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("tool result: {REDACTED}")
+    );
+
+    // Tool-call arguments the model streams back: the input policy is off, so
+    // the mock echoes the raw values into the arguments; the output policy
+    // redacts them, also when split across argument deltas.
+    let key = key(&gw, Some("outonly")).await;
+    let tools_openai = json!([{"type": "function", "function": {"name": "save", "parameters": {"type": "object"}}}]);
+    let tools_anthropic = json!([{"name": "save", "input_schema": {"type": "object"}}]);
+    for chunk in [1, 3, 7] {
+        let data = sse_data(
+            client()
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .header("x-mock-chunk-bytes", chunk.to_string())
+                .json(&json!({"model": "mock-1", "stream": true, "tools": tools_openai, "messages": [{"role": "user", "content": PROMPT}]}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_clean(&data.join("\n"));
+        let arguments: String = data
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        let parsed: Value = serde_json::from_str(&arguments).unwrap();
+        assert_eq!(parsed["input"], REDACTED, "chunk {chunk}");
+
+        let data = sse_data(
+            client()
+                .post(gw.url("/v1/messages"))
+                .header("x-api-key", &key)
+                .header("x-mock-chunk-bytes", chunk.to_string())
+                .json(&json!({"model": "mock-1", "max_tokens": 100, "stream": true, "tools": tools_anthropic, "messages": [{"role": "user", "content": PROMPT}]}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_clean(&data.join("\n"));
+        let partial: String = data
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["delta"]["partial_json"].as_str().map(str::to_owned))
+            .collect();
+        let parsed: Value = serde_json::from_str(&partial).unwrap();
+        assert_eq!(parsed["input"], REDACTED, "chunk {chunk}");
+    }
+    let v: Value = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .json(&json!({"model": "mock-1", "max_tokens": 100, "tools": tools_anthropic, "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["content"][0]["input"]["input"], REDACTED);
 }
