@@ -176,3 +176,19 @@ def test_scoped_key_model_not_allowed(gateway):
     with pytest.raises(openai.PermissionDeniedError) as e:
         client.chat.completions.create(model="mock-2", messages=[{"role": "user", "content": "x"}])
     assert e.value.code == "model_not_allowed"
+
+
+def test_rate_limited_key_raises_the_sdks_rate_limit_error(gateway):
+    key = gateway.create_key("limited", "--rpm", "1")["key"]
+    client = openai.OpenAI(base_url=gateway.base + "/v1", api_key=key, max_retries=0)
+    first = client.chat.completions.with_raw_response.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "rate_limited"
+    assert int(e.value.response.headers["retry-after"]) >= 1
+    with pytest.raises(anthropic.RateLimitError):
+        anthropic.Anthropic(base_url=gateway.base, api_key=key, max_retries=0).messages.create(
+            model="mock-1", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )

@@ -138,6 +138,8 @@ struct CreateKey {
     expires_in: Option<String>,
     policy: Option<String>,
     metadata: Option<Value>,
+    #[serde(default)]
+    limits: halberd_store::KeyLimits,
 }
 
 async fn create_key(
@@ -155,6 +157,7 @@ async fn create_key(
         allowed_endpoints: req.endpoints,
         policy: req.policy,
         metadata: req.metadata,
+        limits: req.limits,
     };
     let actor = actor(&headers);
     let issued = app
@@ -193,6 +196,8 @@ struct UpdateKey {
     expires_in: Option<String>,
     policy: Option<String>,
     metadata: Option<Value>,
+    /// Limits to set; `0` removes one; absent fields stay as they are.
+    limits: Option<halberd_store::KeyLimits>,
 }
 
 async fn update_key(
@@ -211,6 +216,7 @@ async fn update_key(
         allowed_endpoints: req.endpoints,
         policy: req.policy.map(Some),
         metadata: req.metadata,
+        limits: req.limits,
     };
     let actor = actor(&headers);
     let record = app

@@ -100,6 +100,13 @@ pub enum GatewayError {
         /// Where: the JSON Pointer of the part.
         at: String,
     },
+    /// A per-key limit refused the request.
+    RateLimited {
+        /// Which limit: `requests per minute`, `concurrent requests`.
+        what: &'static str,
+        retry_after: std::time::Duration,
+        rate: Option<crate::pipeline::admit::RateInfo>,
+    },
     /// The key names a policy the configuration does not define.
     PolicyNotFound {
         name: String,
@@ -125,6 +132,7 @@ impl GatewayError {
             UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict { .. } => StatusCode::CONFLICT,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
@@ -161,6 +169,7 @@ impl GatewayError {
             Conflict { .. } => "conflict",
             Unavailable { .. } => "unavailable",
             SensitiveData { .. } => "sensitive_data_detected",
+            RateLimited { .. } => "rate_limited",
             PolicyNotFound { .. } => "policy_not_found",
             Internal => "internal_error",
         }
@@ -172,6 +181,7 @@ impl GatewayError {
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
+            | RateLimited { .. }
             | PolicyNotFound { .. } => Origin::Policy,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable | UpstreamTimeout => {
                 Origin::Upstream
@@ -222,6 +232,12 @@ impl GatewayError {
             SensitiveData { kind, at } => {
                 format!("sensitive data ({kind}) at {at} is blocked by this key's policy")
             }
+            RateLimited {
+                what, retry_after, ..
+            } => format!(
+                "rate limit reached for this API key ({what}); retry after {}",
+                crate::pipeline::admit::reset_text(*retry_after)
+            ),
             PolicyNotFound { name } => {
                 format!("this API key's policy '{name}' is not configured on the gateway")
             }
@@ -246,6 +262,7 @@ impl GatewayError {
             StatusCode::FORBIDDEN => ("permission_error", "permission_error"),
             StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
             StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_error"),
             StatusCode::BAD_GATEWAY
             | StatusCode::GATEWAY_TIMEOUT
             | StatusCode::INTERNAL_SERVER_ERROR
@@ -276,8 +293,21 @@ impl GatewayError {
                 HeaderValue::from_static("Bearer realm=\"halberd\""),
             );
         }
-        // Tell the SDKs not to retry what cannot succeed on retry.
-        let retry = matches!(self.origin(), Origin::Upstream | Origin::Internal);
+        if let GatewayError::RateLimited {
+            retry_after, rate, ..
+        } = self
+        {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            if let Some(rate) = rate {
+                crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
+            }
+        }
+        // Tell the SDKs not to retry what cannot succeed on retry (a rate limit
+        // can: the SDKs honour Retry-After).
+        let retry = matches!(self.origin(), Origin::Upstream | Origin::Internal)
+            || matches!(self, GatewayError::RateLimited { .. });
         resp.headers_mut().insert(
             "x-should-retry",
             HeaderValue::from_static(if retry { "true" } else { "false" }),

@@ -87,3 +87,16 @@ impl GuardTriggered<'_> {
         tracing::info!(target: "halberd::guard", request_id = self.request_id, guard = self.guard, kind = self.kind, action = self.action, "guard triggered");
     }
 }
+
+/// A per-key limit refused a request.
+pub struct LimitHit<'a> {
+    pub request_id: &'a str,
+    pub key_id: &'a str,
+    pub limit: &'a str,
+}
+
+impl LimitHit<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(target: "halberd::limits", request_id = self.request_id, key_id = self.key_id, limit = self.limit, "limit hit");
+    }
+}

@@ -19,7 +19,7 @@ use halberd_protocol::Api;
 use crate::AppState;
 use crate::error::{Dialect, GatewayError};
 use crate::events;
-use crate::pipeline::{RequestCtx, authenticate, decode, forward, inspect_input, route};
+use crate::pipeline::{RequestCtx, admit, authenticate, decode, forward, inspect_input, route};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -134,6 +134,20 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             endpoint: api.as_str(),
         });
     }
+    let permit = app
+        .limiter
+        .admit(&key, tokio::time::Instant::now())
+        .inspect_err(|e| {
+            if let GatewayError::RateLimited { what, .. } = e {
+                events::LimitHit {
+                    request_id: &ctx.request_id,
+                    key_id: &key.id,
+                    limit: what,
+                }
+                .emit();
+            }
+        })?;
+    let rate = permit.rate;
     let bytes = read_body(body, &parts.headers, app.config.limits.max_body_bytes).await?;
     let (value, exchange) = decode::decode(
         api,
@@ -164,7 +178,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             }
         })?;
     let route = route::route(&app.config, &key, &exchange)?;
-    forward::forward(
+    let mut resp = forward::forward(
         app,
         &ctx,
         route,
@@ -173,8 +187,13 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         &parts.headers,
         &policy,
         inspection,
+        permit,
     )
-    .await
+    .await?;
+    if let Some(rate) = &rate {
+        admit::set_rate_headers(resp.headers_mut(), rate);
+    }
+    Ok(resp)
 }
 
 async fn read_body(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub keyring: Keyring,
     pub upstreams: Upstreams,
     pub admin_token: Option<SecretString>,
+    /// Per-key rate and concurrency counters of this process.
+    pub limiter: Arc<pipeline::admit::Limiter>,
 }
 
 /// Opens the configured store and the pepper (`HALBERD_PEPPER` if set, else the
@@ -88,6 +90,7 @@ pub async fn build_state(
         keyring,
         upstreams,
         admin_token,
+        limiter: Arc::default(),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! The life of a request, one stage per module, in the order they run:
 //!
 //! 1. [`authenticate`]: the presented key → the key's record (the principal).
+//! 2. [`admit`]: per-key rate and concurrency limits → a permit held until
+//!    the exchange ends, or a 429.
 //! 2. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
 //! 3. [`inspect_input`]: PII and secrets in every part → the body rewritten by
 //!    the key's policy, or the request refused.
@@ -17,6 +19,7 @@
 //! Admission (limits, budgets), input and output inspection, accounting and the
 //! audit trail slot in between these stages as they are built.
 
+pub mod admit;
 pub mod authenticate;
 pub mod decode;
 pub mod finish;

@@ -32,6 +32,37 @@ pub struct KeyRecord {
     pub allowed_endpoints: Vec<String>,
     pub policy: Option<String>,
     pub metadata: Value,
+    pub limits: KeyLimits,
+}
+
+/// Limits on one key, enforced by the gateway's admit stage. `None` means no
+/// limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+impl KeyLimits {
+    /// Applies a change: each `Some` replaces the limit; `Some(0)` removes it.
+    pub fn apply(&mut self, change: &KeyLimits) {
+        let merge = |current: &mut Option<u32>, new: Option<u32>| {
+            if let Some(n) = new {
+                *current = (n > 0).then_some(n);
+            }
+        };
+        merge(&mut self.rpm, change.rpm);
+        merge(&mut self.max_concurrent, change.max_concurrent);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == KeyLimits::default()
+    }
 }
 
 impl KeyRecord {
@@ -54,6 +85,7 @@ pub struct KeySpec {
     pub allowed_endpoints: Vec<String>,
     pub policy: Option<String>,
     pub metadata: Option<Value>,
+    pub limits: KeyLimits,
 }
 
 /// Changes to a key; `None` leaves an attribute as it is.
@@ -66,6 +98,8 @@ pub struct KeyUpdate {
     pub allowed_endpoints: Option<Vec<String>>,
     pub policy: Option<Option<String>>,
     pub metadata: Option<Value>,
+    /// Limits to set (`Some(0)` removes one); `None` fields stay as they are.
+    pub limits: Option<KeyLimits>,
 }
 
 /// A freshly issued key: the record, and the secret, which exists only here.
@@ -175,7 +209,7 @@ impl Keyring {
             });
         }
         let (id, key) = new_key()?;
-        let record = KeyRecord {
+        let mut record = KeyRecord {
             id,
             name: spec.name,
             user: spec.user,
@@ -187,7 +221,9 @@ impl Keyring {
             allowed_endpoints: spec.allowed_endpoints,
             policy: spec.policy,
             metadata,
+            limits: KeyLimits::default(),
         };
+        record.limits.apply(&spec.limits);
         self.store.insert_key(&record, &self.hash(&key)).await?;
         self.record(
             actor,
@@ -256,6 +292,10 @@ impl Keyring {
             }
             k.metadata = metadata;
             changed.push("metadata");
+        }
+        if let Some(limits) = change.limits {
+            k.limits.apply(&limits);
+            changed.push("limits");
         }
         validate_scopes(&k.allowed_models, &k.allowed_endpoints)?;
         if !self.store.update_key(&k).await? {

@@ -11,7 +11,7 @@ mod pepper;
 mod sqlite;
 
 pub use error::{AuthError, StoreError};
-pub use keyring::{AdminEvent, IssuedKey, KeyRecord, KeySpec, KeyUpdate, Keyring};
+pub use keyring::{AdminEvent, IssuedKey, KeyLimits, KeyRecord, KeySpec, KeyUpdate, Keyring};
 pub use pepper::Pepper;
 pub use sqlite::Store;
 

@@ -19,7 +19,7 @@ pub struct Store {
 /// (sqlx refuses SQL built at run time, which is what keeps injection out).
 macro_rules! key_columns {
     () => {
-        "id, name, user_id, key_hash, created_at, expires_at, revoked_at, rotated_to, allowed_models, allowed_endpoints, policy, metadata"
+        "id, name, user_id, key_hash, created_at, expires_at, revoked_at, rotated_to, allowed_models, allowed_endpoints, policy, metadata, limits"
     };
 }
 
@@ -93,7 +93,7 @@ impl Store {
     /// Replaces the mutable attributes of a key. Returns false when no such key.
     pub(crate) async fn update_key(&self, k: &KeyRecord) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE api_keys SET name = ?, user_id = ?, expires_at = ?, revoked_at = ?, rotated_to = ?, allowed_models = ?, allowed_endpoints = ?, policy = ?, metadata = ? WHERE id = ?",
+            "UPDATE api_keys SET name = ?, user_id = ?, expires_at = ?, revoked_at = ?, rotated_to = ?, allowed_models = ?, allowed_endpoints = ?, policy = ?, metadata = ?, limits = ? WHERE id = ?",
         )
         .bind(&k.name)
         .bind(&k.user)
@@ -104,6 +104,7 @@ impl Store {
         .bind(json_text(&k.allowed_endpoints))
         .bind(&k.policy)
         .bind(k.metadata.to_string())
+        .bind(limits_text(&k.limits))
         .bind(&k.id)
         .execute(&self.pool)
         .await?;
@@ -177,7 +178,7 @@ async fn insert_key(
     sqlx::query(concat!(
         "INSERT INTO api_keys (",
         key_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&k.id)
     .bind(&k.name)
@@ -191,9 +192,14 @@ async fn insert_key(
     .bind(json_text(&k.allowed_endpoints))
     .bind(&k.policy)
     .bind(k.metadata.to_string())
+    .bind(limits_text(&k.limits))
     .execute(tx)
     .await?;
     Ok(())
+}
+
+fn limits_text(limits: &crate::keyring::KeyLimits) -> String {
+    serde_json::to_string(limits).unwrap_or_else(|_| "{}".into())
 }
 
 fn json_text(list: &[String]) -> String {
@@ -220,5 +226,11 @@ fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
         allowed_endpoints: list("allowed_endpoints")?,
         policy: r.try_get("policy")?,
         metadata: serde_json::from_str(&r.try_get::<String, _>("metadata")?).unwrap_or_default(),
+        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(|e| {
+            StoreError::Invalid {
+                field: "stored limits",
+                reason: e.to_string(),
+            }
+        })?,
     })
 }

@@ -131,6 +131,12 @@ struct KeyAttrs {
     /// Policy name.
     #[arg(long)]
     policy: Option<String>,
+    /// Requests per minute (0 removes the limit).
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Requests in flight at once (0 removes the limit).
+    #[arg(long)]
+    max_concurrent: Option<u32>,
     /// Free-form JSON object.
     #[arg(long)]
     metadata: Option<String>,
@@ -377,6 +383,10 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 allowed_endpoints: attrs.endpoints.unwrap_or_default(),
                 policy: attrs.policy,
                 metadata: metadata(attrs.metadata.as_deref())?,
+                limits: halberd_store::KeyLimits {
+                    rpm: attrs.rpm,
+                    max_concurrent: attrs.max_concurrent,
+                },
             };
             let issued = keyring.create(spec, &actor(), now).await.map_err(err)?;
             if json {
@@ -427,6 +437,12 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 allowed_endpoints: attrs.endpoints,
                 policy: attrs.policy.map(Some),
                 metadata: metadata(attrs.metadata.as_deref())?,
+                limits: (attrs.rpm.is_some() || attrs.max_concurrent.is_some()).then_some(
+                    halberd_store::KeyLimits {
+                        rpm: attrs.rpm,
+                        max_concurrent: attrs.max_concurrent,
+                    },
+                ),
             };
             let k = keyring
                 .update(&id, change, &actor(), now)

@@ -19,6 +19,9 @@ pub struct Finish {
     bytes: usize,
     outcome: Outcome,
     started: tokio::time::Instant,
+    /// The admission permit: its concurrency slot is held until this guard
+    /// drops, i.e. until the exchange has ended however it ended.
+    permit: Option<super::admit::Permit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +50,13 @@ impl Finish {
             bytes: 0,
             outcome: Outcome::Open,
             started,
+            permit: None,
         }
+    }
+
+    /// Keeps the admission permit until the exchange ends.
+    pub fn hold(&mut self, permit: super::admit::Permit) {
+        self.permit = Some(permit);
     }
 
     pub fn request_id(&self) -> &str {

@@ -56,6 +56,7 @@ pub async fn forward(
     headers: &HeaderMap,
     policy: &GuardPolicy,
     inspection: InputInspection,
+    permit: super::admit::Permit,
 ) -> Result<Response, GatewayError> {
     let input_summary = inspection.summary();
     if let Some(summary) = &input_summary {
@@ -69,7 +70,9 @@ pub async fn forward(
     }
     let summary_header = input_summary.and_then(|s| HeaderValue::from_str(&s).ok());
     let output = OutputInspector::new(policy.sensitive_output.clone(), inspection.pseudonyms);
-    let mut output = (!output.is_noop()).then_some(output);
+    // Embeddings answer with vectors (floats or base64), never text: there is
+    // nothing to redact, and a base64 vector must not be edited.
+    let mut output = (!output.is_noop() && ex.api != Api::Embeddings).then_some(output);
     let provider = app.upstreams.provider(route.provider);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".into(), Value::String(route.upstream_model.clone()));
@@ -83,6 +86,7 @@ pub async fn forward(
         &provider.name,
         ctx.started,
     );
+    finish.hold(permit);
     let upstream = match app
         .upstreams
         .send(route.provider, ex.api, &body, ex, headers)

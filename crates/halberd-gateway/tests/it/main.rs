@@ -7,6 +7,7 @@ mod admin;
 mod edge;
 mod endpoints;
 mod errors;
+mod limits;
 mod passthrough;
 mod sensitive;
 

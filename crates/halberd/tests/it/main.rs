@@ -334,3 +334,39 @@ fn scan_uses_the_named_policy_and_reports_bad_lines() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no policy named"));
 }
+
+#[test]
+fn key_limits_are_flags_of_create_and_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = json_of(&halberd(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "lim",
+            "--rpm",
+            "5",
+            "--max-concurrent",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        created["limits"],
+        serde_json::json!({"rpm": 5, "max_concurrent": 2})
+    );
+    let id = created["id"].as_str().unwrap();
+    let updated = json_of(&halberd(
+        dir.path(),
+        &["keys", "update", id, "--rpm", "0", "--json"],
+    ));
+    assert_eq!(updated["limits"], serde_json::json!({"max_concurrent": 2}));
+    let listed = json_of(&halberd(dir.path(), &["keys", "list", "--json"]));
+    assert_eq!(
+        listed[0]["limits"],
+        serde_json::json!({"max_concurrent": 2})
+    );
+    let out = halberd(dir.path(), &["keys", "update", id, "--rpm", "lots"]);
+    assert!(!out.status.success());
+}

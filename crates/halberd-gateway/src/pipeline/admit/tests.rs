@@ -1,0 +1,111 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use halberd_store::{KeyLimits, KeyRecord};
+use tokio::time::Instant;
+
+use super::{Limiter, reset_text};
+use crate::error::GatewayError;
+
+fn key(rpm: Option<u32>, max_concurrent: Option<u32>) -> KeyRecord {
+    KeyRecord {
+        id: "k1".into(),
+        name: "k".into(),
+        user: None,
+        created_at: 0,
+        expires_at: None,
+        revoked_at: None,
+        rotated_to: None,
+        allowed_models: vec![],
+        allowed_endpoints: vec![],
+        policy: None,
+        metadata: serde_json::json!({}),
+        limits: KeyLimits {
+            rpm,
+            max_concurrent,
+        },
+    }
+}
+
+#[test]
+fn a_minute_of_requests_at_once_then_one_per_interval() {
+    let limiter = Arc::new(Limiter::default());
+    let key = key(Some(20), None);
+    let t0 = Instant::now();
+    let admitted = (0..60).filter(|_| limiter.admit(&key, t0).is_ok()).count();
+    assert_eq!(admitted, 20);
+    // One interval (3 s) later exactly one more fits.
+    let t1 = t0 + Duration::from_secs(3);
+    assert!(limiter.admit(&key, t1).is_ok());
+    match limiter.admit(&key, t1) {
+        Err(GatewayError::RateLimited {
+            retry_after, rate, ..
+        }) => {
+            assert_eq!(retry_after, Duration::from_secs(3));
+            assert_eq!(rate.map(|r| r.remaining), Some(0));
+        }
+        other => panic!("expected rate_limited, got {other:?}"),
+    }
+    // After a full minute of silence the whole minute is available again.
+    let t2 = t1 + Duration::from_secs(63);
+    let admitted = (0..60).filter(|_| limiter.admit(&key, t2).is_ok()).count();
+    assert_eq!(admitted, 20);
+}
+
+#[test]
+fn remaining_and_reset_count_down() {
+    let limiter = Arc::new(Limiter::default());
+    let key = key(Some(3), None);
+    let t = Instant::now();
+    let remaining: Vec<u32> = (0..3)
+        .map(|_| limiter.admit(&key, t).unwrap().rate.unwrap().remaining)
+        .collect();
+    assert_eq!(remaining, [2, 1, 0]);
+    assert!(
+        key_rate(&limiter, &key, t).is_none(),
+        "the fourth is refused"
+    );
+}
+
+fn key_rate(limiter: &Arc<Limiter>, key: &KeyRecord, t: Instant) -> Option<super::RateInfo> {
+    limiter.admit(key, t).ok().and_then(|p| p.rate)
+}
+
+#[test]
+fn concurrency_slots_come_back_when_permits_drop() {
+    let limiter = Arc::new(Limiter::default());
+    let key = key(None, Some(2));
+    let t = Instant::now();
+    let a = limiter.admit(&key, t).unwrap();
+    let _b = limiter.admit(&key, t).unwrap();
+    assert!(matches!(
+        limiter.admit(&key, t),
+        Err(GatewayError::RateLimited {
+            what: "concurrent requests",
+            ..
+        })
+    ));
+    drop(a);
+    assert!(limiter.admit(&key, t).is_ok());
+}
+
+#[test]
+fn a_request_refused_by_rate_gives_its_slot_back() {
+    let limiter = Arc::new(Limiter::default());
+    let key = key(Some(1), Some(2));
+    let t = Instant::now();
+    let _first = limiter.admit(&key, t).unwrap();
+    for _ in 0..10 {
+        assert!(limiter.admit(&key, t).is_err());
+    }
+    // The second slot is still free: the refusals did not take it.
+    let later = t + Duration::from_secs(60);
+    assert!(limiter.admit(&key, later).is_ok());
+}
+
+#[test]
+fn reset_uses_openai_notation() {
+    assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
+    assert_eq!(reset_text(Duration::from_millis(1500)), "2s");
+    assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
+}
