@@ -29,6 +29,23 @@ pub struct ConfigFile {
     pub models: Vec<ModelFile>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// Where per-key limits are counted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Share limits across replicas through this Redis (`redis://host:6379`).
+    pub redis_url: Option<String>,
+    /// How many replicas share the limits; while Redis is unreachable each
+    /// replica enforces its share (limit / replicas). Default 1.
+    pub replicas: Option<u32>,
+    /// While Redis is unreachable: `local` (default), `closed` or `open`.
+    pub rate_fail_mode: Option<String>,
+    /// How long the limiter waits for Redis before falling back. Default 250ms.
+    pub redis_timeout: Option<String>,
 }
 
 /// A named policy; a key names the policy it runs under (`default` when it
@@ -167,8 +184,18 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub providers: Vec<Provider>,
     pub models: Vec<ModelRoute>,
+    pub rate_limits: RateLimits,
     /// Policies by name; `default` always exists.
     pub policies: std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>,
+}
+
+/// Where per-key limits are counted, validated.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub redis_url: Option<String>,
+    pub replicas: u32,
+    pub fail_mode: crate::pipeline::admit::FailMode,
+    pub redis_timeout: Duration,
 }
 
 /// A compiled policy: what the inspection stages do.
@@ -416,6 +443,7 @@ impl ConfigFile {
         }
 
         let policies = build_policies(&self.policies, env)?;
+        let rate_limits = build_rate_limits(&self.limits)?;
 
         Ok(Config {
             listen: addr("listen", &s.listen)?,
@@ -432,9 +460,48 @@ impl ConfigFile {
                 .map_err(|m| err("auth.key_cache_ttl", m))?,
             providers,
             models,
+            rate_limits,
             policies,
         })
     }
+}
+
+fn build_rate_limits(file: &LimitsFile) -> Result<RateLimits, ConfigError> {
+    use crate::pipeline::admit::FailMode;
+    if let Some(url) = &file.redis_url
+        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        return Err(err(
+            "limits.redis_url",
+            "must be a redis:// or rediss:// URL",
+        ));
+    }
+    let replicas = file.replicas.unwrap_or(1);
+    if replicas == 0 {
+        return Err(err("limits.replicas", "must be at least 1"));
+    }
+    let fail_mode = match file.rate_fail_mode.as_deref().unwrap_or("local") {
+        "local" => FailMode::Local,
+        "closed" => FailMode::Closed,
+        "open" => FailMode::Open,
+        other => {
+            return Err(err(
+                "limits.rate_fail_mode",
+                format!("{other:?} is not local, closed or open"),
+            ));
+        }
+    };
+    let redis_timeout = parse_duration(file.redis_timeout.as_deref().unwrap_or("250ms"))
+        .map_err(|m| err("limits.redis_timeout", m))?;
+    if redis_timeout.is_zero() {
+        return Err(err("limits.redis_timeout", "must be greater than zero"));
+    }
+    Ok(RateLimits {
+        redis_url: file.redis_url.clone(),
+        replicas,
+        fail_mode,
+        redis_timeout,
+    })
 }
 
 fn build_policies(

@@ -136,7 +136,8 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     }
     let permit = app
         .limiter
-        .admit(&key, tokio::time::Instant::now())
+        .admit(&key, &ctx.request_id, tokio::time::Instant::now())
+        .await
         .inspect_err(|e| {
             if let GatewayError::RateLimited { what, .. } = e {
                 events::LimitHit {
@@ -258,16 +259,29 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    match app.keyring.store().ping().await {
-        Ok(()) => axum::Json(json!({"status": "ready", "checks": {"store": "ok"}})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "not_ready", "checks": {"store": "unavailable"}})),
-            )
-                .into_response()
-        }
+    let store = app.keyring.store().ping().await;
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "readiness check failed");
+    }
+    // Redis down is a degraded mode (limits follow their fail mode), not a
+    // reason to take the replica out of rotation; the check says which.
+    let limits = match app.limiter.redis_health().await {
+        None => "local",
+        Some(true) => "redis",
+        Some(false) => "redis_unavailable",
+    };
+    let checks = json!({
+        "store": if store.is_ok() { "ok" } else { "unavailable" },
+        "limits": limits,
+    });
+    if store.is_ok() {
+        axum::Json(json!({"status": "ready", "checks": checks})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "checks": checks})),
+        )
+            .into_response()
     }
 }
 

@@ -79,6 +79,26 @@ pub async fn build_state(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<AppState>, String> {
     let keyring = open_keyring(&config, env, true).await?;
+    let rl = &config.rate_limits;
+    let redis = match &rl.redis_url {
+        // A concurrency lease outlives the longest exchange a provider allows.
+        Some(url) => {
+            let lease = config
+                .providers
+                .iter()
+                .map(|p| p.timeouts.total)
+                .max()
+                .unwrap_or(std::time::Duration::from_secs(600))
+                + std::time::Duration::from_secs(60);
+            Some(pipeline::admit::redis::RedisLimiter::new(
+                url,
+                lease,
+                rl.redis_timeout,
+            )?)
+        }
+        None => None,
+    };
+    let limiter = pipeline::admit::Limiter::new(redis, rl.replicas, rl.fail_mode);
     // Compile the detectors now, not on the first request.
     let _ = halberd_guard::sensitive::Detector::shared();
     let upstreams = Upstreams::new(&config.providers)?;
@@ -90,7 +110,7 @@ pub async fn build_state(
         keyring,
         upstreams,
         admin_token,
-        limiter: Arc::default(),
+        limiter: Arc::new(limiter),
     }))
 }
 

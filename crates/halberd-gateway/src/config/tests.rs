@@ -154,6 +154,10 @@ fn example_config_documents_every_field_and_builds() {
         "input",
         "output",
         "hash_key_env",
+        "redis_url",
+        "replicas",
+        "rate_fail_mode",
+        "redis_timeout",
     ];
     for f in fields {
         assert!(
@@ -221,4 +225,27 @@ fn policies_are_validated_where_they_are_written() {
     assert_eq!(strict.sensitive_input.action(Kind::Email), Action::Off);
     assert_eq!(strict.sensitive_input.action(Kind::Jwt), Action::Block);
     assert_eq!(strict.sensitive_output.action(Kind::Jwt), Action::Redact);
+}
+
+#[test]
+fn limits_section_is_validated() {
+    let cases = [
+        ("[limits]\nredis_url = \"http://x\"", "limits.redis_url"),
+        ("[limits]\nreplicas = 0", "limits.replicas"),
+        (
+            "[limits]\nrate_fail_mode = \"maybe\"",
+            "limits.rate_fail_mode",
+        ),
+        ("[limits]\nredis_timeout = \"0s\"", "limits.redis_timeout"),
+    ];
+    for (text, at) in cases {
+        let e = build(text).unwrap_err();
+        assert_eq!(e.at, at, "{text}: {e}");
+    }
+    let c = build("[limits]\nredis_url = \"redis://127.0.0.1:6379\"\nreplicas = 3\nrate_fail_mode = \"closed\"").unwrap();
+    assert_eq!(c.rate_limits.replicas, 3);
+    assert_eq!(
+        c.rate_limits.fail_mode,
+        crate::pipeline::admit::FailMode::Closed
+    );
 }

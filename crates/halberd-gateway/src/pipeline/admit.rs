@@ -14,24 +14,58 @@
 //! Concurrency is checked first and its slot given back if the rate refuses, so
 //! a refused request never uses up a rate token it did not use.
 //!
-//! Across replicas these limits multiply by the replica count until the Redis
-//! limiter (issue 3) replaces this in-process one behind the same interface.
+//! With `[limits] redis_url`, the same decisions are made by one Lua script on
+//! the Redis server ([`redis`]), so all replicas share one count. When Redis
+//! cannot be reached, the limiter follows `[limits] rate_fail_mode`: `local`
+//! (the default) enforces each limit in this process divided by
+//! `[limits] replicas`, `closed` refuses, `open` admits; it says so in the log
+//! and in `/readyz`, and tries Redis again after one second.
+
+pub mod redis;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use halberd_store::KeyRecord;
+use halberd_store::{KeyLimits, KeyRecord};
 
+use self::redis::{Decision, RedisLimiter};
 use crate::error::GatewayError;
 
-/// Per-key counters of this process.
-#[derive(Debug, Default)]
+/// What to do with rate limits while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Enforce in this process, each limit divided by the replica count.
+    Local,
+    /// Refuse requests of keys that have limits.
+    Closed,
+    /// Admit them.
+    Open,
+}
+
+/// Per-key counters: in this process, or shared through Redis.
+#[derive(Debug)]
 pub struct Limiter {
     keys: Mutex<HashMap<String, KeyState>>,
+    redis: Option<RedisLimiter>,
+    replicas: u32,
+    fail_mode: FailMode,
+    /// Redis failed recently: use the fail mode until then.
+    redis_down_until: Mutex<Option<Instant>>,
+    redis_ok: AtomicBool,
 }
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new(None, 1, FailMode::Local)
+    }
+}
+
+/// How long the limiter skips Redis after a failure before trying again.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 struct KeyState {
@@ -54,14 +88,28 @@ pub struct RateInfo {
 pub struct Permit {
     limiter: Arc<Limiter>,
     key_id: String,
-    holds_slot: bool,
+    slot: Slot,
     pub rate: Option<RateInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    None,
+    Local,
+    /// A lease in Redis, named by the request id.
+    Redis(String),
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.holds_slot {
-            self.limiter.release(&self.key_id);
+        match &self.slot {
+            Slot::None => {}
+            Slot::Local => self.limiter.release(&self.key_id),
+            Slot::Redis(request_id) => {
+                if let Some(redis) = &self.limiter.redis {
+                    redis.release(&self.key_id, request_id);
+                }
+            }
         }
     }
 }
@@ -70,16 +118,141 @@ impl Drop for Permit {
 const SWEEP_AT: usize = 100_000;
 
 impl Limiter {
-    pub fn admit(self: &Arc<Self>, key: &KeyRecord, now: Instant) -> Result<Permit, GatewayError> {
+    pub fn new(redis: Option<RedisLimiter>, replicas: u32, fail_mode: FailMode) -> Limiter {
+        Limiter {
+            keys: Mutex::default(),
+            redis,
+            replicas: replicas.max(1),
+            fail_mode,
+            redis_down_until: Mutex::new(None),
+            redis_ok: AtomicBool::new(true),
+        }
+    }
+
+    /// For `/readyz`: `None` without Redis, else whether it answers.
+    pub async fn redis_health(&self) -> Option<bool> {
+        let redis = self.redis.as_ref()?;
+        let ok = redis.ping().await;
+        self.redis_ok.store(ok, Ordering::Relaxed);
+        Some(ok)
+    }
+
+    /// Admits one request of `key`, in Redis when configured and reachable.
+    pub async fn admit(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        request_id: &str,
+        now: Instant,
+    ) -> Result<Permit, GatewayError> {
         let limits = key.limits;
+        let unlimited = Permit {
+            limiter: self.clone(),
+            key_id: key.id.clone(),
+            slot: Slot::None,
+            rate: None,
+        };
         if limits.is_empty() {
-            return Ok(Permit {
+            return Ok(unlimited);
+        }
+        let Some(redis) = &self.redis else {
+            return self.admit_local(key, limits, now);
+        };
+        let skip = self
+            .redis_down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| now < t))
+            .unwrap_or(false);
+        if !skip {
+            let decided = redis
+                .admit(
+                    &key.id,
+                    limits.rpm.unwrap_or(0),
+                    limits.max_concurrent.unwrap_or(0),
+                    request_id,
+                )
+                .await;
+            match decided {
+                Ok(decision) => {
+                    if !self.redis_ok.swap(true, Ordering::Relaxed) {
+                        tracing::info!(target: "halberd::limits", "redis is back: limits are shared again");
+                    }
+                    return self.permit_from(key, limits, request_id, decision);
+                }
+                Err(error) => {
+                    if self.redis_ok.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
+                    }
+                    if let Ok(mut until) = self.redis_down_until.lock() {
+                        *until = Some(now + REDIS_RETRY);
+                    }
+                }
+            }
+        }
+        match self.fail_mode {
+            FailMode::Open => Ok(unlimited),
+            FailMode::Closed => Err(GatewayError::Unavailable {
+                message: "rate limits cannot be checked right now; retry shortly".into(),
+            }),
+            FailMode::Local => {
+                let share = |n: Option<u32>| n.map(|n| n.div_ceil(self.replicas).max(1));
+                let local = KeyLimits {
+                    rpm: share(limits.rpm),
+                    max_concurrent: share(limits.max_concurrent),
+                };
+                self.admit_local(key, local, now)
+            }
+        }
+    }
+
+    fn permit_from(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        limits: KeyLimits,
+        request_id: &str,
+        decision: Decision,
+    ) -> Result<Permit, GatewayError> {
+        match decision {
+            Decision::Admitted {
+                remaining,
+                reset,
+                holds_slot,
+            } => Ok(Permit {
                 limiter: self.clone(),
                 key_id: key.id.clone(),
-                holds_slot: false,
+                slot: if holds_slot {
+                    Slot::Redis(request_id.to_owned())
+                } else {
+                    Slot::None
+                },
+                rate: limits.rpm.map(|limit| RateInfo {
+                    limit,
+                    remaining: remaining.unwrap_or(0),
+                    reset,
+                }),
+            }),
+            Decision::TooManyConcurrent => Err(GatewayError::RateLimited {
+                what: "concurrent requests",
+                retry_after: Duration::from_secs(1),
                 rate: None,
-            });
+            }),
+            Decision::TooFast { retry_after, reset } => Err(GatewayError::RateLimited {
+                what: "requests per minute",
+                retry_after,
+                rate: limits.rpm.map(|limit| RateInfo {
+                    limit,
+                    remaining: 0,
+                    reset,
+                }),
+            }),
         }
+    }
+
+    fn admit_local(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        limits: KeyLimits,
+        now: Instant,
+    ) -> Result<Permit, GatewayError> {
         let mut keys = self.keys.lock().map_err(|_| GatewayError::Internal)?;
         if keys.len() >= SWEEP_AT {
             keys.retain(|_, s| s.in_flight > 0 || s.tat.is_some_and(|t| t > now));
@@ -133,7 +306,7 @@ impl Limiter {
         Ok(Permit {
             limiter: self.clone(),
             key_id: key.id.clone(),
-            holds_slot,
+            slot: if holds_slot { Slot::Local } else { Slot::None },
             rate,
         })
     }

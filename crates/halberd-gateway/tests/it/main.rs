@@ -8,6 +8,7 @@ mod edge;
 mod endpoints;
 mod errors;
 mod limits;
+mod limits_redis;
 mod passthrough;
 mod sensitive;
 

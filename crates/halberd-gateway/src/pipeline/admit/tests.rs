@@ -32,12 +32,14 @@ fn a_minute_of_requests_at_once_then_one_per_interval() {
     let limiter = Arc::new(Limiter::default());
     let key = key(Some(20), None);
     let t0 = Instant::now();
-    let admitted = (0..60).filter(|_| limiter.admit(&key, t0).is_ok()).count();
+    let admitted = (0..60)
+        .filter(|_| limiter.admit_local(&key, key.limits, t0).is_ok())
+        .count();
     assert_eq!(admitted, 20);
     // One interval (3 s) later exactly one more fits.
     let t1 = t0 + Duration::from_secs(3);
-    assert!(limiter.admit(&key, t1).is_ok());
-    match limiter.admit(&key, t1) {
+    assert!(limiter.admit_local(&key, key.limits, t1).is_ok());
+    match limiter.admit_local(&key, key.limits, t1) {
         Err(GatewayError::RateLimited {
             retry_after, rate, ..
         }) => {
@@ -48,7 +50,9 @@ fn a_minute_of_requests_at_once_then_one_per_interval() {
     }
     // After a full minute of silence the whole minute is available again.
     let t2 = t1 + Duration::from_secs(63);
-    let admitted = (0..60).filter(|_| limiter.admit(&key, t2).is_ok()).count();
+    let admitted = (0..60)
+        .filter(|_| limiter.admit_local(&key, key.limits, t2).is_ok())
+        .count();
     assert_eq!(admitted, 20);
 }
 
@@ -58,7 +62,14 @@ fn remaining_and_reset_count_down() {
     let key = key(Some(3), None);
     let t = Instant::now();
     let remaining: Vec<u32> = (0..3)
-        .map(|_| limiter.admit(&key, t).unwrap().rate.unwrap().remaining)
+        .map(|_| {
+            limiter
+                .admit_local(&key, key.limits, t)
+                .unwrap()
+                .rate
+                .unwrap()
+                .remaining
+        })
         .collect();
     assert_eq!(remaining, [2, 1, 0]);
     assert!(
@@ -68,7 +79,10 @@ fn remaining_and_reset_count_down() {
 }
 
 fn key_rate(limiter: &Arc<Limiter>, key: &KeyRecord, t: Instant) -> Option<super::RateInfo> {
-    limiter.admit(key, t).ok().and_then(|p| p.rate)
+    limiter
+        .admit_local(key, key.limits, t)
+        .ok()
+        .and_then(|p| p.rate)
 }
 
 #[test]
@@ -76,17 +90,17 @@ fn concurrency_slots_come_back_when_permits_drop() {
     let limiter = Arc::new(Limiter::default());
     let key = key(None, Some(2));
     let t = Instant::now();
-    let a = limiter.admit(&key, t).unwrap();
-    let _b = limiter.admit(&key, t).unwrap();
+    let a = limiter.admit_local(&key, key.limits, t).unwrap();
+    let _b = limiter.admit_local(&key, key.limits, t).unwrap();
     assert!(matches!(
-        limiter.admit(&key, t),
+        limiter.admit_local(&key, key.limits, t),
         Err(GatewayError::RateLimited {
             what: "concurrent requests",
             ..
         })
     ));
     drop(a);
-    assert!(limiter.admit(&key, t).is_ok());
+    assert!(limiter.admit_local(&key, key.limits, t).is_ok());
 }
 
 #[test]
@@ -94,13 +108,13 @@ fn a_request_refused_by_rate_gives_its_slot_back() {
     let limiter = Arc::new(Limiter::default());
     let key = key(Some(1), Some(2));
     let t = Instant::now();
-    let _first = limiter.admit(&key, t).unwrap();
+    let _first = limiter.admit_local(&key, key.limits, t).unwrap();
     for _ in 0..10 {
-        assert!(limiter.admit(&key, t).is_err());
+        assert!(limiter.admit_local(&key, key.limits, t).is_err());
     }
     // The second slot is still free: the refusals did not take it.
     let later = t + Duration::from_secs(60);
-    assert!(limiter.admit(&key, later).is_ok());
+    assert!(limiter.admit_local(&key, key.limits, later).is_ok());
 }
 
 #[test]

@@ -1,0 +1,283 @@
+//! Limits shared through a real Redis by two gateways that share one store:
+//! exactly the limit is admitted whichever replica a request reaches, and
+//! when Redis goes away the documented fail mode applies and sharing resumes
+//! when it is back. These tests need `HALBERD_TEST_REDIS_URL` (set by `.ci/run`,
+//! which runs them with `--ignored`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use halberd_store::{KeyLimits, KeySpec};
+use halberd_testkit::TestGateway;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::client;
+
+fn redis_url() -> String {
+    std::env::var("HALBERD_TEST_REDIS_URL")
+        .expect("HALBERD_TEST_REDIS_URL must point at a Redis server for this test")
+}
+
+fn config(store: &std::path::Path, redis: &str, extra: &str) -> String {
+    format!(
+        "[store]\npath = \"{}\"\n[limits]\nredis_url = \"{redis}\"\n{extra}\n",
+        store.join("shared.db").display()
+    )
+}
+
+fn chat() -> Value {
+    json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn status(gw: &TestGateway, key: &str) -> u16 {
+    crate::post(&gw.url("/v1/chat/completions"), key, chat())
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn two_replicas_admit_exactly_the_limit_between_them() {
+    let shared = tempfile::tempdir().unwrap();
+    let redis = redis_url();
+    let a = TestGateway::start(&config(shared.path(), &redis, "replicas = 2")).await;
+    let b = TestGateway::start(&config(shared.path(), &redis, "replicas = 2")).await;
+    let key = a
+        .key(KeySpec {
+            name: "shared".into(),
+            limits: KeyLimits {
+                rpm: Some(20),
+                max_concurrent: None,
+            },
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let requests = (0..60).map(|i| {
+        let url = if i % 2 == 0 {
+            a.url("/v1/chat/completions")
+        } else {
+            b.url("/v1/chat/completions")
+        };
+        let key = key.clone();
+        async move { crate::post(&url, &key, chat()).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (20, 40), "{statuses:?}");
+    let ready: Value = client()
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["limits"], "redis");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn concurrency_slots_are_shared_and_given_back() {
+    let shared = tempfile::tempdir().unwrap();
+    let redis = redis_url();
+    let a = TestGateway::start(&config(shared.path(), &redis, "")).await;
+    let b = TestGateway::start(&config(shared.path(), &redis, "")).await;
+    let key = a
+        .key(KeySpec {
+            name: "slots".into(),
+            limits: KeyLimits {
+                rpm: None,
+                max_concurrent: Some(1),
+            },
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let slow = client()
+        .post(a.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-delay-ms", "20")
+        .header("x-mock-chunk-bytes", "1")
+        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "a slow answer, thirty bytes.."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(
+        status(&b, &key).await,
+        429,
+        "the other replica sees the slot taken"
+    );
+    assert!(slow.text().await.unwrap().contains("[DONE]"));
+    let mut last = 0;
+    for _ in 0..50 {
+        last = status(&b, &key).await;
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, 200, "the slot came back through Redis");
+}
+
+/// A TCP relay to Redis that can be cut and restored, to stop "Redis" without
+/// stopping the machine's shared server.
+struct Switch {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Switch {
+    async fn start(target: &str) -> Switch {
+        let target: SocketAddr = target
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = watch => {} }
+                });
+            }
+        });
+        Switch { addr, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn redis_going_away_falls_back_to_local_shares_and_recovers() {
+    let switch = Switch::start(&redis_url()).await;
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("redis://{}", switch.addr);
+    let gw = TestGateway::start(&config(
+        shared.path(),
+        &url,
+        "replicas = 2\nredis_timeout = \"200ms\"",
+    ))
+    .await;
+    let key = gw
+        .key(KeySpec {
+            name: "fallback".into(),
+            limits: KeyLimits {
+                rpm: Some(4),
+                max_concurrent: None,
+            },
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    assert_eq!(status(&gw, &key).await, 200, "through Redis");
+
+    switch.set(false);
+    // Let the relay cut the open connection before the next request.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // This replica's share of 4 rpm over 2 replicas is 2.
+    let statuses = [
+        status(&gw, &key).await,
+        status(&gw, &key).await,
+        status(&gw, &key).await,
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "local fallback with the replica share"
+    );
+    let ready: Value = client()
+        .get(gw.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["limits"], "redis_unavailable");
+
+    switch.set(true);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Back on Redis: its count decides again. That count is one or two: the
+    // request in flight when the link was cut may have reached Redis although
+    // its answer was lost (at-most-once is not knowable across a cut). The
+    // local share is used up, so any admission here is Redis's.
+    let statuses = [
+        status(&gw, &key).await,
+        status(&gw, &key).await,
+        status(&gw, &key).await,
+        status(&gw, &key).await,
+    ];
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(statuses[0], 200, "shared count resumed: {statuses:?}");
+    assert_eq!(statuses[3], 429, "and still limits: {statuses:?}");
+    assert!((2..=3).contains(&admitted), "{statuses:?}");
+    let ready: Value = client()
+        .get(gw.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["limits"], "redis");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn closed_fail_mode_refuses_while_redis_is_away() {
+    let shared = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let gw = TestGateway::start(&config(
+        shared.path(),
+        "redis://127.0.0.1:1",
+        "rate_fail_mode = \"closed\"\nredis_timeout = \"100ms\"",
+    ))
+    .await;
+    let key = gw
+        .key(KeySpec {
+            name: "closed".into(),
+            limits: KeyLimits {
+                rpm: Some(100),
+                max_concurrent: None,
+            },
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let resp = crate::post(&gw.url("/v1/chat/completions"), &key, chat()).await;
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    // Keys without limits are not affected.
+    let free = gw.any_key().await;
+    assert_eq!(status(&gw, &free).await, 200);
+}
