@@ -225,3 +225,65 @@ async fn openapi_document_describes_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_by_another_within_the_cache_ttl() {
+    // Two gateways on one store, as two replicas on one database.
+    let shared = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[store]\npath = \"{}\"\n[auth]\nkey_cache_ttl = \"1s\"\n",
+        shared.path().join("shared.db").display()
+    );
+    let a = TestGateway::start(&config).await;
+    let b = TestGateway::start(&config).await;
+    let created: Value = client()
+        .post(a.admin_url("/admin/keys"))
+        .bearer_auth(halberd_testkit::ADMIN_TOKEN)
+        .json(&json!({"name": "replicated"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let chat = json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]});
+    // B has now read (and cached) the key.
+    assert_eq!(
+        crate::post(&b.url("/v1/chat/completions"), &key, chat.clone())
+            .await
+            .status(),
+        200
+    );
+
+    let revoked = std::time::Instant::now();
+    let resp = client()
+        .post(a.admin_url(&format!("/admin/keys/{id}/revoke")))
+        .bearer_auth(halberd_testkit::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A evicted its own cache entry: refused at once.
+    assert_eq!(
+        crate::post(&a.url("/v1/chat/completions"), &key, chat.clone())
+            .await
+            .status(),
+        401
+    );
+    // B refuses within the documented bound (the cache TTL).
+    loop {
+        let status = crate::post(&b.url("/v1/chat/completions"), &key, chat.clone())
+            .await
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_millis(1500),
+            "B still accepts after the TTL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
