@@ -237,8 +237,8 @@ impl OutputInspector {
         };
         let changed = match api {
             Api::ChatCompletions => self.chat_chunk(&mut value)?,
-            Api::Messages => self.anthropic_event(&mut value, ev, out)?,
-            Api::Responses => self.responses_event(&mut value, ev, out)?,
+            Api::Messages => self.anthropic_event(&mut value, out)?,
+            Api::Responses => self.responses_event(&mut value, out)?,
             Api::Embeddings => false,
         };
         if changed {
@@ -341,7 +341,6 @@ impl OutputInspector {
     fn anthropic_event(
         &mut self,
         event: &mut Value,
-        ev: &SseEvent,
         out: &mut BytesMut,
     ) -> Result<bool, OutputError> {
         let kind = event
@@ -388,7 +387,6 @@ impl OutputInspector {
                 for (key, text) in self.flush_prefix(&prefix)? {
                     out.put_slice(&anthropic_delta(&key, text));
                 }
-                let _ = ev;
                 self.walk_changed(event)
             }
             _ => self.walk_changed(event),
@@ -398,7 +396,6 @@ impl OutputInspector {
     fn responses_event(
         &mut self,
         event: &mut Value,
-        ev: &SseEvent,
         out: &mut BytesMut,
     ) -> Result<bool, OutputError> {
         let kind = event
@@ -450,7 +447,6 @@ impl OutputInspector {
         if !text.is_empty() {
             out.put_slice(&responses_delta(&key, text, Some(&*event)));
         }
-        let _ = ev;
         self.walk_changed(event)
     }
 

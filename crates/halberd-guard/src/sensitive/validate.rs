@@ -117,22 +117,7 @@ pub(crate) fn looks_generated(value: &str) -> bool {
     if value.len() < 8 || value.len() > 200 {
         return false;
     }
-    let lower = value.to_ascii_lowercase();
-    const PLACEHOLDERS: [&str; 12] = [
-        "password",
-        "changeme",
-        "example",
-        "xxxx",
-        "****",
-        "your",
-        "secret",
-        "placeholder",
-        "redacted",
-        "dummy",
-        "<",
-        "${",
-    ];
-    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || lower.starts_with("http") {
+    if is_placeholder(value) {
         return false;
     }
     if is_code(value) {
