@@ -192,3 +192,16 @@ def test_rate_limited_key_raises_the_sdks_rate_limit_error(gateway):
         anthropic.Anthropic(base_url=gateway.base, api_key=key, max_retries=0).messages.create(
             model="mock-1", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_token_limited_key_reports_token_headers(gateway):
+    key = gateway.create_key("tokens", "--tpm", "2000")["key"]
+    client = openai.OpenAI(base_url=gateway.base + "/v1", api_key=key, max_retries=0)
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock-1", max_completion_tokens=500, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-ratelimit-limit-tokens"] == "2000"
+        assert raw.parse().choices[0].message.content == "hi"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="mock-1", max_completion_tokens=5000, messages=[{"role": "user", "content": "hi"}])

@@ -30,6 +30,7 @@ fn key(i: usize) -> KeyRecord {
         limits: KeyLimits {
             rpm: Some(1_000_000),
             max_concurrent: Some(1_000),
+            tpm: None,
         },
     }
 }

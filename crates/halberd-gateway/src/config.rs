@@ -46,6 +46,9 @@ pub struct LimitsFile {
     pub rate_fail_mode: Option<String>,
     /// How long the limiter waits for Redis before falling back. Default 250ms.
     pub redis_timeout: Option<String>,
+    /// For keys with a token limit: the output cap reserved per request, set
+    /// as the request's max_tokens when the client sets none or more. Default 4096.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// A named policy; a key names the policy it runs under (`default` when it
@@ -196,6 +199,7 @@ pub struct RateLimits {
     pub replicas: u32,
     pub fail_mode: crate::pipeline::admit::FailMode,
     pub redis_timeout: Duration,
+    pub max_output_tokens: u64,
 }
 
 /// A compiled policy: what the inspection stages do.
@@ -496,11 +500,16 @@ fn build_rate_limits(file: &LimitsFile) -> Result<RateLimits, ConfigError> {
     if redis_timeout.is_zero() {
         return Err(err("limits.redis_timeout", "must be greater than zero"));
     }
+    let max_output_tokens = file.max_output_tokens.unwrap_or(4096);
+    if max_output_tokens == 0 {
+        return Err(err("limits.max_output_tokens", "must be at least 1"));
+    }
     Ok(RateLimits {
         redis_url: file.redis_url.clone(),
         replicas,
         fail_mode,
         redis_timeout,
+        max_output_tokens,
     })
 }
 

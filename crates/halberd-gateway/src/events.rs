@@ -25,6 +25,8 @@ pub struct ExchangeFinished<'a> {
     pub outcome: &'static str,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// The provider reported no usage; token limits were settled on an estimate.
+    pub usage_estimated: bool,
     pub bytes: usize,
     pub elapsed_ms: u64,
 }
@@ -41,6 +43,7 @@ impl ExchangeFinished<'_> {
             outcome = self.outcome,
             input_tokens = self.input_tokens,
             output_tokens = self.output_tokens,
+            usage_estimated = self.usage_estimated,
             bytes = self.bytes,
             elapsed_ms = self.elapsed_ms,
             "exchange finished"

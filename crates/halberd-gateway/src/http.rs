@@ -179,6 +179,33 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             }
         })?;
     let route = route::route(&app.config, &key, &exchange)?;
+    let tokens = if key.limits.tpm.is_some() {
+        let anthropic =
+            app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
+        let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
+        let prompt = encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+        let max_output = admit::cap_output(
+            &mut value,
+            &exchange,
+            app.config.rate_limits.max_output_tokens,
+        );
+        app.limiter
+            .reserve_tokens(&key, prompt, max_output, tokio::time::Instant::now())
+            .await
+            .inspect_err(|e| {
+                if let GatewayError::RateLimited { what, .. } = e {
+                    events::LimitHit {
+                        request_id: &ctx.request_id,
+                        key_id: &key.id,
+                        limit: what,
+                    }
+                    .emit();
+                }
+            })?
+    } else {
+        None
+    };
+    let token_rate = tokens.as_ref().map(|g| g.rate);
     let mut resp = forward::forward(
         app,
         &ctx,
@@ -189,10 +216,14 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         &policy,
         inspection,
         permit,
+        tokens,
     )
     .await?;
     if let Some(rate) = &rate {
         admit::set_rate_headers(resp.headers_mut(), rate);
+    }
+    if let Some(rate) = &token_rate {
+        admit::set_token_headers(resp.headers_mut(), rate);
     }
     Ok(resp)
 }

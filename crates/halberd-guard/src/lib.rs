@@ -8,3 +8,4 @@
 pub mod fuzzing;
 pub mod halberd_key;
 pub mod sensitive;
+pub mod tokens;

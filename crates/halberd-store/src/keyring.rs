@@ -46,6 +46,10 @@ pub struct KeyLimits {
     /// Requests in flight at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Tokens per minute (prompt plus maximum output, reserved before the
+    /// upstream call and settled against reported usage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
 }
 
 impl KeyLimits {
@@ -58,6 +62,7 @@ impl KeyLimits {
         };
         merge(&mut self.rpm, change.rpm);
         merge(&mut self.max_concurrent, change.max_concurrent);
+        merge(&mut self.tpm, change.tpm);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -137,6 +137,9 @@ struct KeyAttrs {
     /// Requests in flight at once (0 removes the limit).
     #[arg(long)]
     max_concurrent: Option<u32>,
+    /// Tokens per minute: prompt plus maximum output (0 removes the limit).
+    #[arg(long)]
+    tpm: Option<u32>,
     /// Free-form JSON object.
     #[arg(long)]
     metadata: Option<String>,
@@ -386,6 +389,7 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 limits: halberd_store::KeyLimits {
                     rpm: attrs.rpm,
                     max_concurrent: attrs.max_concurrent,
+                    tpm: attrs.tpm,
                 },
             };
             let issued = keyring.create(spec, &actor(), now).await.map_err(err)?;
@@ -437,12 +441,14 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 allowed_endpoints: attrs.endpoints,
                 policy: attrs.policy.map(Some),
                 metadata: metadata(attrs.metadata.as_deref())?,
-                limits: (attrs.rpm.is_some() || attrs.max_concurrent.is_some()).then_some(
-                    halberd_store::KeyLimits {
-                        rpm: attrs.rpm,
-                        max_concurrent: attrs.max_concurrent,
-                    },
-                ),
+                limits: (attrs.rpm.is_some()
+                    || attrs.max_concurrent.is_some()
+                    || attrs.tpm.is_some())
+                .then_some(halberd_store::KeyLimits {
+                    rpm: attrs.rpm,
+                    max_concurrent: attrs.max_concurrent,
+                    tpm: attrs.tpm,
+                }),
             };
             let k = keyring
                 .update(&id, change, &actor(), now)

@@ -158,6 +158,7 @@ fn example_config_documents_every_field_and_builds() {
         "replicas",
         "rate_fail_mode",
         "redis_timeout",
+        "max_output_tokens",
     ];
     for f in fields {
         assert!(

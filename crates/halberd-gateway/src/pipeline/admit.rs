@@ -72,7 +72,40 @@ struct KeyState {
     /// GCRA theoretical arrival time.
     tat: Option<Instant>,
     in_flight: u32,
+    /// Token GCRA theoretical arrival time.
+    token_tat: Option<Instant>,
 }
+
+/// Tokens reserved for one exchange; settled when it ends.
+#[derive(Debug)]
+pub struct TokenGrant {
+    limiter: Arc<Limiter>,
+    key_id: String,
+    tpm: u32,
+    /// Prompt plus maximum output.
+    pub reserved: u64,
+    /// The prompt alone, counted before the call.
+    pub prompt: u64,
+    pub rate: RateInfo,
+    shared: bool,
+}
+
+impl TokenGrant {
+    /// Gives back what was reserved but not used.
+    pub fn settle(&self, used: u64) {
+        let refund = self.reserved.saturating_sub(used);
+        if refund == 0 {
+            return;
+        }
+        match (&self.limiter.redis, self.shared) {
+            (Some(redis), true) => redis.settle_tokens(&self.key_id, self.tpm, refund),
+            _ => self.limiter.settle_local(&self.key_id, self.tpm, refund),
+        }
+    }
+}
+
+/// One minute: the burst a token limit allows.
+const WINDOW: Duration = Duration::from_secs(60);
 
 /// The request rate state reported in `x-ratelimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +231,7 @@ impl Limiter {
                 let local = KeyLimits {
                     rpm: share(limits.rpm),
                     max_concurrent: share(limits.max_concurrent),
+                    tpm: share(limits.tpm),
                 };
                 self.admit_local(key, local, now)
             }
@@ -260,6 +294,7 @@ impl Limiter {
         let state = keys.entry(key.id.clone()).or_insert(KeyState {
             tat: None,
             in_flight: 0,
+            token_tat: None,
         });
         if let Some(max) = limits.max_concurrent
             && state.in_flight >= max
@@ -311,12 +346,177 @@ impl Limiter {
         })
     }
 
+    /// Reserves `prompt + max_output` tokens of the key's per-minute budget
+    /// before the upstream call; `None` when the key has no token limit.
+    pub async fn reserve_tokens(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        prompt: u64,
+        max_output: u64,
+        now: Instant,
+    ) -> Result<Option<TokenGrant>, GatewayError> {
+        let Some(tpm) = key.limits.tpm else {
+            return Ok(None);
+        };
+        let tokens = prompt + max_output;
+        if tokens > u64::from(tpm) {
+            return Err(GatewayError::InvalidRequest {
+                message: format!(
+                    "this request needs up to {tokens} tokens ({prompt} prompt + {max_output} output), more than this key's limit of {tpm} tokens per minute; lower max_tokens or shorten the prompt"
+                ),
+                param: None,
+            });
+        }
+        if let Some(redis) = &self.redis {
+            let skip = self
+                .redis_down_until
+                .lock()
+                .map(|until| until.is_some_and(|t| now < t))
+                .unwrap_or(false);
+            if !skip {
+                match redis.reserve_tokens(&key.id, tpm, tokens).await {
+                    Ok(redis::TokenDecision::Reserved { remaining, reset }) => {
+                        return Ok(Some(
+                            self.grant(key, tpm, tokens, prompt, remaining, reset, true),
+                        ));
+                    }
+                    Ok(redis::TokenDecision::TooMany { retry_after, reset }) => {
+                        return Err(tokens_refused(tpm, retry_after, reset));
+                    }
+                    Err(error) => {
+                        if self.redis_ok.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
+                        }
+                        if let Ok(mut until) = self.redis_down_until.lock() {
+                            *until = Some(now + REDIS_RETRY);
+                        }
+                    }
+                }
+            }
+            match self.fail_mode {
+                FailMode::Open => return Ok(None),
+                FailMode::Closed => {
+                    return Err(GatewayError::Unavailable {
+                        message: "rate limits cannot be checked right now; retry shortly".into(),
+                    });
+                }
+                FailMode::Local => {
+                    let share = tpm.div_ceil(self.replicas).max(1);
+                    return self
+                        .reserve_local(key, share, tokens, prompt, now)
+                        .map(Some);
+                }
+            }
+        }
+        self.reserve_local(key, tpm, tokens, prompt, now).map(Some)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        tpm: u32,
+        tokens: u64,
+        prompt: u64,
+        remaining: u64,
+        reset: Duration,
+        shared: bool,
+    ) -> TokenGrant {
+        TokenGrant {
+            limiter: self.clone(),
+            key_id: key.id.clone(),
+            tpm,
+            reserved: tokens,
+            prompt,
+            rate: RateInfo {
+                limit: tpm,
+                remaining: u32::try_from(remaining).unwrap_or(tpm),
+                reset,
+            },
+            shared,
+        }
+    }
+
+    fn reserve_local(
+        self: &Arc<Self>,
+        key: &KeyRecord,
+        tpm: u32,
+        tokens: u64,
+        prompt: u64,
+        now: Instant,
+    ) -> Result<TokenGrant, GatewayError> {
+        let per_token = WINDOW / tpm;
+        let mut keys = self.keys.lock().map_err(|_| GatewayError::Internal)?;
+        let state = keys.entry(key.id.clone()).or_insert(KeyState {
+            tat: None,
+            in_flight: 0,
+            token_tat: None,
+        });
+        let tat = state.token_tat.map_or(now, |t| t.max(now));
+        let cost = per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
+        let next = tat + cost;
+        if next - now > WINDOW {
+            return Err(tokens_refused(tpm, next - now - WINDOW, tat - now));
+        }
+        state.token_tat = Some(next);
+        let remaining = (WINDOW - (next - now)).as_nanos() / per_token.as_nanos().max(1);
+        drop(keys);
+        Ok(self.grant(
+            key,
+            tpm,
+            tokens,
+            prompt,
+            u64::try_from(remaining).unwrap_or(0),
+            next - now,
+            false,
+        ))
+    }
+
+    fn settle_local(&self, key_id: &str, tpm: u32, refund: u64) {
+        let per_token = WINDOW / tpm;
+        let back = per_token * u32::try_from(refund).unwrap_or(u32::MAX);
+        if let Ok(mut keys) = self.keys.lock()
+            && let Some(state) = keys.get_mut(key_id)
+            && let Some(tat) = state.token_tat
+        {
+            let now = Instant::now();
+            state.token_tat = Some(tat.checked_sub(back).map_or(now, |t| t.max(now)));
+        }
+    }
+
     fn release(&self, key_id: &str) {
         if let Ok(mut keys) = self.keys.lock()
             && let Some(state) = keys.get_mut(key_id)
         {
             state.in_flight = state.in_flight.saturating_sub(1);
         }
+    }
+}
+
+fn tokens_refused(tpm: u32, retry_after: Duration, reset: Duration) -> GatewayError {
+    GatewayError::RateLimited {
+        what: "tokens per minute",
+        retry_after,
+        rate: Some(RateInfo {
+            limit: tpm,
+            remaining: 0,
+            reset,
+        }),
+    }
+}
+
+/// `x-ratelimit-limit-tokens`, `-remaining-tokens`, `-reset-tokens`.
+pub fn set_token_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
+    headers.insert(
+        "x-ratelimit-limit-tokens",
+        http::HeaderValue::from(rate.limit),
+    );
+    headers.insert(
+        "x-ratelimit-remaining-tokens",
+        http::HeaderValue::from(rate.remaining),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&reset_text(rate.reset)) {
+        headers.insert("x-ratelimit-reset-tokens", v);
     }
 }
 
@@ -351,3 +551,35 @@ pub fn reset_text(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The output cap reserved for a request of a token-limited key: the client's
+/// own cap, lowered to `cap`, or `cap` when it set none. The body is changed so
+/// the provider cannot produce more than was reserved.
+pub fn cap_output(
+    body: &mut serde_json::Value,
+    exchange: &halberd_protocol::Exchange,
+    cap: u64,
+) -> u64 {
+    use halberd_protocol::Api;
+    let field = match exchange.api {
+        Api::Embeddings => return 0,
+        Api::Messages => "max_tokens",
+        Api::Responses => "max_output_tokens",
+        Api::ChatCompletions => {
+            if body.get("max_tokens").is_some() && body.get("max_completion_tokens").is_none() {
+                "max_tokens"
+            } else {
+                "max_completion_tokens"
+            }
+        }
+    };
+    let effective = exchange
+        .max_output_tokens
+        .map_or(cap, |asked| asked.min(cap));
+    if exchange.max_output_tokens != Some(effective)
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert(field.into(), serde_json::Value::from(effective));
+    }
+    effective
+}

@@ -22,6 +22,8 @@ pub struct Finish {
     /// The admission permit: its concurrency slot is held until this guard
     /// drops, i.e. until the exchange has ended however it ended.
     permit: Option<super::admit::Permit>,
+    /// The token reservation, settled against usage when this guard drops.
+    tokens: Option<super::admit::TokenGrant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,13 @@ impl Finish {
             outcome: Outcome::Open,
             started,
             permit: None,
+            tokens: None,
         }
+    }
+
+    /// Keeps the token reservation until the exchange ends, then settles it.
+    pub fn hold_tokens(&mut self, grant: super::admit::TokenGrant) {
+        self.tokens = Some(grant);
     }
 
     /// Keeps the admission permit until the exchange ends.
@@ -99,6 +107,17 @@ impl Drop for Finish {
             Outcome::Completed => "completed",
             Outcome::Failed(code) => code,
         };
+        // Settle the reservation: against the provider's usage when it said,
+        // else against what was relayed (estimated: four bytes a token of the
+        // response as sent, framing included, which errs high).
+        let estimated = self.usage.is_none();
+        if let Some(grant) = &self.tokens {
+            let used = match self.usage {
+                Some(u) => u.input_tokens + u.output_tokens,
+                None => grant.prompt + (self.bytes as u64).div_ceil(4),
+            };
+            grant.settle(used);
+        }
         events::ExchangeFinished {
             request_id: &self.request_id,
             api: self.api.as_str(),
@@ -108,6 +127,7 @@ impl Drop for Finish {
             outcome,
             input_tokens: self.usage.map(|u| u.input_tokens),
             output_tokens: self.usage.map(|u| u.output_tokens),
+            usage_estimated: estimated && self.tokens.is_some(),
             bytes: self.bytes,
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         }

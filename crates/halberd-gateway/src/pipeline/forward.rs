@@ -57,6 +57,7 @@ pub async fn forward(
     policy: &GuardPolicy,
     inspection: InputInspection,
     permit: super::admit::Permit,
+    tokens: Option<super::admit::TokenGrant>,
 ) -> Result<Response, GatewayError> {
     let input_summary = inspection.summary();
     if let Some(summary) = &input_summary {
@@ -87,6 +88,9 @@ pub async fn forward(
         ctx.started,
     );
     finish.hold(permit);
+    if let Some(grant) = tokens {
+        finish.hold_tokens(grant);
+    }
     let upstream = match app
         .upstreams
         .send(route.provider, ex.api, &body, ex, headers)

@@ -13,6 +13,7 @@ async fn key(gw: &TestGateway, rpm: Option<u32>, max_concurrent: Option<u32>) ->
         limits: KeyLimits {
             rpm,
             max_concurrent,
+            tpm: None,
         },
         ..KeySpec::default()
     })
@@ -222,4 +223,180 @@ async fn limits_are_set_and_removed_through_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400, "unknown limit names are refused");
+}
+
+async fn token_key(gw: &TestGateway, tpm: u32) -> String {
+    gw.key(KeySpec {
+        name: "tokens".into(),
+        limits: KeyLimits {
+            tpm: Some(tpm),
+            ..KeyLimits::default()
+        },
+        ..KeySpec::default()
+    })
+    .await
+    .key
+}
+
+fn chat_with_max(max_tokens: u64, stream: bool) -> Value {
+    json!({"model": "mock-1", "stream": stream, "max_completion_tokens": max_tokens, "messages": [{"role": "user", "content": "tell me something short"}]})
+}
+
+#[tokio::test]
+async fn token_reservations_are_settled_against_reported_usage() {
+    let gw = TestGateway::start("").await;
+    let key = token_key(&gw, 1_000).await;
+    // Each request reserves its prompt plus 600 tokens; two would not fit in
+    // 1000 at once, but each uses a few dozen, and settlement gives the rest back.
+    for i in 0..5 {
+        let resp = crate::post(
+            &gw.url("/v1/chat/completions"),
+            &key,
+            chat_with_max(600, false),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000");
+        let remaining: u64 = resp.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            remaining < 400,
+            "the reservation shows in the headers: {remaining}"
+        );
+    }
+    // Streamed, without asking for usage: still settled (the gateway asked).
+    for _ in 0..3 {
+        let resp = crate::post(
+            &gw.url("/v1/chat/completions"),
+            &key,
+            chat_with_max(600, true),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("[DONE]"));
+    }
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        chat_with_max(600, false),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn concurrent_reservations_cannot_overrun_the_token_limit() {
+    let gw = TestGateway::start("").await;
+    let key = token_key(&gw, 1_000).await;
+    let slow = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-delay-ms", "20")
+        .header("x-mock-chunk-bytes", "2")
+        .json(&chat_with_max(600, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    let second = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        chat_with_max(600, false),
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["x-ratelimit-limit-tokens"], "1000");
+    let v: Value = second.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute")
+    );
+    assert!(slow.text().await.unwrap().contains("[DONE]"));
+    let mut status = 0;
+    for _ in 0..50 {
+        status = crate::post(
+            &gw.url("/v1/chat/completions"),
+            &key,
+            chat_with_max(600, false),
+        )
+        .await
+        .status()
+        .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "settled after the stream ended");
+}
+
+#[tokio::test]
+async fn a_request_bigger_than_the_token_limit_is_refused_as_invalid() {
+    let gw = TestGateway::start("").await;
+    let key = token_key(&gw, 500).await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        chat_with_max(600, false),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than this key's limit")
+    );
+}
+
+#[tokio::test]
+async fn the_output_cap_is_injected_for_token_limited_keys() {
+    let (addr, seen) = crate::passthrough::start_capture().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k"), "sk-x").unwrap();
+    let config = format!(
+        "[limits]\nmax_output_tokens = 256\n[[providers]]\nname = \"cap\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nallow_http = true\napi_key_file = \"{}\"\n[[models]]\nname = \"m\"\nprovider = \"cap\"\n",
+        dir.path().join("k").display()
+    );
+    let gw = TestGateway::start(&config).await;
+    let key = token_key(&gw, 10_000).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        crate::post(&gw.url("/v1/chat/completions"), &key, body)
+            .await
+            .status(),
+        200
+    );
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        sent["max_completion_tokens"], 256,
+        "injected when the client set none"
+    );
+    let body =
+        json!({"model": "m", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        crate::post(&gw.url("/v1/chat/completions"), &key, body)
+            .await
+            .status(),
+        200
+    );
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["max_tokens"], 256, "lowered to the cap");
+    // Keys without token limits are forwarded untouched.
+    let free = gw.any_key().await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        crate::post(&gw.url("/v1/chat/completions"), &free, body)
+            .await
+            .status(),
+        200
+    );
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert!(sent.get("max_completion_tokens").is_none());
 }

@@ -51,6 +51,7 @@ async fn two_replicas_admit_exactly_the_limit_between_them() {
             limits: KeyLimits {
                 rpm: Some(20),
                 max_concurrent: None,
+                tpm: None,
             },
             ..KeySpec::default()
         })
@@ -93,6 +94,7 @@ async fn concurrency_slots_are_shared_and_given_back() {
             limits: KeyLimits {
                 rpm: None,
                 max_concurrent: Some(1),
+                tpm: None,
             },
             ..KeySpec::default()
         })
@@ -192,6 +194,7 @@ async fn redis_going_away_falls_back_to_local_shares_and_recovers() {
             limits: KeyLimits {
                 rpm: Some(4),
                 max_concurrent: None,
+                tpm: None,
             },
             ..KeySpec::default()
         })
@@ -268,6 +271,7 @@ async fn closed_fail_mode_refuses_while_redis_is_away() {
             limits: KeyLimits {
                 rpm: Some(100),
                 max_concurrent: None,
+                tpm: None,
             },
             ..KeySpec::default()
         })
@@ -280,4 +284,55 @@ async fn closed_fail_mode_refuses_while_redis_is_away() {
     // Keys without limits are not affected.
     let free = gw.any_key().await;
     assert_eq!(status(&gw, &free).await, 200);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn token_reservations_are_shared_and_settled_through_redis() {
+    let shared = tempfile::tempdir().unwrap();
+    let redis = redis_url();
+    let a = TestGateway::start(&config(shared.path(), &redis, "")).await;
+    let b = TestGateway::start(&config(shared.path(), &redis, "")).await;
+    let key = a
+        .key(KeySpec {
+            name: "tokens".into(),
+            limits: KeyLimits {
+                tpm: Some(1_000),
+                ..KeyLimits::default()
+            },
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let body = |stream: bool| json!({"model": "mock-1", "stream": stream, "max_completion_tokens": 600, "messages": [{"role": "user", "content": "hi there"}]});
+    let slow = client()
+        .post(a.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-delay-ms", "20")
+        .header("x-mock-chunk-bytes", "1")
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    let resp = crate::post(&b.url("/v1/chat/completions"), &key, body(false)).await;
+    assert_eq!(resp.status(), 429, "the reservation made on A counts on B");
+    assert!(slow.text().await.unwrap().contains("[DONE]"));
+    let mut last = 0;
+    for _ in 0..50 {
+        last = crate::post(&b.url("/v1/chat/completions"), &key, body(false))
+            .await
+            .status()
+            .as_u16();
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, 200, "A's settlement reached Redis");
+    // Settled requests leave room: several more fit one after the other.
+    for _ in 0..3 {
+        let resp = crate::post(&a.url("/v1/chat/completions"), &key, body(false)).await;
+        assert_eq!(resp.status(), 200);
+    }
 }

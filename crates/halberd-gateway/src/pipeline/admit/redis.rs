@@ -53,6 +53,54 @@ end
 return {1, 0, remaining, reset}
 "#;
 
+const RESERVE: &str = r#"
+-- KEYS[1]: token GCRA theoretical arrival time (microseconds, Redis clock)
+-- ARGV: tpm, tokens to reserve
+local tpm = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local per_token = 60000000 / tpm
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nxt = tat + tokens * per_token
+if nxt - now > 60000000 then
+  return {0, math.floor(nxt - now - 60000000), math.floor(tat - now)}
+end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
+return {1, math.floor((60000000 - (nxt - now)) / per_token), math.floor(nxt - now)}
+"#;
+
+const SETTLE: &str = r#"
+-- KEYS[1]: token GCRA time; ARGV: tpm, tokens reserved but not used
+local tpm = tonumber(ARGV[1])
+local refund = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local back = tat - refund * (60000000 / tpm)
+if back < now then back = now end
+if back > now then
+  redis.call('SET', KEYS[1], string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1000)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#;
+
+/// What the token script decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenDecision {
+    Reserved {
+        remaining: u64,
+        reset: Duration,
+    },
+    TooMany {
+        retry_after: Duration,
+        reset: Duration,
+    },
+}
+
 /// What the script decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -73,6 +121,8 @@ pub enum Decision {
 pub struct RedisLimiter {
     conn: ConnectionManager,
     script: redis::Script,
+    reserve: redis::Script,
+    settle: redis::Script,
     /// How long a concurrency lease lives if never given back.
     lease: Duration,
     timeout: Duration,
@@ -84,6 +134,10 @@ impl std::fmt::Debug for RedisLimiter {
             .field("lease", &self.lease)
             .finish()
     }
+}
+
+fn token_key(key_id: &str) -> String {
+    format!("halberd:{VERSION}:{{{key_id}}}:tokens")
 }
 
 fn keys(key_id: &str) -> (String, String) {
@@ -108,6 +162,8 @@ impl RedisLimiter {
         Ok(RedisLimiter {
             conn,
             script: redis::Script::new(ADMIT),
+            reserve: redis::Script::new(RESERVE),
+            settle: redis::Script::new(SETTLE),
             lease,
             timeout,
         })
@@ -151,6 +207,66 @@ impl RedisLimiter {
                 reset: us(*reset),
             }),
             other => Err(format!("unexpected reply from the admit script: {other:?}")),
+        }
+    }
+
+    pub async fn reserve_tokens(
+        &self,
+        key_id: &str,
+        tpm: u32,
+        tokens: u64,
+    ) -> Result<TokenDecision, String> {
+        let key = token_key(key_id);
+        let mut conn = self.conn.clone();
+        let call = async {
+            self.reserve
+                .key(&key)
+                .arg(tpm)
+                .arg(tokens)
+                .invoke_async::<Vec<i64>>(&mut conn)
+                .await
+        };
+        let reply = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "redis did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        match reply.as_slice() {
+            [1, remaining, reset] => Ok(TokenDecision::Reserved {
+                remaining: u64::try_from(*remaining).unwrap_or(0),
+                reset: us(*reset),
+            }),
+            [0, retry, reset] => Ok(TokenDecision::TooMany {
+                retry_after: us(*retry),
+                reset: us(*reset),
+            }),
+            other => Err(format!(
+                "unexpected reply from the reserve script: {other:?}"
+            )),
+        }
+    }
+
+    /// Gives back tokens reserved but not used (in the background).
+    pub fn settle_tokens(&self, key_id: &str, tpm: u32, refund: u64) {
+        let key = token_key(key_id);
+        let mut conn = self.conn.clone();
+        let script = self.settle.clone();
+        let timeout = self.timeout;
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let call = async {
+                    script
+                        .key(&key)
+                        .arg(tpm)
+                        .arg(refund)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                };
+                if !matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_))) {
+                    // The reservation then stands in full: the safe side.
+                    tracing::warn!(target: "halberd::limits", "could not settle a token reservation in redis");
+                }
+            });
         }
     }
 

@@ -23,6 +23,7 @@ fn key(rpm: Option<u32>, max_concurrent: Option<u32>) -> KeyRecord {
         limits: KeyLimits {
             rpm,
             max_concurrent,
+            tpm: None,
         },
     }
 }
@@ -122,4 +123,61 @@ fn reset_uses_openai_notation() {
     assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
     assert_eq!(reset_text(Duration::from_millis(1500)), "2s");
     assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
+}
+
+fn token_key(tpm: u32) -> KeyRecord {
+    let mut k = key(None, None);
+    k.limits.tpm = Some(tpm);
+    k
+}
+
+#[tokio::test]
+async fn token_reservations_hold_until_settled() {
+    let limiter = Arc::new(Limiter::default());
+    let key = token_key(1_000);
+    let t = Instant::now();
+    let first = limiter
+        .reserve_tokens(&key, 100, 500, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.reserved, 600);
+    assert_eq!(first.rate.remaining, 400);
+    // A second reservation of 600 does not fit while the first is open.
+    assert!(matches!(
+        limiter.reserve_tokens(&key, 100, 500, t).await,
+        Err(GatewayError::RateLimited {
+            what: "tokens per minute",
+            ..
+        })
+    ));
+    // The first used 150 tokens: 450 come back, and 600 fit again.
+    first.settle(150);
+    assert!(
+        limiter
+            .reserve_tokens(&key, 100, 500, Instant::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_limit_is_a_client_error() {
+    let limiter = Arc::new(Limiter::default());
+    let small = token_key(100);
+    assert!(matches!(
+        limiter
+            .reserve_tokens(&small, 50, 100, Instant::now())
+            .await,
+        Err(GatewayError::InvalidRequest { .. })
+    ));
+    let unlimited = key(None, None);
+    assert!(
+        limiter
+            .reserve_tokens(&unlimited, 50, 100, Instant::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
