@@ -59,6 +59,27 @@ pub struct PolicyFile {
     pub name: String,
     #[serde(default)]
     pub sensitive: SensitiveFile,
+    #[serde(default)]
+    pub content: ContentLimits,
+}
+
+/// Size and complexity limits on a request, checked after decoding; absent
+/// means no limit beyond `[server] max_body_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentLimits {
+    /// Prompt tokens (counted as for token limits).
+    pub max_prompt_tokens: Option<u64>,
+    /// Messages (chat, messages) or input items (responses).
+    pub max_messages: Option<u64>,
+    /// Tool definitions.
+    pub max_tools: Option<u64>,
+    /// Text-bearing parts the gateway inspects.
+    pub max_parts: Option<u64>,
+    /// Images, audio, files and other parts without readable text.
+    pub max_opaque_parts: Option<u64>,
+    /// Request body size in bytes.
+    pub max_request_bytes: Option<u64>,
 }
 
 /// Actions on sensitive data, per finding type, for each direction. Keys are
@@ -208,6 +229,7 @@ pub struct GuardPolicy {
     pub name: String,
     pub sensitive_input: std::sync::Arc<halberd_guard::sensitive::Policy>,
     pub sensitive_output: std::sync::Arc<halberd_guard::sensitive::Policy>,
+    pub content: ContentLimits,
 }
 
 impl GuardPolicy {
@@ -217,6 +239,7 @@ impl GuardPolicy {
             name: "default".into(),
             sensitive_input: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
             sensitive_output: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
+            content: ContentLimits::default(),
         }
     }
 }
@@ -566,6 +589,7 @@ fn build_policies(
             name: p.name.clone(),
             sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
             sensitive_output: std::sync::Arc::new(compile("output", &p.sensitive.output)?),
+            content: p.content,
         };
         policies.insert(p.name.clone(), std::sync::Arc::new(policy));
     }

@@ -107,6 +107,12 @@ pub enum GatewayError {
         retry_after: std::time::Duration,
         rate: Option<crate::pipeline::admit::RateInfo>,
     },
+    /// A request exceeds a content limit of the key's policy.
+    ContentLimit {
+        what: &'static str,
+        limit: u64,
+        actual: u64,
+    },
     /// The key names a policy the configuration does not define.
     PolicyNotFound {
         name: String,
@@ -119,9 +125,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            InvalidRequest { .. } | ModelNotOnEndpoint { .. } | SensitiveData { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidRequest { .. }
+            | ModelNotOnEndpoint { .. }
+            | SensitiveData { .. }
+            | ContentLimit { .. } => StatusCode::BAD_REQUEST,
             MissingKey | InvalidKey | ExpiredKey | RevokedKey | AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
@@ -170,6 +177,7 @@ impl GatewayError {
             Unavailable { .. } => "unavailable",
             SensitiveData { .. } => "sensitive_data_detected",
             RateLimited { .. } => "rate_limited",
+            ContentLimit { .. } => "content_limit_exceeded",
             PolicyNotFound { .. } => "policy_not_found",
             Internal => "internal_error",
         }
@@ -182,6 +190,7 @@ impl GatewayError {
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
             | RateLimited { .. }
+            | ContentLimit { .. }
             | PolicyNotFound { .. } => Origin::Policy,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable | UpstreamTimeout => {
                 Origin::Upstream
@@ -237,6 +246,13 @@ impl GatewayError {
             } => format!(
                 "rate limit reached for this API key ({what}); retry after {}",
                 crate::pipeline::admit::reset_text(*retry_after)
+            ),
+            ContentLimit {
+                what,
+                limit,
+                actual,
+            } => format!(
+                "this request has {actual} {what}; this key's policy allows at most {limit}"
             ),
             PolicyNotFound { name } => {
                 format!("this API key's policy '{name}' is not configured on the gateway")

@@ -179,11 +179,19 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             }
         })?;
     let route = route::route(&app.config, &key, &exchange)?;
+    let anthropic =
+        app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
+    let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
+    let count_prompt = || encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+    inspect_input::check_content(
+        &policy.content,
+        &value,
+        &exchange,
+        bytes.len(),
+        count_prompt,
+    )?;
     let tokens = if key.limits.tpm.is_some() {
-        let anthropic =
-            app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
-        let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
-        let prompt = encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+        let prompt = count_prompt();
         let max_output = admit::cap_output(
             &mut value,
             &exchange,

@@ -159,6 +159,12 @@ fn example_config_documents_every_field_and_builds() {
         "rate_fail_mode",
         "redis_timeout",
         "max_output_tokens",
+        "max_prompt_tokens",
+        "max_messages",
+        "max_tools",
+        "max_parts",
+        "max_opaque_parts",
+        "max_request_bytes",
     ];
     for f in fields {
         assert!(

@@ -103,3 +103,44 @@ pub fn pseudonymized(inspection: &InputInspection) -> bool {
         .keys()
         .any(|(_, action)| *action == Action::Pseudonymize.name())
 }
+
+/// Checks the policy's content limits on a decoded request. `prompt_tokens`
+/// is called only when a token limit is set (counting costs a tokenizer pass).
+pub fn check_content(
+    limits: &crate::config::ContentLimits,
+    body: &Value,
+    exchange: &Exchange,
+    body_bytes: usize,
+    prompt_tokens: impl FnOnce() -> u64,
+) -> Result<(), GatewayError> {
+    let over = |what: &'static str, limit: Option<u64>, actual: u64| match limit {
+        Some(limit) if actual > limit => Err(GatewayError::ContentLimit {
+            what,
+            limit,
+            actual,
+        }),
+        _ => Ok(()),
+    };
+    let len = |field: &str| {
+        body.get(field)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len) as u64
+    };
+    let messages = match exchange.api {
+        halberd_protocol::Api::Responses => len("input"),
+        _ => len("messages"),
+    };
+    over("bytes", limits.max_request_bytes, body_bytes as u64)?;
+    over("messages", limits.max_messages, messages)?;
+    over("tools", limits.max_tools, len("tools"))?;
+    over("text parts", limits.max_parts, exchange.parts.len() as u64)?;
+    over(
+        "image, audio or file parts",
+        limits.max_opaque_parts,
+        exchange.opaque_parts as u64,
+    )?;
+    if limits.max_prompt_tokens.is_some() {
+        over("prompt tokens", limits.max_prompt_tokens, prompt_tokens())?;
+    }
+    Ok(())
+}

@@ -400,3 +400,59 @@ async fn the_output_cap_is_injected_for_token_limited_keys() {
     let (_, sent) = seen.lock().unwrap().pop().unwrap();
     assert!(sent.get("max_completion_tokens").is_none());
 }
+
+#[tokio::test]
+async fn content_limits_of_the_policy_refuse_oversized_requests_clearly() {
+    let gw = TestGateway::start(
+        "[[policies]]\nname = \"small\"\n[policies.content]\nmax_messages = 2\nmax_tools = 1\nmax_prompt_tokens = 40\nmax_request_bytes = 2000\nmax_opaque_parts = 0\n",
+    )
+    .await;
+    let key = gw
+        .key(KeySpec {
+            name: "small".into(),
+            policy: Some("small".into()),
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let url = gw.url("/v1/chat/completions");
+    let ok = json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(crate::post(&url, &key, ok).await.status(), 200);
+    let cases = [
+        (
+            json!({"model": "mock-1", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}),
+            "3 messages",
+        ),
+        (
+            json!({"model": "mock-1", "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}], "messages": [{"role": "user", "content": "hi"}]}),
+            "2 tools",
+        ),
+        (
+            json!({"model": "mock-1", "messages": [{"role": "user", "content": "word ".repeat(100)}]}),
+            "prompt tokens",
+        ),
+        (
+            json!({"model": "mock-1", "messages": [{"role": "user", "content": "x".repeat(3000)}]}),
+            "bytes",
+        ),
+        (
+            json!({"model": "mock-1", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+            "image, audio or file parts",
+        ),
+    ];
+    for (body, says) in cases {
+        let resp = crate::post(&url, &key, body).await;
+        assert_eq!(resp.status(), 400, "{says}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "content_limit_exceeded", "{says}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{says}: {v}"
+        );
+    }
+    // Keys under other policies are not limited.
+    let free = gw.any_key().await;
+    let body =
+        json!({"model": "mock-1", "messages": [{"role": "user", "content": "word ".repeat(100)}]});
+    assert_eq!(crate::post(&url, &free, body).await.status(), 200);
+}
