@@ -138,7 +138,7 @@ pub static RULES: &[Rule] = &[
             "aws_access_key_id = «AKIAUJZDEGXDNCF32EPF»",
             "«ASIAUJZDEGXDNCF32EPF»,"
         ],
-        ["AKIAUJZDEGXDNCF32EPFX", "AKIA1234"]
+        ["AKIAUJZDEGXDNCF32EPFX", "AKIA1234", "AKIAIOSFODNN7EXAMPLE"]
     ),
     secret!(
         "gcp_api_key",
@@ -176,7 +176,11 @@ pub static RULES: &[Rule] = &[
         r"\b(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,40}\b",
         Check::Whole,
         ["GITHUB_TOKEN=«ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN»"],
-        ["ghp_short", "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"]
+        [
+            "ghp_short",
+            "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN",
+            "ghp_1010110010001010101001010101010101011001"
+        ]
     ),
     secret!(
         "github_fine_grained_pat",
@@ -233,10 +237,14 @@ pub static RULES: &[Rule] = &[
     ),
     secret!(
         "huggingface_token",
-        r"\b(?:hf|api_org)_[A-Za-z0-9]{34}\b",
+        r"\b(?:hf|api_org)_[A-Za-z]{34}\b",
         Check::Whole,
         ["HF_TOKEN=«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»"],
-        ["hf_short", "hf_hmTaVsqxezyLexBWrdrgdQsOjprBGumXxYZZ"]
+        [
+            "hf_short",
+            "hf_hmTaVsqxezyLexBWrdrgdQsOjprBGumXxYZZ",
+            "hf_3478658437658347638475687346587374"
+        ]
     ),
     secret!(
         "twilio_api_key",
@@ -427,6 +435,7 @@ pub static RULES: &[Rule] = &[
             "token: <your-token-here>",
             "secret: xxxxxxxxxxxx",
             "password_reset_link = https",
+            "password = ENC(2dfRFqV/cS6TzRd+JyO=)",
             "the token: is missing",
         ],
     },

@@ -28,6 +28,15 @@ impl Check {
         let kind = RULES[rule].kind;
         let whole = Verdict::Accept(Finding { kind, start, end });
         let candidate = &text[start..end];
+        // Documentation and test values: AWS's `AKIAIOSFODNN7EXAMPLE`
+        // convention, and tokens with almost no randomness (`ghp_1010…`).
+        if let Kind::Secret(family) = kind
+            && family != "url_password"
+            && (candidate.contains("EXAMPLE")
+                || (candidate.len() >= 20 && entropy(candidate) < 3.0))
+        {
+            return Verdict::Reject;
+        }
         match self {
             Check::Whole => whole,
             Check::Capped(max) if end - start <= max => whole,
@@ -206,9 +215,11 @@ fn is_placeholder(value: &str) -> bool {
         "null",
         "none",
     ];
+    // `ENC(...)` is a value encrypted by Jasypt or Spring, not a plaintext secret.
     PLACEHOLDERS.iter().any(|p| lower.contains(p))
         || lower.starts_with("http")
-        || lower.starts_with("$")
+        || lower.starts_with('$')
+        || lower.starts_with("enc(")
 }
 
 /// Shannon entropy in bits per byte.
