@@ -30,7 +30,7 @@ fn key(i: usize) -> KeyRecord {
         limits: KeyLimits {
             rpm: Some(1_000_000),
             max_concurrent: Some(1_000),
-            tpm: None,
+            tpm: Some(4_000_000_000),
         },
     }
 }
@@ -62,6 +62,13 @@ async fn run(limiter: Arc<Limiter>, keys: &[KeyRecord], n: usize) -> Vec<Duratio
     samples
 }
 
+/// A 4 KiB prompt of ordinary prose, for the tokenizer's share of admission.
+fn prompt() -> String {
+    let sentence =
+        "Please summarise the attached meeting notes and list the action items for each team. ";
+    sentence.repeat(4096 / sentence.len() + 1)[..4096].to_owned()
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,8 +80,31 @@ fn main() {
         run(local.clone(), &keys, 10_000).await;
         report(
             "in process (rpm + concurrency, 1000 keys)",
-            run(local, &keys, 200_000).await,
+            run(local.clone(), &keys, 200_000).await,
         );
+
+        // Token admission: count the prompt, reserve, settle.
+        let text = prompt();
+        let encoding = halberd_guard::tokens::Encoding::O200k;
+        encoding.count(&text);
+        let mut counting = Vec::new();
+        let mut reserving = Vec::new();
+        for i in 0..20_000 {
+            let key = &keys[i % keys.len()];
+            let start = Instant::now();
+            let tokens = encoding.count_parts([text.as_str()]);
+            counting.push(start.elapsed());
+            let start = Instant::now();
+            let grant = local
+                .reserve_tokens(key, tokens, 100, tokio::time::Instant::now())
+                .await
+                .unwrap()
+                .expect("token limit set");
+            grant.settle(tokens + 10);
+            reserving.push(start.elapsed());
+        }
+        report("count a 4 KiB prompt (tiktoken o200k)", counting);
+        report("reserve + settle tokens, in process", reserving);
 
         match std::env::var("HALBERD_BENCH_REDIS_URL") {
             Ok(url) => {
