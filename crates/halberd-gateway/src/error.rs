@@ -310,20 +310,14 @@ impl GatewayError {
             );
         }
         if let GatewayError::RateLimited {
-            what,
-            retry_after,
-            rate,
+            retry_after, rate, ..
         } = self
         {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             if let Some(rate) = rate {
-                if *what == "tokens per minute" {
-                    crate::pipeline::admit::set_token_headers(resp.headers_mut(), rate);
-                } else {
-                    crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
-                }
+                crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
             }
         }
         // Tell the SDKs not to retry what cannot succeed on retry (a rate limit

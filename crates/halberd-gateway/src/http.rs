@@ -231,7 +231,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         admit::set_rate_headers(resp.headers_mut(), rate);
     }
     if let Some(rate) = &token_rate {
-        admit::set_token_headers(resp.headers_mut(), rate);
+        admit::set_rate_headers(resp.headers_mut(), rate);
     }
     Ok(resp)
 }

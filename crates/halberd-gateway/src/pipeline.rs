@@ -1,23 +1,26 @@
 //! The life of a request, one stage per module, in the order they run:
 //!
 //! 1. [`authenticate`]: the presented key → the key's record (the principal).
-//! 2. [`admit`]: per-key rate and concurrency limits → a permit held until
-//!    the exchange ends, or a 429.
-//! 2. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
-//! 3. [`inspect_input`]: PII and secrets in every part → the body rewritten by
-//!    the key's policy, or the request refused.
-//! 4. [`route`]: the requested model → provider and upstream model id.
-//! 5. [`forward`]: the upstream call, streamed when the client streams.
-//! 6. [`inspect_output`]: the response, whole or streamed, redacted by the
+//! 2. [`admit`]: per-key request-rate and concurrency limits → a permit held
+//!    until the exchange ends, or a 429.
+//! 3. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
+//! 4. [`inspect_input`]: PII and secrets in every part → the body rewritten by
+//!    the key's policy, or the request refused; then the policy's content
+//!    limits.
+//! 5. [`route`]: the requested model → provider and upstream model id.
+//! 6. [`admit`] again, for keys with a token limit: prompt tokens (counted for
+//!    the routed model) plus the output cap → a reservation settled when the
+//!    exchange ends, or a 429.
+//! 7. [`forward`]: the upstream call, streamed when the client streams.
+//! 8. [`inspect_output`]: the response, whole or streamed, redacted by the
 //!    key's output policy, with input pseudonyms restored (run by `forward` and
 //!    the streaming relay).
 //!
 //! [`finish`] is the finaliser: a guard created when a request reaches the
 //! upstream, which records how the exchange ended however it ends (answered,
-//! failed, or abandoned by the client mid-stream).
-//!
-//! Admission (limits, budgets), input and output inspection, accounting and the
-//! audit trail slot in between these stages as they are built.
+//! failed, or abandoned by the client mid-stream), gives the concurrency slot
+//! back and settles the token reservation. Accounting and the audit trail will
+//! hang off the same guard.
 
 pub mod admit;
 pub mod authenticate;

@@ -110,10 +110,18 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// The request rate state reported in `x-ratelimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateInfo {
+    pub unit: RateUnit,
     pub limit: u32,
     pub remaining: u32,
     /// Until the key could send its whole minute again.
     pub reset: Duration,
+}
+
+/// What a per-minute limit counts; names its `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    Requests,
+    Tokens,
 }
 
 /// Admission of one request; gives its concurrency slot back when dropped.
@@ -187,15 +195,10 @@ impl Limiter {
         if limits.is_empty() {
             return Ok(unlimited);
         }
-        let Some(redis) = &self.redis else {
+        if self.redis.is_none() {
             return self.admit_local(key, limits, now);
-        };
-        let skip = self
-            .redis_down_until
-            .lock()
-            .map(|until| until.is_some_and(|t| now < t))
-            .unwrap_or(false);
-        if !skip {
+        }
+        if let Some(redis) = self.redis_to_try(now) {
             let decided = redis
                 .admit(
                     &key.id,
@@ -206,26 +209,15 @@ impl Limiter {
                 .await;
             match decided {
                 Ok(decision) => {
-                    if !self.redis_ok.swap(true, Ordering::Relaxed) {
-                        tracing::info!(target: "halberd::limits", "redis is back: limits are shared again");
-                    }
+                    self.redis_answered();
                     return self.permit_from(key, limits, request_id, decision);
                 }
-                Err(error) => {
-                    if self.redis_ok.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
-                    }
-                    if let Ok(mut until) = self.redis_down_until.lock() {
-                        *until = Some(now + REDIS_RETRY);
-                    }
-                }
+                Err(error) => self.redis_failed(&error, now),
             }
         }
         match self.fail_mode {
             FailMode::Open => Ok(unlimited),
-            FailMode::Closed => Err(GatewayError::Unavailable {
-                message: "rate limits cannot be checked right now; retry shortly".into(),
-            }),
+            FailMode::Closed => Err(limits_unavailable()),
             FailMode::Local => {
                 let share = |n: Option<u32>| n.map(|n| n.div_ceil(self.replicas).max(1));
                 let local = KeyLimits {
@@ -235,6 +227,32 @@ impl Limiter {
                 };
                 self.admit_local(key, local, now)
             }
+        }
+    }
+
+    /// Redis, unless there is none or it failed less than `REDIS_RETRY` ago.
+    fn redis_to_try(&self, now: Instant) -> Option<&RedisLimiter> {
+        let cooling = self
+            .redis_down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| now < t))
+            .unwrap_or(false);
+        if cooling { None } else { self.redis.as_ref() }
+    }
+
+    fn redis_answered(&self) {
+        if !self.redis_ok.swap(true, Ordering::Relaxed) {
+            tracing::info!(target: "halberd::limits", "redis is back: limits are shared again");
+        }
+    }
+
+    /// Logs the change once and skips Redis for `REDIS_RETRY`.
+    fn redis_failed(&self, error: &str, now: Instant) {
+        if self.redis_ok.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
+        }
+        if let Ok(mut until) = self.redis_down_until.lock() {
+            *until = Some(now + REDIS_RETRY);
         }
     }
 
@@ -259,6 +277,7 @@ impl Limiter {
                     Slot::None
                 },
                 rate: limits.rpm.map(|limit| RateInfo {
+                    unit: RateUnit::Requests,
                     limit,
                     remaining: remaining.unwrap_or(0),
                     reset,
@@ -273,6 +292,7 @@ impl Limiter {
                 what: "requests per minute",
                 retry_after,
                 rate: limits.rpm.map(|limit| RateInfo {
+                    unit: RateUnit::Requests,
                     limit,
                     remaining: 0,
                     reset,
@@ -317,6 +337,7 @@ impl Limiter {
                     what: "requests per minute",
                     retry_after: wait,
                     rate: Some(RateInfo {
+                        unit: RateUnit::Requests,
                         limit: rpm,
                         remaining: 0,
                         reset: ahead,
@@ -329,6 +350,7 @@ impl Limiter {
             let remaining =
                 ((tolerance + interval).saturating_sub(used)).as_nanos() / interval.as_nanos();
             rate = Some(RateInfo {
+                unit: RateUnit::Requests,
                 limit: rpm,
                 remaining: u32::try_from(remaining).unwrap_or(rpm),
                 reset: used,
@@ -367,39 +389,25 @@ impl Limiter {
                 param: None,
             });
         }
-        if let Some(redis) = &self.redis {
-            let skip = self
-                .redis_down_until
-                .lock()
-                .map(|until| until.is_some_and(|t| now < t))
-                .unwrap_or(false);
-            if !skip {
+        if self.redis.is_some() {
+            if let Some(redis) = self.redis_to_try(now) {
                 match redis.reserve_tokens(&key.id, tpm, tokens).await {
                     Ok(redis::TokenDecision::Reserved { remaining, reset }) => {
+                        self.redis_answered();
                         return Ok(Some(
                             self.grant(key, tpm, tokens, prompt, remaining, reset, true),
                         ));
                     }
                     Ok(redis::TokenDecision::TooMany { retry_after, reset }) => {
+                        self.redis_answered();
                         return Err(tokens_refused(tpm, retry_after, reset));
                     }
-                    Err(error) => {
-                        if self.redis_ok.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
-                        }
-                        if let Ok(mut until) = self.redis_down_until.lock() {
-                            *until = Some(now + REDIS_RETRY);
-                        }
-                    }
+                    Err(error) => self.redis_failed(&error, now),
                 }
             }
             match self.fail_mode {
                 FailMode::Open => return Ok(None),
-                FailMode::Closed => {
-                    return Err(GatewayError::Unavailable {
-                        message: "rate limits cannot be checked right now; retry shortly".into(),
-                    });
-                }
+                FailMode::Closed => return Err(limits_unavailable()),
                 FailMode::Local => {
                     let share = tpm.div_ceil(self.replicas).max(1);
                     return self
@@ -429,6 +437,7 @@ impl Limiter {
             reserved: tokens,
             prompt,
             rate: RateInfo {
+                unit: RateUnit::Tokens,
                 limit: tpm,
                 remaining: u32::try_from(remaining).unwrap_or(tpm),
                 reset,
@@ -493,11 +502,18 @@ impl Limiter {
     }
 }
 
+fn limits_unavailable() -> GatewayError {
+    GatewayError::Unavailable {
+        message: "rate limits cannot be checked right now; retry shortly".into(),
+    }
+}
+
 fn tokens_refused(tpm: u32, retry_after: Duration, reset: Duration) -> GatewayError {
     GatewayError::RateLimited {
         what: "tokens per minute",
         retry_after,
         rate: Some(RateInfo {
+            unit: RateUnit::Tokens,
             limit: tpm,
             remaining: 0,
             reset,
@@ -505,33 +521,25 @@ fn tokens_refused(tpm: u32, retry_after: Duration, reset: Duration) -> GatewayEr
     }
 }
 
-/// `x-ratelimit-limit-tokens`, `-remaining-tokens`, `-reset-tokens`.
-pub fn set_token_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
-    headers.insert(
-        "x-ratelimit-limit-tokens",
-        http::HeaderValue::from(rate.limit),
-    );
-    headers.insert(
-        "x-ratelimit-remaining-tokens",
-        http::HeaderValue::from(rate.remaining),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&reset_text(rate.reset)) {
-        headers.insert("x-ratelimit-reset-tokens", v);
-    }
-}
-
-/// `x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests`.
+/// `x-ratelimit-limit-{unit}`, `-remaining-{unit}`, `-reset-{unit}`, where the
+/// unit is `requests` or `tokens`.
 pub fn set_rate_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
-    headers.insert(
-        "x-ratelimit-limit-requests",
-        http::HeaderValue::from(rate.limit),
-    );
-    headers.insert(
-        "x-ratelimit-remaining-requests",
-        http::HeaderValue::from(rate.remaining),
-    );
+    let (limit, remaining, reset) = match rate.unit {
+        RateUnit::Requests => (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ),
+        RateUnit::Tokens => (
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ),
+    };
+    headers.insert(limit, http::HeaderValue::from(rate.limit));
+    headers.insert(remaining, http::HeaderValue::from(rate.remaining));
     if let Ok(v) = http::HeaderValue::from_str(&reset_text(rate.reset)) {
-        headers.insert("x-ratelimit-reset-requests", v);
+        headers.insert(reset, v);
     }
 }
 

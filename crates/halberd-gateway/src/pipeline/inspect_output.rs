@@ -96,7 +96,7 @@ impl OutputInspector {
 
     /// Redacts a whole (non-streamed) JSON response in place.
     pub fn whole(&mut self, body: &mut Value) -> Result<(), OutputError> {
-        self.walk(body)
+        self.walk(body).map(|_| ())
     }
 
     fn text(&mut self, text: &str) -> Result<Option<String>, OutputError> {
@@ -105,14 +105,9 @@ impl OutputInspector {
         if !findings.is_empty() {
             let mut unused = Pseudonyms::default();
             let redaction = sensitive::redact(text, &findings, &self.policy, &mut unused);
-            for edit in &redaction.edits {
-                *self
-                    .counts
-                    .entry(super::inspect_input::type_label(edit.finding.kind))
-                    .or_default() += 1;
-            }
+            count(&mut self.counts, &redaction.edits);
             if let Some(kind) = redaction.blocked() {
-                return Err(OutputError::Blocked(super::inspect_input::type_label(kind)));
+                return Err(blocked(kind));
             }
             if redaction.changed() {
                 out = Some(redaction.text);
@@ -127,16 +122,19 @@ impl OutputInspector {
         Ok(out)
     }
 
-    fn walk(&mut self, value: &mut Value) -> Result<(), OutputError> {
+    /// Redacts every string below `value`; says whether any changed.
+    fn walk(&mut self, value: &mut Value) -> Result<bool, OutputError> {
+        let mut changed = false;
         match value {
             Value::String(s) => {
                 if let Some(new) = self.text(s)? {
                     *s = new;
+                    changed = true;
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    self.walk(item)?;
+                    changed |= self.walk(item)?;
                 }
             }
             Value::Object(map) => {
@@ -144,12 +142,12 @@ impl OutputInspector {
                     if item.is_string() && SKIP_FIELDS.contains(&key.as_str()) {
                         continue;
                     }
-                    self.walk(item)?;
+                    changed |= self.walk(item)?;
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Feeds one piece of a text stream; returns what may be released.
@@ -164,19 +162,10 @@ impl OutputInspector {
             });
         let before = stream.redactor.edits().len();
         let released = stream.redactor.push(piece);
-        let counted: Vec<Kind> = stream.redactor.edits()[before..]
-            .iter()
-            .map(|e| e.finding.kind)
-            .collect();
-        for kind in counted {
-            *self
-                .counts
-                .entry(super::inspect_input::type_label(kind))
-                .or_default() += 1;
-        }
-        let released = released
-            .map_err(|kind| OutputError::Blocked(super::inspect_input::type_label(kind)))?;
-        Ok(stream.restorer.push(&released, &self.pseudonyms))
+        count(&mut self.counts, &stream.redactor.edits()[before..]);
+        Ok(stream
+            .restorer
+            .push(&released.map_err(blocked)?, &self.pseudonyms))
     }
 
     /// Ends a text stream; returns what it still held.
@@ -186,15 +175,10 @@ impl OutputInspector {
         };
         let before = stream.redactor.edits().len();
         let tail = stream.redactor.finish();
-        for edit in &stream.redactor.edits()[before..] {
-            *self
-                .counts
-                .entry(super::inspect_input::type_label(edit.finding.kind))
-                .or_default() += 1;
-        }
-        let tail =
-            tail.map_err(|kind| OutputError::Blocked(super::inspect_input::type_label(kind)))?;
-        let mut out = stream.restorer.push(&tail, &self.pseudonyms);
+        count(&mut self.counts, &stream.redactor.edits()[before..]);
+        let mut out = stream
+            .restorer
+            .push(&tail.map_err(blocked)?, &self.pseudonyms);
         out.push_str(&stream.restorer.finish());
         Ok(out)
     }
@@ -362,7 +346,7 @@ impl OutputInspector {
                     "thinking_delta" => "thinking",
                     "input_json_delta" => "partial_json",
                     "citations_delta" => {
-                        return self.walk_changed(event);
+                        return self.walk(event);
                     }
                     _ => return Ok(false),
                 };
@@ -387,9 +371,9 @@ impl OutputInspector {
                 for (key, text) in self.flush_prefix(&prefix)? {
                     out.put_slice(&anthropic_delta(&key, text));
                 }
-                self.walk_changed(event)
+                self.walk(event)
             }
-            _ => self.walk_changed(event),
+            _ => self.walk(event),
         }
     }
 
@@ -407,7 +391,7 @@ impl OutputInspector {
             .strip_suffix(".delta")
             .or_else(|| kind.strip_suffix(".done"))
         else {
-            return self.walk_changed(event);
+            return self.walk(event);
         };
         let streamed = [
             "response.output_text",
@@ -417,7 +401,7 @@ impl OutputInspector {
             "response.reasoning_text",
         ];
         if !streamed.contains(&family) {
-            return self.walk_changed(event);
+            return self.walk(event);
         }
         let item = event
             .get("item_id")
@@ -447,14 +431,21 @@ impl OutputInspector {
         if !text.is_empty() {
             out.put_slice(&responses_delta(&key, text, Some(&*event)));
         }
-        self.walk_changed(event)
+        self.walk(event)
     }
+}
 
-    fn walk_changed(&mut self, value: &mut Value) -> Result<bool, OutputError> {
-        let before = value.clone();
-        self.walk(value)?;
-        Ok(*value != before)
+/// Adds acted-on findings to the per-type counts.
+fn count(counts: &mut BTreeMap<String, usize>, edits: &[sensitive::Edit]) {
+    for edit in edits {
+        *counts
+            .entry(super::inspect_input::type_label(edit.finding.kind))
+            .or_default() += 1;
     }
+}
+
+fn blocked(kind: Kind) -> OutputError {
+    OutputError::Blocked(super::inspect_input::type_label(kind))
 }
 
 /// Re-frames an event with new data, keeping its `event:` and `id:` fields.
