@@ -115,22 +115,7 @@ async fn concurrency_slot_is_held_until_the_stream_ends() {
     // Read the stream to its end; the slot comes back.
     let body = slow.text().await.unwrap();
     assert!(body.contains("[DONE]"));
-    let mut status = 0;
-    for _ in 0..50 {
-        status = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let status = crate::post_until_ok(&gw.url("/v1/chat/completions"), &key, chat(), 50).await;
     assert_eq!(status, 200);
 }
 
@@ -148,22 +133,7 @@ async fn a_client_that_goes_away_gives_its_slot_back() {
         .unwrap();
     assert_eq!(slow.status(), 200);
     drop(slow);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let status = crate::post_until_ok(&gw.url("/v1/chat/completions"), &key, chat(), 100).await;
     assert_eq!(
         status, 200,
         "the slot was not given back after the client left"
@@ -317,21 +287,13 @@ async fn concurrent_reservations_cannot_overrun_the_token_limit() {
             .contains("tokens per minute")
     );
     assert!(slow.text().await.unwrap().contains("[DONE]"));
-    let mut status = 0;
-    for _ in 0..50 {
-        status = crate::post(
-            &gw.url("/v1/chat/completions"),
-            &key,
-            chat_with_max(600, false),
-        )
-        .await
-        .status()
-        .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let status = crate::post_until_ok(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        chat_with_max(600, false),
+        50,
+    )
+    .await;
     assert_eq!(status, 200, "settled after the stream ended");
 }
 

@@ -116,14 +116,7 @@ async fn concurrency_slots_are_shared_and_given_back() {
         "the other replica sees the slot taken"
     );
     assert!(slow.text().await.unwrap().contains("[DONE]"));
-    let mut last = 0;
-    for _ in 0..50 {
-        last = status(&b, &key).await;
-        if last == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let last = crate::post_until_ok(&b.url("/v1/chat/completions"), &key, chat(), 50).await;
     assert_eq!(last, 200, "the slot came back through Redis");
 }
 
@@ -318,17 +311,7 @@ async fn token_reservations_are_shared_and_settled_through_redis() {
     let resp = crate::post(&b.url("/v1/chat/completions"), &key, body(false)).await;
     assert_eq!(resp.status(), 429, "the reservation made on A counts on B");
     assert!(slow.text().await.unwrap().contains("[DONE]"));
-    let mut last = 0;
-    for _ in 0..50 {
-        last = crate::post(&b.url("/v1/chat/completions"), &key, body(false))
-            .await
-            .status()
-            .as_u16();
-        if last == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let last = crate::post_until_ok(&b.url("/v1/chat/completions"), &key, body(false), 50).await;
     assert_eq!(last, 200, "A's settlement reached Redis");
     // Settled requests leave room: several more fit one after the other.
     for _ in 0..3 {

@@ -28,3 +28,17 @@ pub async fn post(url: &str, key: &str, body: Value) -> reqwest::Response {
         .await
         .unwrap()
 }
+
+/// POSTs until the answer is 200, at most `tries` times 20 ms apart (for what
+/// another task or replica gives back); returns the last status.
+pub async fn post_until_ok(url: &str, key: &str, body: Value, tries: usize) -> u16 {
+    let mut status = 0;
+    for _ in 0..tries {
+        status = post(url, key, body.clone()).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    status
+}
