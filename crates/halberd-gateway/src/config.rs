@@ -61,6 +61,34 @@ pub struct PolicyFile {
     pub sensitive: SensitiveFile,
     #[serde(default)]
     pub content: ContentLimits,
+    #[serde(default)]
+    pub injection: InjectionFile,
+}
+
+/// Prompt-injection settings of a policy. Thresholds are scores in [0, 1] per
+/// trust level: `user` (what the end user typed, and replayed model turns),
+/// `untrusted` (tool results, documents, tool definitions' text is `user`),
+/// `operator` (system and developer prompts). Absent values take the
+/// defaults chosen for the shipped model (see docs/injection.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectionFile {
+    /// `block` (block at or above a block threshold, flag at or above a flag
+    /// threshold), `flag` (never block) or `off`. Default `block`.
+    pub action: Option<String>,
+    pub user: ThresholdFile,
+    pub untrusted: ThresholdFile,
+    pub operator: ThresholdFile,
+}
+
+/// Flag and block thresholds of one trust level.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdFile {
+    pub flag: Option<f32>,
+    pub block: Option<f32>,
+    /// `true` turns blocking off for this trust level.
+    pub never_block: bool,
 }
 
 /// Size and complexity limits on a request, checked after decoding; absent
@@ -230,6 +258,42 @@ pub struct GuardPolicy {
     pub sensitive_input: std::sync::Arc<halberd_guard::sensitive::Policy>,
     pub sensitive_output: std::sync::Arc<halberd_guard::sensitive::Policy>,
     pub content: ContentLimits,
+    pub injection: InjectionPolicy,
+}
+
+/// What a policy does about prompt injection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InjectionPolicy {
+    /// `false`: the detector does not run.
+    pub enabled: bool,
+    pub operator: halberd_guard::injection::Thresholds,
+    pub user: halberd_guard::injection::Thresholds,
+    pub untrusted: halberd_guard::injection::Thresholds,
+}
+
+impl InjectionPolicy {
+    /// DESIGN.md's default: block above a high-confidence threshold, flag below.
+    pub fn builtin_default() -> InjectionPolicy {
+        use halberd_guard::injection::{Trust, default_thresholds};
+        InjectionPolicy {
+            enabled: true,
+            operator: default_thresholds(Trust::Operator),
+            user: default_thresholds(Trust::User),
+            untrusted: default_thresholds(Trust::Untrusted),
+        }
+    }
+
+    pub fn thresholds(
+        &self,
+        trust: halberd_guard::injection::Trust,
+    ) -> halberd_guard::injection::Thresholds {
+        use halberd_guard::injection::Trust;
+        match trust {
+            Trust::Operator => self.operator,
+            Trust::User => self.user,
+            Trust::Untrusted => self.untrusted,
+        }
+    }
 }
 
 impl GuardPolicy {
@@ -240,6 +304,7 @@ impl GuardPolicy {
             sensitive_input: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
             sensitive_output: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
             content: ContentLimits::default(),
+            injection: InjectionPolicy::builtin_default(),
         }
     }
 }
@@ -590,6 +655,7 @@ fn build_policies(
             sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
             sensitive_output: std::sync::Arc::new(compile("output", &p.sensitive.output)?),
             content: p.content,
+            injection: build_injection(&format!("{at}.injection"), &p.injection)?,
         };
         policies.insert(p.name.clone(), std::sync::Arc::new(policy));
     }
@@ -597,6 +663,63 @@ fn build_policies(
         .entry("default".to_owned())
         .or_insert_with(|| std::sync::Arc::new(GuardPolicy::builtin_default()));
     Ok(policies)
+}
+
+fn build_injection(at: &str, file: &InjectionFile) -> Result<InjectionPolicy, ConfigError> {
+    use halberd_guard::injection::Thresholds;
+    let mut policy = InjectionPolicy::builtin_default();
+    let never_block = match file.action.as_deref().unwrap_or("block") {
+        "block" => false,
+        "flag" => true,
+        "off" => {
+            policy.enabled = false;
+            false
+        }
+        other => {
+            return Err(err(
+                format!("{at}.action"),
+                format!("unknown action {other:?} (block, flag or off)"),
+            ));
+        }
+    };
+    for (name, given, slot) in [
+        ("operator", file.operator, &mut policy.operator),
+        ("user", file.user, &mut policy.user),
+        ("untrusted", file.untrusted, &mut policy.untrusted),
+    ] {
+        for (what, value) in [("flag", given.flag), ("block", given.block)] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(err(
+                    format!("{at}.{name}.{what}"),
+                    "must be a score between 0 and 1",
+                ));
+            }
+        }
+        let mut t = Thresholds {
+            flag: given.flag.or(slot.flag),
+            block: given.block.or(slot.block),
+        };
+        if let (Some(f), Some(b)) = (t.flag, t.block)
+            && f > b
+        {
+            return Err(err(
+                format!("{at}.{name}"),
+                "the flag threshold must not be above the block threshold",
+            ));
+        }
+        if never_block || given.never_block {
+            // Flag what would have been blocked, so nothing goes unreported.
+            t.flag = match (t.flag, t.block) {
+                (Some(f), Some(b)) => Some(f.min(b)),
+                (f, b) => f.or(b),
+            };
+            t.block = None;
+        }
+        *slot = t;
+    }
+    Ok(policy)
 }
 
 fn build_provider(

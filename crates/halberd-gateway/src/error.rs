@@ -100,6 +100,15 @@ pub enum GatewayError {
         /// Where: the JSON Pointer of the part.
         at: String,
     },
+    /// A request part scored above its block threshold for prompt injection.
+    PromptInjection {
+        /// Where: the JSON Pointer of the part.
+        at: String,
+        /// Who wrote the part: `user`, `tool`, `document`, `operator`.
+        provenance: &'static str,
+        /// The score in thousandths (a float has no `Eq`).
+        score_milli: u16,
+    },
     /// A per-key limit refused the request.
     RateLimited {
         /// Which limit: `requests per minute`, `concurrent requests`.
@@ -128,6 +137,7 @@ impl GatewayError {
             InvalidRequest { .. }
             | ModelNotOnEndpoint { .. }
             | SensitiveData { .. }
+            | PromptInjection { .. }
             | ContentLimit { .. } => StatusCode::BAD_REQUEST,
             MissingKey | InvalidKey | ExpiredKey | RevokedKey | AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -176,6 +186,7 @@ impl GatewayError {
             Conflict { .. } => "conflict",
             Unavailable { .. } => "unavailable",
             SensitiveData { .. } => "sensitive_data_detected",
+            PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             ContentLimit { .. } => "content_limit_exceeded",
             PolicyNotFound { .. } => "policy_not_found",
@@ -189,6 +200,7 @@ impl GatewayError {
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
+            | PromptInjection { .. }
             | RateLimited { .. }
             | ContentLimit { .. }
             | PolicyNotFound { .. } => Origin::Policy,
@@ -241,6 +253,15 @@ impl GatewayError {
             SensitiveData { kind, at } => {
                 format!("sensitive data ({kind}) at {at} is blocked by this key's policy")
             }
+            PromptInjection {
+                at,
+                provenance,
+                score_milli,
+            } => format!(
+                "possible prompt injection in {provenance} text at {at} (score {:.3}); \
+                 this key's policy blocks it",
+                f32::from(*score_milli) / 1000.0
+            ),
             RateLimited {
                 what, retry_after, ..
             } => format!(

@@ -19,7 +19,9 @@ use halberd_protocol::Api;
 use crate::AppState;
 use crate::error::{Dialect, GatewayError};
 use crate::events;
-use crate::pipeline::{RequestCtx, admit, authenticate, decode, forward, inspect_input, route};
+use crate::pipeline::{
+    RequestCtx, admit, authenticate, decode, forward, inspect_injection, inspect_input, route,
+};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -166,6 +168,32 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         .ok_or_else(|| GatewayError::PolicyNotFound {
             name: policy_name.to_owned(),
         })?;
+    let injection = inspect_injection::inspect_injection(&policy.injection, &exchange)
+        .inspect_err(|e| {
+            if let GatewayError::PromptInjection {
+                at, score_milli, ..
+            } = e
+            {
+                let kind = format!("score={:.3} at={at}", f32::from(*score_milli) / 1000.0);
+                events::GuardTriggered {
+                    request_id: &ctx.request_id,
+                    guard: "injection",
+                    kind: &kind,
+                    action: "block",
+                }
+                .emit();
+            }
+        })?;
+    let injection_header = injection.header();
+    if let Some(summary) = &injection_header {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "injection",
+            kind: summary,
+            action: "flag",
+        }
+        .emit();
+    }
     let inspection =
         inspect_input::inspect_input(&policy, &mut value, &exchange).inspect_err(|e| {
             if let GatewayError::SensitiveData { kind, .. } = e {
@@ -232,6 +260,10 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     }
     if let Some(rate) = &token_rate {
         admit::set_rate_headers(resp.headers_mut(), rate);
+    }
+    if let Some(value) = injection_header.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        resp.headers_mut()
+            .insert(inspect_injection::INJECTION_HEADER, value);
     }
     Ok(resp)
 }

@@ -4,7 +4,9 @@
 //! 2. [`admit`]: per-key request-rate and concurrency limits → a permit held
 //!    until the exchange ends, or a 429.
 //! 3. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
-//! 4. [`inspect_input`]: PII and secrets in every part → the body rewritten by
+//! 4. [`inspect_injection`]: every part scored for prompt injection at its
+//!    trust level → the request refused, or flagged parts reported; then
+//!    [`inspect_input`]: PII and secrets in every part → the body rewritten by
 //!    the key's policy, or the request refused; then the policy's content
 //!    limits.
 //! 5. [`route`]: the requested model → provider and upstream model id.
@@ -27,6 +29,7 @@ pub mod authenticate;
 pub mod decode;
 pub mod finish;
 pub mod forward;
+pub mod inspect_injection;
 pub mod inspect_input;
 pub mod inspect_output;
 pub mod route;

@@ -7,5 +7,6 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod halberd_key;
+pub mod injection;
 pub mod sensitive;
 pub mod tokens;

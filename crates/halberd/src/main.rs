@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod eval_sensitive;
+mod injection_cli;
 mod scan;
 use serde_json::json;
 
@@ -57,12 +58,41 @@ enum Command {
         /// Score the PII and secret detectors (per type precision, recall, F1).
         #[arg(long)]
         sensitive: bool,
+        /// Score the prompt-injection detector on a JSON Lines file (`text`,
+        /// `label` attack|benign, optional `source` and `provenance`).
+        #[arg(long, conflicts_with = "sensitive")]
+        dataset: Option<PathBuf>,
+        /// With --dataset: list this many of the most confident mistakes.
+        #[arg(long, default_value_t = 0)]
+        show_errors: usize,
         /// The data directory holding the public data sets.
         #[arg(long, default_value = "../shared/data")]
         data: PathBuf,
         /// Fail when any structured PII type scores an F1 below this.
         #[arg(long)]
         fail_under: Option<f64>,
+    },
+    /// Train the prompt-injection classifier (see scripts/injection_dataset.py).
+    TrainInjection {
+        /// Training file (JSON Lines, as for `eval --dataset`).
+        #[arg(long, default_value = "target/injection-data/train.jsonl")]
+        train: PathBuf,
+        /// Where to write the weights.
+        #[arg(long, default_value = "crates/halberd-guard/models/injection.bin")]
+        out: PathBuf,
+        /// Also print thresholds chosen by k-fold cross-validation on the
+        /// training file (0: skip).
+        #[arg(long, default_value_t = 0)]
+        folds: usize,
+        /// Training epochs (default: what the shipped model used).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Initial learning rate.
+        #[arg(long)]
+        learning_rate: Option<f32>,
+        /// L2 regularisation.
+        #[arg(long)]
+        l2: Option<f32>,
     },
     /// Run the deterministic mock OpenAI + Anthropic upstream.
     MockUpstream {
@@ -246,13 +276,33 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Eval {
             sensitive,
+            dataset,
+            show_errors,
             data,
             fail_under,
-        } => {
-            if !sensitive {
-                return Err("choose what to evaluate: --sensitive (prompt-injection evaluation is not built yet)".into());
+        } => match (sensitive, dataset) {
+            (true, _) => eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}")),
+            (false, Some(dataset)) => {
+                injection_cli::eval(&dataset, show_errors).map_err(|e| format!("{e:#}"))
             }
-            eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}"))
+            (false, None) => Err(
+                "choose what to evaluate: --sensitive, or --dataset FILE for prompt injection"
+                    .into(),
+            ),
+        },
+        Command::TrainInjection {
+            train,
+            out,
+            folds,
+            epochs,
+            learning_rate,
+            l2,
+        } => {
+            let mut config = halberd_guard::injection::model::TrainConfig::default();
+            config.epochs = epochs.unwrap_or(config.epochs);
+            config.learning_rate = learning_rate.unwrap_or(config.learning_rate);
+            config.l2 = l2.unwrap_or(config.l2);
+            injection_cli::train_command(&train, &out, folds, config).map_err(|e| format!("{e:#}"))
         }
         Command::MockUpstream { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen)

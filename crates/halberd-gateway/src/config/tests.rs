@@ -165,6 +165,10 @@ fn example_config_documents_every_field_and_builds() {
         "max_parts",
         "max_opaque_parts",
         "max_request_bytes",
+        "action",
+        "user",
+        "untrusted",
+        "operator",
     ];
     for f in fields {
         assert!(
@@ -255,4 +259,53 @@ fn limits_section_is_validated() {
         c.rate_limits.fail_mode,
         crate::pipeline::admit::FailMode::Closed
     );
+}
+
+#[test]
+fn injection_policy_defaults_overrides_and_errors() {
+    use halberd_guard::injection::{Thresholds, Trust, default_thresholds};
+    let c = build("").unwrap();
+    let default = &c.policies["default"].injection;
+    assert!(default.enabled);
+    assert_eq!(default.user, default_thresholds(Trust::User));
+
+    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\nuser = { flag = 0.4 }\nuntrusted = { block = 0.6, flag = 0.3 }").unwrap();
+    let p = &c.policies["p"].injection;
+    assert_eq!(p.user.flag, Some(0.4));
+    assert_eq!(p.user.block, default_thresholds(Trust::User).block);
+    assert_eq!(
+        p.untrusted,
+        Thresholds {
+            flag: Some(0.3),
+            block: Some(0.6)
+        }
+    );
+
+    // `flag` never blocks, and flags whatever would have been blocked.
+    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"flag\"\nuser = { flag = 0.99, block = 0.9 }").unwrap_err();
+    assert!(c.to_string().contains("flag threshold"), "{c}");
+    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"flag\"").unwrap();
+    let p = &c.policies["p"].injection;
+    assert_eq!(p.user.block, None);
+    assert_eq!(p.untrusted.block, None);
+    assert_eq!(p.user.flag, default_thresholds(Trust::User).flag);
+
+    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"off\"").unwrap();
+    assert!(!c.policies["p"].injection.enabled);
+
+    for (text, needle) in [
+        ("action = \"maybe\"", "policies[0].injection.action"),
+        ("user = { flag = 1.5 }", "policies[0].injection.user.flag"),
+        (
+            "user = { flag = 0.9, block = 0.5 }",
+            "policies[0].injection.user",
+        ),
+        ("user = { flg = 0.9 }", "flg"),
+    ] {
+        let e = build(&format!(
+            "[[policies]]\nname = \"p\"\n[policies.injection]\n{text}"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
 }

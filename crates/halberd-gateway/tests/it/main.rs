@@ -7,6 +7,7 @@ mod admin;
 mod edge;
 mod endpoints;
 mod errors;
+mod injection;
 mod limits;
 mod limits_redis;
 mod passthrough;

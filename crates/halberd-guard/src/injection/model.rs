@@ -1,0 +1,411 @@
+//! The statistical layer: two logistic-regression heads over hashed word
+//! unigrams and bigrams of the normalised text.
+//!
+//! - The *prompt* head reads a whole message: is this text, as a prompt, an
+//!   attack (jailbreak framing, override, adversarial suffix)?
+//! - The *segment* head reads one sentence or line at a time: does this piece
+//!   of a document address the model with an instruction or question? In a
+//!   user prompt that is normal; inside a tool result or retrieved document it
+//!   is an indirect injection (BIPIA's definition), so the segment head only
+//!   runs on untrusted parts.
+//!
+//! Tokens: runs of letters and digits, each CJK character alone, and runs of
+//! punctuation (which is how adversarial suffixes show). Features: token
+//! unigrams and bigrams, character 4-grams inside words (robust to inflection
+//! and misspelling), and buckets for length and mixed-punctuation density.
+//! Hashing needs no vocabulary; the weights are one array per head, quantised
+//! to i16 on disk. Scoring a 4 KiB prompt is one pass to tokenise and about
+//! one lookup per byte.
+
+use std::fmt;
+
+/// Log2 of the number of weight buckets per head.
+pub const BITS: u8 = 17;
+const MAGIC: &[u8; 6] = b"HBINJ\x01";
+/// A segment longer than this is scored in windows of this many tokens.
+pub const WINDOW: usize = 48;
+
+/// Tokens of a normalised text, with the token indices where sentences start.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    pub hashes: Vec<u64>,
+    /// Per token: 0 word, 1 CJK character, 2 punctuation of one kind (`...`),
+    /// 3 mixed punctuation (`]$.`, `<=`), which adversarial suffixes are full of.
+    pub kinds: Vec<u8>,
+    /// Character 4-gram hashes of the words (with word-boundary marks).
+    pub grams: Vec<u64>,
+    /// `grams_end[i]`: how many grams tokens `0..=i` have.
+    pub grams_end: Vec<u32>,
+    /// Start indices of segments (sentences or lines), ascending, first is 0.
+    pub breaks: Vec<usize>,
+}
+
+const fn fx(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
+}
+
+impl Tokens {
+    fn push(&mut self, hash: u64, kind: u8) {
+        self.hashes.push(hash);
+        self.kinds.push(kind);
+        self.grams_end.push(self.grams.len() as u32);
+    }
+
+    fn sentence_break(&mut self) {
+        if self.breaks.last() != Some(&self.hashes.len()) {
+            self.breaks.push(self.hashes.len());
+        }
+    }
+
+    /// Character 4-grams of a word, `^` and `$` marking its ends.
+    fn word_grams(&mut self, word: &[u8]) {
+        if word.len() < 3 {
+            return;
+        }
+        let mut window = [b'^', 0, 0, 0];
+        let bytes = word.iter().copied().chain(std::iter::once(b'$'));
+        for (k, b) in bytes.enumerate() {
+            window.rotate_left(1);
+            window[3] = b;
+            if k >= 2 {
+                self.grams
+                    .push(fx(5, u64::from(u32::from_le_bytes(window))));
+            }
+        }
+    }
+}
+
+/// Tokenises normalised text. Hashes include the token class, so a word and a
+/// punctuation run never collide by construction.
+pub fn tokenize(text: &str) -> Tokens {
+    let mut tokens = Tokens {
+        hashes: Vec::with_capacity(text.len() / 4),
+        kinds: Vec::with_capacity(text.len() / 4),
+        grams: Vec::with_capacity(text.len()),
+        grams_end: Vec::with_capacity(text.len() / 4),
+        breaks: vec![0],
+    };
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut sentence_end = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' || (b == b' ' && sentence_end) {
+            sentence_end = false;
+            tokens.sentence_break();
+            i += 1;
+            continue;
+        }
+        if b == b' ' || b == b'\t' || b == b'\r' {
+            i += 1;
+            continue;
+        }
+        // Classify the character at i.
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        let len = c.len_utf8();
+        if is_cjk(c) {
+            tokens.push(fx(3, c as u64), 1);
+            sentence_end = false;
+            i += len;
+            continue;
+        }
+        if matches!(c, '。' | '！' | '？') {
+            tokens.push(fx(4, c as u64), 2);
+            tokens.sentence_break();
+            i += len;
+            continue;
+        }
+        if c.is_whitespace() {
+            i += len;
+            continue;
+        }
+        let alnum = c.is_alphanumeric();
+        let start = i;
+        let mut h = fx(if alnum { 1 } else { 2 }, c as u64);
+        let mut count = 1;
+        let mut mixed = false;
+        let mut last = c;
+        i += len;
+        while i < bytes.len() {
+            let d = if bytes[i] < 0x80 {
+                bytes[i] as char
+            } else {
+                match text[i..].chars().next() {
+                    Some(d) => d,
+                    None => break,
+                }
+            };
+            if d.is_whitespace() || is_cjk(d) || d.is_alphanumeric() != alnum {
+                break;
+            }
+            if !alnum {
+                mixed |= d != last;
+            }
+            // Long punctuation runs (`=====`) hash as their first four.
+            if alnum || count < 4 {
+                h = fx(h, d as u64);
+            }
+            last = d;
+            count += 1;
+            i += d.len_utf8();
+        }
+        if alnum {
+            tokens.word_grams(&bytes[start..i]);
+            tokens.push(h, 0);
+            sentence_end = false;
+        } else {
+            tokens.push(h, if mixed { 3 } else { 2 });
+            sentence_end = matches!(last, '.' | '!' | '?' | ':' | ';');
+        }
+    }
+    tokens.breaks.retain(|&b| b < tokens.hashes.len().max(1));
+    tokens
+}
+
+/// Bucket of a count as a share of a total: 0, <2%, <5%, <10%, <20%, more.
+fn share_bucket(count: usize, total: usize) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    let per_mille = count * 1000 / total.max(1);
+    match per_mille {
+        0..20 => 1,
+        20..50 => 2,
+        50..100 => 3,
+        100..200 => 4,
+        _ => 5,
+    }
+}
+
+/// Feature buckets of the token range `start..end`: unigrams, bigrams, the
+/// words' character 4-grams, a length bucket, and how much mixed punctuation
+/// the range and its last 20 tokens hold.
+pub fn features(tokens: &Tokens, start: usize, end: usize, out: &mut Vec<u32>) {
+    out.clear();
+    let shift = 64 - BITS as u32;
+    let mut prev = 0x9e37_79b9_7f4a_7c15_u64;
+    let hashes = &tokens.hashes[start..end];
+    for &h in hashes {
+        out.push((fx(h, 11) >> shift) as u32);
+        out.push((fx(fx(prev, h), 13) >> shift) as u32);
+        prev = h;
+    }
+    let g0 = if start == 0 {
+        0
+    } else {
+        tokens.grams_end[start - 1] as usize
+    };
+    let g1 = if end == 0 {
+        0
+    } else {
+        tokens.grams_end[end - 1] as usize
+    };
+    for &g in &tokens.grams[g0..g1] {
+        out.push((fx(g, 17) >> shift) as u32);
+    }
+    let n = end - start;
+    let len_bucket = u64::from(usize::BITS - n.leading_zeros());
+    out.push((fx(0xfeed, len_bucket) >> shift) as u32);
+    let kinds = &tokens.kinds[start..end];
+    let mixed = kinds.iter().filter(|&&k| k == 3).count();
+    out.push((fx(0xbeef, share_bucket(mixed, n)) >> shift) as u32);
+    let tail = &kinds[n.saturating_sub(20)..];
+    let tail_mixed = tail.iter().filter(|&&k| k == 3).count();
+    out.push((fx(0xcafe, share_bucket(tail_mixed, tail.len())) >> shift) as u32);
+}
+
+/// One head: a bias and a weight per bucket.
+#[derive(Clone)]
+pub struct Head {
+    pub bias: f32,
+    pub weights: Vec<f32>,
+}
+
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Head")
+            .field("bias", &self.bias)
+            .field("buckets", &self.weights.len())
+            .finish()
+    }
+}
+
+impl Head {
+    pub fn zero() -> Head {
+        Head {
+            bias: 0.0,
+            weights: vec![0.0; 1 << BITS],
+        }
+    }
+
+    /// Log-odds for a feature list (features scaled by 1/sqrt(n)).
+    pub fn logit(&self, features: &[u32]) -> f32 {
+        if features.is_empty() {
+            return self.bias;
+        }
+        let scale = 1.0 / (features.len() as f32).sqrt();
+        let sum: f32 = features
+            .iter()
+            .map(|&b| self.weights.get(b as usize).copied().unwrap_or(0.0))
+            .sum();
+        self.bias + sum * scale
+    }
+}
+
+/// Both heads.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub prompt: Head,
+    pub segment: Head,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("injection model file: {0}")]
+pub struct ModelError(&'static str);
+
+impl Model {
+    /// The model trained by `halberd train-injection`, compiled in.
+    pub fn builtin() -> Result<Model, ModelError> {
+        Model::from_bytes(include_bytes!("../../models/injection.bin"))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 4 * (1 << BITS));
+        out.extend_from_slice(MAGIC);
+        out.push(BITS);
+        for head in [&self.prompt, &self.segment] {
+            let max = head.weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+            let scale = if max > 0.0 { max / 32767.0 } else { 1.0 };
+            out.extend_from_slice(&head.bias.to_le_bytes());
+            out.extend_from_slice(&scale.to_le_bytes());
+            for w in &head.weights {
+                let q = (w / scale).round().clamp(-32767.0, 32767.0) as i16;
+                out.extend_from_slice(&q.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
+        let rest = bytes.strip_prefix(MAGIC).ok_or(ModelError("bad magic"))?;
+        let (&bits, mut rest) = rest.split_first().ok_or(ModelError("truncated"))?;
+        if bits != BITS {
+            return Err(ModelError("bucket count differs from this build"));
+        }
+        let mut heads = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let n = 1usize << BITS;
+            if rest.len() < 8 + 2 * n {
+                return Err(ModelError("truncated"));
+            }
+            let f = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let bias = f(&rest[0..4]);
+            let scale = f(&rest[4..8]);
+            let weights = rest[8..8 + 2 * n]
+                .chunks_exact(2)
+                .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) * scale)
+                .collect();
+            heads.push(Head { bias, weights });
+            rest = &rest[8 + 2 * n..];
+        }
+        if !rest.is_empty() {
+            return Err(ModelError("trailing bytes"));
+        }
+        let segment = heads.pop().ok_or(ModelError("truncated"))?;
+        let prompt = heads.pop().ok_or(ModelError("truncated"))?;
+        Ok(Model { prompt, segment })
+    }
+}
+
+/// One training example for a head: its feature buckets and label.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub features: Vec<u32>,
+    pub attack: bool,
+}
+
+/// Training settings; the defaults are what the shipped model was trained with.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub learning_rate: f32,
+    pub l2: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            learning_rate: 2.0,
+            l2: 1e-6,
+            seed: 0x4841_4c42_4552_4421,
+        }
+    }
+}
+
+/// Logistic regression by SGD with classes weighted to balance, a shuffled
+/// order from a fixed seed, and a learning rate that decays per epoch: the same
+/// inputs give the same weights, bit for bit.
+pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
+    let mut head = Head::zero();
+    let positives = examples.iter().filter(|e| e.attack).count().max(1) as f32;
+    let negatives = examples.iter().filter(|e| !e.attack).count().max(1) as f32;
+    let total = positives + negatives;
+    let weight_pos = total / (2.0 * positives);
+    let weight_neg = total / (2.0 * negatives);
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let mut rng = config.seed | 1;
+    for epoch in 0..config.epochs {
+        // Fisher-Yates with xorshift64.
+        for i in (1..order.len()).rev() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            order.swap(i, (rng % (i as u64 + 1)) as usize);
+        }
+        let lr = config.learning_rate / (1.0 + epoch as f32);
+        for &i in &order {
+            let e = &examples[i];
+            let p = 1.0 / (1.0 + (-head.logit(&e.features)).exp());
+            let y = if e.attack { 1.0 } else { 0.0 };
+            let w = if e.attack { weight_pos } else { weight_neg };
+            let g = (p - y) * w;
+            let scale = 1.0 / (e.features.len().max(1) as f32).sqrt();
+            head.bias -= lr * g * 0.1;
+            for &b in &e.features {
+                let wb = &mut head.weights[b as usize];
+                *wb -= lr * (g * scale + config.l2 * *wb);
+            }
+        }
+    }
+    head
+}
+
+/// Token ranges of the segments of a text, long ones cut into windows.
+pub fn segments(tokens: &Tokens) -> Vec<(usize, usize)> {
+    let n = tokens.hashes.len();
+    let mut out = Vec::new();
+    for (k, &start) in tokens.breaks.iter().enumerate() {
+        let end = tokens.breaks.get(k + 1).copied().unwrap_or(n);
+        if end <= start {
+            continue;
+        }
+        let mut s = start;
+        loop {
+            let e = (s + WINDOW).min(end);
+            out.push((s, e));
+            if e == end {
+                break;
+            }
+            s += WINDOW / 2;
+        }
+    }
+    out
+}

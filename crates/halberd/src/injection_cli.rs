@@ -1,0 +1,352 @@
+//! `halberd eval --dataset FILE` and `halberd train-injection`.
+//!
+//! Dataset files are JSON Lines: `text`, `label` (`attack` or `benign`),
+//! optional `source` (metrics are printed per source) and optional
+//! `provenance` (`user`, the default; `document`, `tool` or `untrusted` for
+//! text from outside; `system` or `operator` for the operator's prompt), which
+//! picks the trust level and so the thresholds.
+//! `scripts/injection_dataset.py` builds the train and dev files from
+//! `../shared/data`.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use halberd_guard::injection::model::TrainConfig;
+use halberd_guard::injection::train::{Labeled, train};
+use halberd_guard::injection::{Detector, Trust, default_thresholds};
+use serde_json::Value;
+
+pub struct Item {
+    pub text: String,
+    /// Items of one group share a cross-validation fold.
+    pub group: u64,
+    pub attack: bool,
+    pub source: String,
+    pub trust: Trust,
+}
+
+pub fn trust_of(provenance: Option<&str>) -> Result<Trust> {
+    Ok(match provenance.unwrap_or("user") {
+        "user" => Trust::User,
+        "document" | "tool" | "untrusted" | "retrieved" => Trust::Untrusted,
+        "system" | "operator" | "developer" => Trust::Operator,
+        other => bail!("unknown provenance {other:?} (user, document, tool, system)"),
+    })
+}
+
+pub fn read_dataset(path: &Path) -> Result<Vec<Item>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut items = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let v: Value = serde_json::from_str(&line).with_context(at)?;
+        let text = v["text"]
+            .as_str()
+            .with_context(|| format!("{}: no string `text`", at()))?;
+        let attack = match v["label"].as_str() {
+            Some("attack") => true,
+            Some("benign") => false,
+            _ => bail!("{}: `label` must be \"attack\" or \"benign\"", at()),
+        };
+        let group = v["group"].as_str().unwrap_or(text);
+        items.push(Item {
+            group: group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            }),
+            text: text.to_string(),
+            attack,
+            source: v["source"].as_str().unwrap_or("all").to_string(),
+            trust: trust_of(v["provenance"].as_str()).with_context(at)?,
+        });
+    }
+    Ok(items)
+}
+
+#[derive(Default)]
+struct Tally {
+    attacks: usize,
+    benign: usize,
+    detected_attacks: usize,
+    detected_benign: usize,
+    blocked_attacks: usize,
+    blocked_benign: usize,
+}
+
+impl Tally {
+    fn add(&mut self, attack: bool, detected: bool, blocked: bool) {
+        if attack {
+            self.attacks += 1;
+            self.detected_attacks += usize::from(detected);
+            self.blocked_attacks += usize::from(blocked);
+        } else {
+            self.benign += 1;
+            self.detected_benign += usize::from(detected);
+            self.blocked_benign += usize::from(blocked);
+        }
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// ROC-AUC by the rank statistic (ties count half).
+fn roc_auc(scored: &[(f32, bool)]) -> Option<f64> {
+    let mut sorted: Vec<(f32, bool)> = scored.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let positives = sorted.iter().filter(|s| s.1).count();
+    let negatives = sorted.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
+            j += 1;
+        }
+        let average_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += average_rank * sorted[i..j].iter().filter(|s| s.1).count() as f64;
+        i = j;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+/// Runs the evaluation and prints the report. Returns the overall figures.
+pub fn eval(path: &Path, show_errors: usize) -> Result<()> {
+    let items = read_dataset(path)?;
+    if items.is_empty() {
+        bail!("{} holds no items", path.display());
+    }
+    let detector = Detector::shared();
+    // Warm up (lazy DFA caches, the shared detector) before timing.
+    for item in items.iter().take(20) {
+        detector.assess(&item.text, item.trust);
+    }
+    let mut overall = Tally::default();
+    let mut by_source: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut by_trust: BTreeMap<&str, Vec<(f32, bool)>> = BTreeMap::new();
+    let mut scored = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let mut bytes = 0usize;
+    let mut elapsed = std::time::Duration::ZERO;
+    for item in &items {
+        let started = Instant::now();
+        let assessment = detector.assess(&item.text, item.trust);
+        elapsed += started.elapsed();
+        bytes += item.text.len();
+        let thresholds = default_thresholds(item.trust);
+        let detected = thresholds.flag.is_some_and(|t| assessment.score >= t);
+        let blocked = thresholds.block.is_some_and(|t| assessment.score >= t);
+        overall.add(item.attack, detected, blocked);
+        by_source
+            .entry(item.source.clone())
+            .or_default()
+            .add(item.attack, detected, blocked);
+        by_trust
+            .entry(item.trust.as_str())
+            .or_default()
+            .push((assessment.score, item.attack));
+        scored.push((assessment.score, item.attack));
+        if show_errors > 0 && detected != item.attack {
+            errors.push((item, assessment));
+        }
+    }
+    let precision = ratio(
+        overall.detected_attacks,
+        overall.detected_attacks + overall.detected_benign,
+    );
+    let recall = ratio(overall.detected_attacks, overall.attacks);
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    println!(
+        "prompt-injection evaluation: {} ({} items)",
+        path.display(),
+        items.len()
+    );
+    println!(
+        "detected = score at or above the trust level's flag threshold; blocked = at or above its block threshold"
+    );
+    println!(
+        "overall: precision {precision:.3} recall {recall:.3} F1 {f1:.3} false-positive rate {:.4} ROC-AUC {}",
+        ratio(overall.detected_benign, overall.benign),
+        roc_auc(&scored).map_or("n/a".into(), |a| format!("{a:.4}")),
+    );
+    println!(
+        "blocked: attacks {:.3} benign {:.4}",
+        ratio(overall.blocked_attacks, overall.attacks),
+        ratio(overall.blocked_benign, overall.benign)
+    );
+    for (trust, scores) in &by_trust {
+        println!(
+            "ROC-AUC {trust}: {}",
+            roc_auc(scores).map_or("n/a (one class)".into(), |a| format!("{a:.4}"))
+        );
+    }
+    println!(
+        "{:<28} {:>6} {:>7} {:>9} {:>8}",
+        "source", "label", "items", "detected", "blocked"
+    );
+    for (source, t) in &by_source {
+        for (label, n, d, b) in [
+            ("attack", t.attacks, t.detected_attacks, t.blocked_attacks),
+            ("benign", t.benign, t.detected_benign, t.blocked_benign),
+        ] {
+            if n > 0 {
+                println!(
+                    "{source:<28} {label:>6} {n:>7} {:>9.3} {:>8.3}",
+                    ratio(d, n),
+                    ratio(b, n)
+                );
+            }
+        }
+    }
+    // The most confident mistakes first: benign with the highest scores,
+    // attacks with the lowest.
+    errors.sort_by(|a, b| {
+        let key = |(item, a): &(&Item, halberd_guard::injection::Assessment)| {
+            if item.attack { a.score } else { 1.0 - a.score }
+        };
+        key(a).total_cmp(&key(b))
+    });
+    for (item, assessment) in errors.iter().take(show_errors) {
+        let mut text: String = item.text.chars().take(160).collect();
+        text = text.replace('\n', " ");
+        println!(
+            "{} {:<20} {:.3} {:?} {text}",
+            if item.attack { "missed" } else { "false+" },
+            item.source,
+            assessment.score,
+            assessment.signals
+        );
+    }
+    let kib = bytes as f64 / 1024.0;
+    println!(
+        "scan time: {:.2} µs per KiB ({:.1} KiB in {:.1} ms, one thread, all layers)",
+        elapsed.as_secs_f64() * 1e6 / kib.max(f64::MIN_POSITIVE),
+        kib,
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Out-of-fold scores on the training file: train on all folds but one, score
+/// that one. Thresholds are chosen on these, never on the dev set.
+fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<()> {
+    use halberd_guard::injection::{Model, RuleSet};
+    let mut scored: Vec<(f32, &Item)> = Vec::with_capacity(items.len());
+    for fold in 0..folds {
+        let train_part: Vec<Labeled> = items
+            .iter()
+            .filter(|i| i.group % folds as u64 != fold as u64)
+            .map(labeled)
+            .collect();
+        let model: Model = train(&train_part, config);
+        let detector = Detector::new(RuleSet::builtin()?, model);
+        for item in items
+            .iter()
+            .filter(|i| i.group % folds as u64 == fold as u64)
+        {
+            scored.push((detector.assess(&item.text, item.trust).score, item));
+        }
+    }
+    println!("{folds}-fold out-of-fold thresholds (training file only):");
+    for trust in [Trust::User, Trust::Untrusted] {
+        let mut benign: Vec<f32> = scored
+            .iter()
+            .filter(|(_, i)| i.trust == trust && !i.attack)
+            .map(|(s, _)| *s)
+            .collect();
+        benign.sort_by(|a, b| b.total_cmp(a));
+        let attacks: Vec<f32> = scored
+            .iter()
+            .filter(|(_, i)| i.trust == trust && i.attack)
+            .map(|(s, _)| *s)
+            .collect();
+        for fpr in [0.001, 0.005, 0.01, 0.02, 0.05] {
+            // The lowest threshold whose false-positive rate is at most `fpr`.
+            let k = (fpr * benign.len() as f64).floor() as usize;
+            let threshold = benign.get(k).map_or(0.5, |s| s + 1e-4);
+            let recall = ratio(
+                attacks.iter().filter(|&&s| s >= threshold).count(),
+                attacks.len(),
+            );
+            println!(
+                "  {:<9} fpr<={fpr:<5} threshold {threshold:.4} recall {recall:.3} ({} benign, {} attacks)",
+                trust.as_str(),
+                benign.len(),
+                attacks.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn labeled(i: &Item) -> Labeled {
+    Labeled {
+        text: i.text.clone(),
+        attack: i.attack,
+        document: i.trust == Trust::Untrusted,
+        source: i.source.clone(),
+    }
+}
+
+/// Trains the model from a training file and writes the weights.
+pub fn train_command(
+    train_file: &Path,
+    out: &Path,
+    folds: usize,
+    config: TrainConfig,
+) -> Result<()> {
+    let items = read_dataset(train_file)?;
+    if folds > 1 {
+        cross_validate(&items, folds, config)?;
+    }
+    let labeled: Vec<Labeled> = items.iter().map(labeled).collect();
+    let started = Instant::now();
+    let model = train(&labeled, config);
+    let bytes = model.to_bytes();
+    std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "trained on {} items in {:.1} s; wrote {} ({} bytes)",
+        labeled.len(),
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_of_perfect_random_and_inverted_rankings() {
+        assert_eq!(roc_auc(&[(0.1, false), (0.9, true)]), Some(1.0));
+        assert_eq!(roc_auc(&[(0.9, false), (0.1, true)]), Some(0.0));
+        assert_eq!(roc_auc(&[(0.5, false), (0.5, true)]), Some(0.5));
+        assert_eq!(roc_auc(&[(0.5, true)]), None);
+    }
+
+    #[test]
+    fn provenance_names_map_to_trust() {
+        assert_eq!(trust_of(None).ok(), Some(Trust::User));
+        assert_eq!(trust_of(Some("tool")).ok(), Some(Trust::Untrusted));
+        assert_eq!(trust_of(Some("system")).ok(), Some(Trust::Operator));
+        assert!(trust_of(Some("martian")).is_err());
+    }
+}
