@@ -284,7 +284,7 @@ pub fn default_thresholds(trust: Trust) -> Thresholds {
             block: None,
         },
         Trust::User => Thresholds {
-            flag: Some(0.62),
+            flag: Some(0.73),
             block: Some(0.95),
         },
         Trust::Untrusted => Thresholds {

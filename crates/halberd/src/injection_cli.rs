@@ -263,23 +263,43 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
             scored.push((detector.assess(&item.text, item.trust).score, item));
         }
     }
-    println!("{folds}-fold out-of-fold thresholds (training file only):");
+    println!(
+        "{folds}-fold out-of-fold thresholds (training file only; the false-positive rate is \
+         that of the worst benign source with at least 50 items):"
+    );
     for trust in [Trust::User, Trust::Untrusted] {
-        let mut benign: Vec<f32> = scored
+        let benign: Vec<(f32, &str)> = scored
             .iter()
             .filter(|(_, i)| i.trust == trust && !i.attack)
-            .map(|(s, _)| *s)
+            .map(|(s, i)| (*s, i.source.as_str()))
             .collect();
-        benign.sort_by(|a, b| b.total_cmp(a));
         let attacks: Vec<f32> = scored
             .iter()
             .filter(|(_, i)| i.trust == trust && i.attack)
             .map(|(s, _)| *s)
             .collect();
+        let mut sources: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+        for (score, source) in &benign {
+            sources.entry(source).or_default().push(*score);
+        }
+        sources.retain(|_, v| v.len() >= 50);
+        let mut candidates: Vec<f32> = benign.iter().map(|(s, _)| s + 1e-4).collect();
+        candidates.push(0.5);
+        candidates.sort_by(f32::total_cmp);
         for fpr in [0.001, 0.005, 0.01, 0.02, 0.05] {
-            // The lowest threshold whose false-positive rate is at most `fpr`.
-            let k = (fpr * benign.len() as f64).floor() as usize;
-            let threshold = benign.get(k).map_or(0.5, |s| s + 1e-4);
+            // The lowest threshold at which no source's false-positive rate
+            // exceeds `fpr`.
+            let worst = |t: f32| {
+                sources
+                    .values()
+                    .map(|v| ratio(v.iter().filter(|&&s| s >= t).count(), v.len()))
+                    .fold(0.0, f64::max)
+            };
+            let threshold = candidates
+                .iter()
+                .copied()
+                .find(|&t| worst(t) <= fpr)
+                .unwrap_or(1.0);
             let recall = ratio(
                 attacks.iter().filter(|&&s| s >= threshold).count(),
                 attacks.len(),

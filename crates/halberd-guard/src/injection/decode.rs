@@ -75,6 +75,10 @@ fn find(text: &str, depth: u8, out: &mut Vec<Payload>, budget: &mut usize) {
         while i < bytes.len() && is_token_byte(bytes[i]) {
             i += 1;
         }
+        if i - start < 12 {
+            // Shorter than any payload this module decodes.
+            continue;
+        }
         let token = &text[start..i];
         if let Some((encoding, decoded, is_text)) = decode_token(token)
             && decoded.len() <= *budget
@@ -180,44 +184,48 @@ fn readable(s: &str) -> bool {
 }
 
 /// Common English words: a line whose rot13 holds many more of them than the
-/// line itself is a rot13 payload.
-const COMMON: &[&str] = &[
-    "the",
-    "and",
-    "you",
-    "your",
-    "to",
-    "of",
-    "a",
-    "is",
-    "are",
-    "all",
-    "in",
-    "that",
-    "it",
-    "for",
-    "this",
-    "with",
-    "not",
-    "be",
-    "or",
-    "on",
-    "now",
-    "what",
-    "how",
-    "me",
-    "tell",
-    "ignore",
-    "previous",
-    "instructions",
-    "say",
-    "write",
-    "print",
-    "reveal",
-    "system",
-    "prompt",
-    "secret",
-];
+/// line itself is a rot13 payload. A `match` compiles to a decision tree on
+/// length and bytes, not a scan of a list.
+fn is_common(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"the"
+            | b"and"
+            | b"you"
+            | b"your"
+            | b"to"
+            | b"of"
+            | b"a"
+            | b"is"
+            | b"are"
+            | b"all"
+            | b"in"
+            | b"that"
+            | b"it"
+            | b"for"
+            | b"this"
+            | b"with"
+            | b"not"
+            | b"be"
+            | b"or"
+            | b"on"
+            | b"now"
+            | b"what"
+            | b"how"
+            | b"me"
+            | b"tell"
+            | b"ignore"
+            | b"previous"
+            | b"instructions"
+            | b"say"
+            | b"write"
+            | b"print"
+            | b"reveal"
+            | b"system"
+            | b"prompt"
+            | b"secret"
+    )
+}
 
 fn common_words(s: &str) -> usize {
     let mut count = 0;
@@ -229,9 +237,7 @@ fn common_words(s: &str) -> usize {
         let lower = &mut buf[..word.len()];
         lower.copy_from_slice(word.as_bytes());
         lower.make_ascii_lowercase();
-        if COMMON.iter().any(|c| c.as_bytes() == &*lower) {
-            count += 1;
-        }
+        count += usize::from(is_common(lower));
     }
     count
 }
@@ -253,8 +259,22 @@ fn rot13_payload(text: &str) -> Option<Payload> {
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
+        // English has about twice as many `e` as `r`; rot13 swaps them. Lines
+        // that fail this byte count are not read word by word.
+        let (mut e, mut r, mut letters) = (0usize, 0usize, 0usize);
+        for &b in line.as_bytes() {
+            match b | 0x20 {
+                b'e' => e += 1,
+                b'r' => r += 1,
+                _ => {}
+            }
+            letters += usize::from(b.is_ascii_alphabetic());
+        }
+        if letters < 16 || r <= e || !line.is_ascii() {
+            continue;
+        }
         let words = line.split_whitespace().count();
-        if words < 4 || !line.is_ascii() {
+        if words < 4 {
             continue;
         }
         let plain = common_words(line);

@@ -66,14 +66,13 @@ impl Tokens {
         if word.len() < 3 {
             return;
         }
-        let mut window = [b'^', 0, 0, 0];
+        // The last four bytes, oldest in the high byte; `^` marks the start.
+        let mut window = u32::from(b'^');
         let bytes = word.iter().copied().chain(std::iter::once(b'$'));
         for (k, b) in bytes.enumerate() {
-            window.rotate_left(1);
-            window[3] = b;
+            window = (window << 8) | u32::from(b);
             if k >= 2 {
-                self.grams
-                    .push(fx(5, u64::from(u32::from_le_bytes(window))));
+                self.grams.push(fx(5, u64::from(window)));
             }
         }
     }

@@ -99,6 +99,68 @@ impl Normalized {
 
 /// Normalises `text` (see the module documentation).
 pub fn normalize(text: &str) -> Normalized {
+    ascii_fast_path(text).unwrap_or_else(|| normalize_general(text))
+}
+
+/// ASCII text with nothing for the word folds to do (no digit running into a
+/// letter, no lone letters spaced out) only needs lower case and whitespace
+/// collapsed: one pass over the bytes. Gives exactly what the general path
+/// gives (a property test checks it).
+fn ascii_fast_path(text: &str) -> Option<Normalized> {
+    let bytes = text.as_bytes();
+    if !bytes.is_ascii() {
+        return None;
+    }
+    // Pad so the window below sees every position; the pads are not letters.
+    let at = |k: usize| bytes.get(k).copied().unwrap_or(b' ');
+    let mut prev = b' ';
+    for (i, &b) in bytes.iter().enumerate() {
+        let next = at(i + 1);
+        if b.is_ascii_digit() && next.is_ascii_alphabetic() {
+            return None;
+        }
+        if b.is_ascii_alphabetic()
+            && !prev.is_ascii_alphanumeric()
+            && is_separator(next as char)
+            && at(i + 2).is_ascii_alphabetic()
+            && !at(i + 3).is_ascii_alphanumeric()
+        {
+            return None;
+        }
+        prev = b;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut map = Vec::with_capacity(bytes.len() + 1);
+    let mut pending: Option<(u8, u32)> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'\t'..=b'\r' | b' ') {
+            let newline = b == b'\n' || b == b'\r';
+            pending = match pending {
+                Some((_, o)) if newline => Some((b'\n', o)),
+                Some(p) => Some(p),
+                None => Some((if newline { b'\n' } else { b' ' }, i as u32)),
+            };
+            continue;
+        }
+        if let Some((space, o)) = pending.take()
+            && !out.is_empty()
+        {
+            out.push(space);
+            map.push(o);
+        }
+        out.push(b.to_ascii_lowercase());
+        map.push(i as u32);
+    }
+    map.push(text.len() as u32);
+    let text = String::from_utf8(out).ok()?;
+    Some(Normalized {
+        text,
+        map,
+        obfuscation: Obfuscation::default(),
+    })
+}
+
+fn normalize_general(text: &str) -> Normalized {
     let mut obfuscation = Obfuscation::default();
     // Pass 1: characters.
     let mut chars: Vec<(char, u32)> = Vec::with_capacity(text.len());
@@ -420,6 +482,27 @@ mod tests {
         assert_eq!(norm("I.G.N.O.R.E the rules"), "ignore the rules");
         assert_eq!(norm("a b c"), "a b c");
         assert_eq!(norm("vitamin a b c and d"), "vitamin a b c and d");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t]{0,40}") {
+            if let Some(fast) = ascii_fast_path(&s) {
+                let general = normalize_general(&s);
+                proptest::prop_assert_eq!(&fast.text, &general.text);
+                proptest::prop_assert_eq!(&fast.map, &general.map);
+                proptest::prop_assert_eq!(fast.obfuscation, general.obfuscation);
+            }
+        }
+
+        #[test]
+        fn spans_stay_inside_the_original(s in "\\PC{0,60}") {
+            let n = normalize(&s);
+            for end in 0..=n.text.len() {
+                let (a, b) = n.original_span(0, end);
+                proptest::prop_assert!(a <= b && b <= s.len());
+            }
+        }
     }
 
     #[test]

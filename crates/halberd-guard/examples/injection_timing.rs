@@ -1,0 +1,48 @@
+//! Per-layer time of prompt-injection detection on a 4 KiB prompt, in
+//! nanoseconds per byte, without a benchmark harness (quick checks while
+//! tuning; the criterion bench `injection` is the reference).
+#![allow(clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use halberd_guard::injection::{Detector, Trust, decode, model, normalize};
+
+fn main() {
+    let paragraph = "I am planning a small vegetable garden behind our house and would like some advice. The plot is about four by six metres, gets sun from late morning until evening, and the soil is heavy clay that stays wet after rain. Could you suggest a layout? ";
+    let mut text = paragraph.repeat(4096 / paragraph.len() + 1);
+    text.truncate(4096);
+    let detector = Detector::shared();
+    let normalized = normalize(&text).text;
+    let n = 20_000;
+    let time = |name: &str, f: &dyn Fn()| {
+        let started = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        let per = started.elapsed().as_secs_f64() / f64::from(n);
+        println!(
+            "{name:<20} {:>8.2} µs  {:>6.2} ns/byte",
+            per * 1e6,
+            per * 1e9 / text.len() as f64
+        );
+    };
+    time("normalize", &|| {
+        black_box(normalize(black_box(&text)));
+    });
+    time("rules", &|| {
+        black_box(detector.rules().scan(black_box(&normalized)));
+    });
+    time("decode", &|| {
+        black_box(decode::payloads(black_box(&text)));
+    });
+    time("tokenize", &|| {
+        black_box(model::tokenize(black_box(&normalized)));
+    });
+    time("assess user", &|| {
+        black_box(detector.assess(black_box(&text), Trust::User));
+    });
+    time("assess untrusted", &|| {
+        black_box(detector.assess(black_box(&text), Trust::Untrusted));
+    });
+}
