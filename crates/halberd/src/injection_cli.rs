@@ -123,7 +123,7 @@ fn roc_auc(scored: &[(f32, bool)]) -> Option<f64> {
 }
 
 /// Runs the evaluation and prints the report. Returns the overall figures.
-pub fn eval(path: &Path, show_errors: usize) -> Result<()> {
+pub fn eval(path: &Path, show_errors: usize, fail_under: Option<f64>) -> Result<()> {
     let items = read_dataset(path)?;
     if items.is_empty() {
         bail!("{} holds no items", path.display());
@@ -240,6 +240,11 @@ pub fn eval(path: &Path, show_errors: usize) -> Result<()> {
         kib,
         elapsed.as_secs_f64() * 1e3
     );
+    if let Some(min) = fail_under
+        && f1 < min
+    {
+        bail!("overall F1 {f1:.3} is below {min}");
+    }
     Ok(())
 }
 

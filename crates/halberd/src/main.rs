@@ -68,7 +68,8 @@ enum Command {
         /// The data directory holding the public data sets.
         #[arg(long, default_value = "../shared/data")]
         data: PathBuf,
-        /// Fail when any structured PII type scores an F1 below this.
+        /// Fail when any structured PII type (with --sensitive), or the
+        /// overall detection (with --dataset), scores an F1 below this.
         #[arg(long)]
         fail_under: Option<f64>,
     },
@@ -283,7 +284,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => match (sensitive, dataset) {
             (true, _) => eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}")),
             (false, Some(dataset)) => {
-                injection_cli::eval(&dataset, show_errors).map_err(|e| format!("{e:#}"))
+                injection_cli::eval(&dataset, show_errors, fail_under).map_err(|e| format!("{e:#}"))
             }
             (false, None) => Err(
                 "choose what to evaluate: --sensitive, or --dataset FILE for prompt injection"
