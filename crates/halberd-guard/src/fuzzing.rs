@@ -47,3 +47,45 @@ pub fn stream_redactor(data: &[u8]) {
     streamed.push_str(&redactor.finish().unwrap_or_default());
     assert_eq!(streamed, batch);
 }
+
+/// The prompt-injection layers on arbitrary text (invalid UTF-8 replaced): the
+/// normalised copy maps every byte to an earlier-or-equal original offset in
+/// order; decoded payloads are bounded in number and size and sit on character
+/// boundaries; the score is a number in [0, 1]; every evidence span is a valid
+/// span of the input, at every trust level.
+pub fn injection(data: &[u8]) {
+    use crate::injection::{Detector, Trust, decode, normalize};
+    let text = String::from_utf8_lossy(data);
+    let normalized = normalize(&text);
+    let mut last = 0;
+    for end in 0..=normalized.text.len() {
+        let (s, e) = normalized.original_span(0, end);
+        assert!(s <= e && e <= text.len(), "span {s}..{e} of {}", text.len());
+        assert!(e >= last, "spans shrink");
+        last = e;
+    }
+    let payloads = decode::payloads(&text);
+    assert!(payloads.len() <= decode::MAX_PAYLOADS);
+    let decoded: usize = payloads.iter().map(|p| p.text.len()).sum();
+    assert!(
+        decoded <= 2 * text.len() + 64,
+        "decoded {decoded} of {}",
+        text.len()
+    );
+    for p in &payloads {
+        assert!(p.start <= p.end && p.end <= text.len());
+        assert!(text.is_char_boundary(p.start) && text.is_char_boundary(p.end));
+    }
+    let detector = Detector::shared();
+    for trust in [Trust::Operator, Trust::User, Trust::Untrusted] {
+        let a = detector.assess(&text, trust);
+        assert!((0.0..=1.0).contains(&a.score), "score {}", a.score);
+        for e in &a.evidence {
+            assert!(e.start <= e.end && e.end <= text.len(), "{e:?}");
+            assert!(
+                text.is_char_boundary(e.start) && text.is_char_boundary(e.end),
+                "{e:?}"
+            );
+        }
+    }
+}

@@ -243,3 +243,15 @@ fn training_is_deterministic_and_learns() {
             < 0.5
     );
 }
+
+proptest::proptest! {
+    #[test]
+    fn every_layer_holds_on_any_bytes(data in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..400)) {
+        crate::fuzzing::injection(&data);
+    }
+
+    #[test]
+    fn every_layer_holds_on_any_text(text in "\\PC{0,200}") {
+        crate::fuzzing::injection(text.as_bytes());
+    }
+}
