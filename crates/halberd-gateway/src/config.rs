@@ -79,6 +79,15 @@ pub struct InjectionFile {
     pub user: ThresholdFile,
     pub untrusted: ThresholdFile,
     pub operator: ThresholdFile,
+    /// Add a per-request canary to the system prompt; seeing it in a response
+    /// means the system prompt leaked.
+    pub canary: bool,
+    /// What a leaked canary does to the response: `block` (default: the
+    /// response ends with an error), `flag` (passes; logged) or `redact`.
+    pub canary_leak: Option<String>,
+    /// Wrap tool results and documents in per-request random delimiters and
+    /// tell the model, in the system prompt, that text inside them is data.
+    pub spotlight: bool,
 }
 
 /// Flag and block thresholds of one trust level.
@@ -269,6 +278,8 @@ pub struct InjectionPolicy {
     pub operator: halberd_guard::injection::Thresholds,
     pub user: halberd_guard::injection::Thresholds,
     pub untrusted: halberd_guard::injection::Thresholds,
+    pub canary: bool,
+    pub spotlight: bool,
 }
 
 impl InjectionPolicy {
@@ -280,6 +291,8 @@ impl InjectionPolicy {
             operator: default_thresholds(Trust::Operator),
             user: default_thresholds(Trust::User),
             untrusted: default_thresholds(Trust::Untrusted),
+            canary: false,
+            spotlight: false,
         }
     }
 
@@ -302,7 +315,10 @@ impl GuardPolicy {
         GuardPolicy {
             name: "default".into(),
             sensitive_input: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
-            sensitive_output: std::sync::Arc::new(halberd_guard::sensitive::Policy::redact_all()),
+            sensitive_output: std::sync::Arc::new(with_canary_leak(
+                halberd_guard::sensitive::Policy::redact_all(),
+                halberd_guard::sensitive::Action::Block,
+            )),
             content: ContentLimits::default(),
             injection: InjectionPolicy::builtin_default(),
         }
@@ -653,7 +669,24 @@ fn build_policies(
         let policy = GuardPolicy {
             name: p.name.clone(),
             sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
-            sensitive_output: std::sync::Arc::new(compile("output", &p.sensitive.output)?),
+            sensitive_output: std::sync::Arc::new({
+                let output = compile("output", &p.sensitive.output)?;
+                if p.sensitive.output.contains_key(CANARY_FAMILY) {
+                    output
+                } else {
+                    let leak = p.injection.canary_leak.as_deref().unwrap_or("block");
+                    let action = match Action::parse(leak) {
+                        Some(a @ (Action::Block | Action::Flag | Action::Redact)) => a,
+                        _ => {
+                            return Err(err(
+                                format!("{at}.injection.canary_leak"),
+                                format!("unknown action {leak:?} (block, flag or redact)"),
+                            ));
+                        }
+                    };
+                    with_canary_leak(output, action)
+                }
+            }),
             content: p.content,
             injection: build_injection(&format!("{at}.injection"), &p.injection)?,
         };
@@ -665,9 +698,26 @@ fn build_policies(
     Ok(policies)
 }
 
+/// The sensitive-output name of the canary family.
+const CANARY_FAMILY: &str = "secret:halberd_canary";
+
+/// A leaked canary is a leaked system prompt: the output policy acts on the
+/// canary family as the injection policy says, unless the sensitive output map
+/// names the family itself.
+fn with_canary_leak(
+    mut policy: halberd_guard::sensitive::Policy,
+    action: halberd_guard::sensitive::Action,
+) -> halberd_guard::sensitive::Policy {
+    // The family exists in the rule table (a test checks it), so this cannot fail.
+    let _ = policy.set(CANARY_FAMILY, action.name());
+    policy
+}
+
 fn build_injection(at: &str, file: &InjectionFile) -> Result<InjectionPolicy, ConfigError> {
     use halberd_guard::injection::Thresholds;
     let mut policy = InjectionPolicy::builtin_default();
+    policy.canary = file.canary;
+    policy.spotlight = file.spotlight;
     let never_block = match file.action.as_deref().unwrap_or("block") {
         "block" => false,
         "flag" => true,

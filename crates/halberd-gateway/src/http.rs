@@ -206,6 +206,15 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
                 .emit();
             }
         })?;
+    let transformed = inspect_injection::transform(&policy.injection, &mut value, &exchange)?;
+    if transformed.canary.is_some() || transformed.spotlit > 0 {
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            canary = transformed.canary.is_some(),
+            spotlit = transformed.spotlit,
+            "injection transforms applied"
+        );
+    }
     let route = route::route(&app.config, &key, &exchange)?;
     let anthropic =
         app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;

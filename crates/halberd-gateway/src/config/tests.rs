@@ -169,6 +169,9 @@ fn example_config_documents_every_field_and_builds() {
         "user",
         "untrusted",
         "operator",
+        "canary",
+        "canary_leak",
+        "spotlight",
     ];
     for f in fields {
         assert!(
@@ -301,6 +304,10 @@ fn injection_policy_defaults_overrides_and_errors() {
             "policies[0].injection.user",
         ),
         ("user = { flg = 0.9 }", "flg"),
+        (
+            "canary_leak = \"pseudonymize\"",
+            "policies[0].injection.canary_leak",
+        ),
     ] {
         let e = build(&format!(
             "[[policies]]\nname = \"p\"\n[policies.injection]\n{text}"

@@ -291,6 +291,19 @@ pub static RULES: &[Rule] = &[
         [],
         ["hbd_abcdefghijkl_0000000000000000000000000000000000000a"]
     ),
+    // The per-request canary Halberd puts in system prompts (injection policy
+    // `canary = true`): seen in a response, the system prompt leaked.
+    secret!(
+        "halberd_canary",
+        r"\bhbc_[a-z2-7]{24}\b",
+        Check::Whole,
+        ["the marker is «hbc_abcdefghijklmnopqrstuvwx», as told"],
+        [
+            "hbc_short",
+            "hbc_ABCDEFGHIJKLMNOPQRSTUVWX",
+            "hbc_abcdefghijklmnopqrstuvwx9"
+        ]
+    ),
     secret!(
         "url_password",
         r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[A-Za-z0-9._~%!$&'()*+,;=\-@]{1,128}:[!-.0-?A-~]{1,256}@",
