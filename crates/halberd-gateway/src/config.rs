@@ -296,6 +296,38 @@ impl InjectionPolicy {
         }
     }
 
+    /// `off`, or the thresholds per trust level and the transforms:
+    /// `user flag>=0.73 block>=0.95, untrusted …, canary, spotlight`.
+    pub fn describe(&self) -> String {
+        use halberd_guard::injection::Trust;
+        if !self.enabled {
+            return "off".into();
+        }
+        let mut parts: Vec<String> = [Trust::Operator, Trust::User, Trust::Untrusted]
+            .into_iter()
+            .map(|trust| {
+                let t = self.thresholds(trust);
+                let show = |what: &str, v: Option<f32>| match v {
+                    Some(v) => format!(" {what}>={v}"),
+                    None => format!(" {what}=never"),
+                };
+                format!(
+                    "{}{}{}",
+                    trust.as_str(),
+                    show("flag", t.flag),
+                    show("block", t.block)
+                )
+            })
+            .collect();
+        if self.canary {
+            parts.push("canary".into());
+        }
+        if self.spotlight {
+            parts.push("spotlight".into());
+        }
+        parts.join(", ")
+    }
+
     pub fn thresholds(
         &self,
         trust: halberd_guard::injection::Trust,
@@ -936,12 +968,13 @@ impl Config {
             m.insert(
                 "policies",
                 format!(
-                    "{}{name}: sensitive input [{}], sensitive output [{}]",
+                    "{}{name}: sensitive input [{}], sensitive output [{}], injection [{}]",
                     m.get("policies")
                         .map(|p| format!("{p}; "))
                         .unwrap_or_default(),
                     render(&policy.sensitive_input),
                     render(&policy.sensitive_output),
+                    policy.injection.describe(),
                 ),
             );
         }

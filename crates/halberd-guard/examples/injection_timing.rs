@@ -30,6 +30,13 @@ fn main() {
     time("normalize", &|| {
         black_box(normalize(black_box(&text)));
     });
+    let simple = "hello world ".repeat(342);
+    time("normalize simple", &|| {
+        black_box(normalize(black_box(&simple)));
+    });
+    time("copy+lowercase", &|| {
+        black_box(black_box(&text).to_ascii_lowercase());
+    });
     time("rules", &|| {
         black_box(detector.rules().scan(black_box(&normalized)));
     });

@@ -293,8 +293,15 @@ fn injection_policy_defaults_overrides_and_errors() {
     assert_eq!(p.untrusted.block, None);
     assert_eq!(p.user.flag, default_thresholds(Trust::User).flag);
 
-    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"off\"").unwrap();
+    let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"off\"\n[[policies]]\nname = \"q\"\n[policies.injection]\ncanary = true\nspotlight = true").unwrap();
     assert!(!c.policies["p"].injection.enabled);
+    let described = &c.describe()["policies"];
+    assert!(described.contains("p: sensitive input"), "{described}");
+    assert!(described.contains("injection [off]"), "{described}");
+    assert!(
+        described.contains("injection [operator flag>=0.98 block=never, user flag>=0.73 block>=0.95, untrusted flag>=0.75 block>=0.9, canary, spotlight]"),
+        "{described}"
+    );
 
     for (text, needle) in [
         ("action = \"maybe\"", "policies[0].injection.action"),

@@ -219,27 +219,38 @@ pub fn features(tokens: &Tokens, start: usize, end: usize, out: &mut Vec<u32>) {
     out.push((fx(0xcafe, share_bucket(tail_mixed, tail.len())) >> shift) as u32);
 }
 
-/// One head: a bias and a weight per bucket.
+/// One head: a bias and a weight per bucket, quantised to i16 (`weight =
+/// q × scale`), in memory as on disk: 256 KiB per head stays in cache better
+/// than floats, and the sum of integers is exact.
 #[derive(Clone)]
 pub struct Head {
     pub bias: f32,
-    pub weights: Vec<f32>,
+    pub scale: f32,
+    pub weights: Vec<i16>,
 }
 
 impl fmt::Debug for Head {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Head")
             .field("bias", &self.bias)
+            .field("scale", &self.scale)
             .field("buckets", &self.weights.len())
             .finish()
     }
 }
 
 impl Head {
-    pub fn zero() -> Head {
+    /// Quantises float weights: the largest magnitude maps to 32767.
+    pub fn quantize(bias: f32, weights: &[f32]) -> Head {
+        let max = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+        let scale = if max > 0.0 { max / 32767.0 } else { 1.0 };
         Head {
-            bias: 0.0,
-            weights: vec![0.0; 1 << BITS],
+            bias,
+            scale,
+            weights: weights
+                .iter()
+                .map(|w| (w / scale).round().clamp(-32767.0, 32767.0) as i16)
+                .collect(),
         }
     }
 
@@ -248,12 +259,11 @@ impl Head {
         if features.is_empty() {
             return self.bias;
         }
-        let scale = 1.0 / (features.len() as f32).sqrt();
-        let sum: f32 = features
+        let sum: i64 = features
             .iter()
-            .map(|&b| self.weights.get(b as usize).copied().unwrap_or(0.0))
+            .map(|&b| i64::from(self.weights.get(b as usize).copied().unwrap_or(0)))
             .sum();
-        self.bias + sum * scale
+        self.bias + sum as f32 * self.scale / (features.len() as f32).sqrt()
     }
 }
 
@@ -279,12 +289,9 @@ impl Model {
         out.extend_from_slice(MAGIC);
         out.push(BITS);
         for head in [&self.prompt, &self.segment] {
-            let max = head.weights.iter().fold(0f32, |m, w| m.max(w.abs()));
-            let scale = if max > 0.0 { max / 32767.0 } else { 1.0 };
             out.extend_from_slice(&head.bias.to_le_bytes());
-            out.extend_from_slice(&scale.to_le_bytes());
-            for w in &head.weights {
-                let q = (w / scale).round().clamp(-32767.0, 32767.0) as i16;
+            out.extend_from_slice(&head.scale.to_le_bytes());
+            for q in &head.weights {
                 out.extend_from_slice(&q.to_le_bytes());
             }
         }
@@ -308,9 +315,13 @@ impl Model {
             let scale = f(&rest[4..8]);
             let weights = rest[8..8 + 2 * n]
                 .chunks_exact(2)
-                .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) * scale)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
                 .collect();
-            heads.push(Head { bias, weights });
+            heads.push(Head {
+                bias,
+                scale,
+                weights,
+            });
             rest = &rest[8 + 2 * n..];
         }
         if !rest.is_empty() {
@@ -353,7 +364,16 @@ impl Default for TrainConfig {
 /// order from a fixed seed, and a learning rate that decays per epoch: the same
 /// inputs give the same weights, bit for bit.
 pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
-    let mut head = Head::zero();
+    let mut bias = 0f32;
+    let mut weights = vec![0f32; 1 << BITS];
+    let logit = |bias: f32, weights: &[f32], features: &[u32]| {
+        if features.is_empty() {
+            return bias;
+        }
+        let scale = 1.0 / (features.len() as f32).sqrt();
+        let sum: f32 = features.iter().map(|&b| weights[b as usize]).sum();
+        bias + sum * scale
+    };
     let positives = examples.iter().filter(|e| e.attack).count().max(1) as f32;
     let negatives = examples.iter().filter(|e| !e.attack).count().max(1) as f32;
     let total = positives + negatives;
@@ -372,19 +392,19 @@ pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
         let lr = config.learning_rate / (1.0 + epoch as f32);
         for &i in &order {
             let e = &examples[i];
-            let p = 1.0 / (1.0 + (-head.logit(&e.features)).exp());
+            let p = 1.0 / (1.0 + (-logit(bias, &weights, &e.features)).exp());
             let y = if e.attack { 1.0 } else { 0.0 };
             let w = if e.attack { weight_pos } else { weight_neg };
             let g = (p - y) * w;
             let scale = 1.0 / (e.features.len().max(1) as f32).sqrt();
-            head.bias -= lr * g * 0.1;
+            bias -= lr * g * 0.1;
             for &b in &e.features {
-                let wb = &mut head.weights[b as usize];
+                let wb = &mut weights[b as usize];
                 *wb -= lr * (g * scale + config.l2 * *wb);
             }
         }
     }
-    head
+    Head::quantize(bias, &weights)
 }
 
 /// Token ranges of the segments of a text, long ones cut into windows.

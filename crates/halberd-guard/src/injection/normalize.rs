@@ -111,47 +111,63 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     if !bytes.is_ascii() {
         return None;
     }
-    // Pad so the window below sees every position; the pads are not letters.
-    let at = |k: usize| bytes.get(k).copied().unwrap_or(b' ');
-    let mut prev = b' ';
-    for (i, &b) in bytes.iter().enumerate() {
-        let next = at(i + 1);
-        if b.is_ascii_digit() && next.is_ascii_alphabetic() {
+    // A sliding window of four bytes, padded with spaces at the end (which
+    // are neither letters nor digits).
+    let (mut prev, mut b0, mut b1, mut b2) = (b' ', b' ', b' ', b' ');
+    let mut rest = bytes.iter().copied().chain([b' '; 3]);
+    for slot in [&mut b0, &mut b1, &mut b2] {
+        *slot = rest.next().unwrap_or(b' ');
+    }
+    for b3 in rest {
+        if b0.is_ascii_digit() && b1.is_ascii_alphabetic() {
             return None;
         }
-        if b.is_ascii_alphabetic()
+        if b0.is_ascii_alphabetic()
             && !prev.is_ascii_alphanumeric()
-            && is_separator(next as char)
-            && at(i + 2).is_ascii_alphabetic()
-            && !at(i + 3).is_ascii_alphanumeric()
+            && is_separator(b1 as char)
+            && b2.is_ascii_alphabetic()
+            && !b3.is_ascii_alphanumeric()
         {
             return None;
         }
-        prev = b;
+        (prev, b0, b1, b2) = (b0, b1, b2, b3);
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut map = Vec::with_capacity(bytes.len() + 1);
-    let mut pending: Option<(u8, u32)> = None;
+    // Written by index into buffers sized for the worst case: no capacity
+    // checks in the loop.
+    let mut out = vec![0u8; bytes.len()];
+    let mut map = vec![0u32; bytes.len() + 1];
+    let mut k = 0;
+    // A whitespace run pending output: 0 none, else b' ' or b'\n', and the
+    // offset of the run's first byte.
+    let (mut pending, mut pending_at) = (0u8, 0u32);
     for (i, &b) in bytes.iter().enumerate() {
         if matches!(b, b'\t'..=b'\r' | b' ') {
-            let newline = b == b'\n' || b == b'\r';
-            pending = match pending {
-                Some((_, o)) if newline => Some((b'\n', o)),
-                Some(p) => Some(p),
-                None => Some((if newline { b'\n' } else { b' ' }, i as u32)),
-            };
+            if b == b'\n' || b == b'\r' {
+                if pending == 0 {
+                    pending_at = i as u32;
+                }
+                pending = b'\n';
+            } else if pending == 0 {
+                pending = b' ';
+                pending_at = i as u32;
+            }
             continue;
         }
-        if let Some((space, o)) = pending.take()
-            && !out.is_empty()
-        {
-            out.push(space);
-            map.push(o);
+        if pending != 0 {
+            if k > 0 {
+                out[k] = pending;
+                map[k] = pending_at;
+                k += 1;
+            }
+            pending = 0;
         }
-        out.push(b.to_ascii_lowercase());
-        map.push(i as u32);
+        out[k] = b.to_ascii_lowercase();
+        map[k] = i as u32;
+        k += 1;
     }
-    map.push(text.len() as u32);
+    out.truncate(k);
+    map[k] = text.len() as u32;
+    map.truncate(k + 1);
     let text = String::from_utf8(out).ok()?;
     Some(Normalized {
         text,
