@@ -185,9 +185,10 @@ impl Detector {
     /// untrusted text also the segment head on each sentence, the larger wins.
     fn classify(&self, normalized: &str, trust: Trust, signals: &mut Vec<String>) -> f32 {
         let tokens = model::tokenize(normalized);
-        let mut features = Vec::with_capacity(tokens.hashes.len() * 2 + tokens.grams.len() + 3);
-        model::features(&tokens, 0, tokens.hashes.len(), &mut features);
-        let prompt = self.model.prompt.logit(&features);
+        let prompt = self
+            .model
+            .prompt
+            .range_logit(&tokens, 0, tokens.hashes.len());
         if prompt > 0.0 {
             signals.push("classifier".into());
         }
@@ -196,8 +197,7 @@ impl Detector {
         }
         let mut best = f32::NEG_INFINITY;
         for (s, e) in model::segments(&tokens) {
-            model::features(&tokens, s, e, &mut features);
-            best = best.max(self.model.segment.logit(&features));
+            best = best.max(self.model.segment.range_logit(&tokens, s, e));
         }
         if best > 0.0 {
             signals.push("classifier:segment".into());

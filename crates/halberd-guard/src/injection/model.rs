@@ -254,6 +254,45 @@ impl Head {
         }
     }
 
+    /// Log-odds of the token range `start..end`: the same features as
+    /// [`features`] gives, summed as they are hashed, with no list built.
+    /// Integer sums are exact, so this equals `logit(features(..))` bit for bit
+    /// (a test checks it).
+    pub fn range_logit(&self, tokens: &Tokens, start: usize, end: usize) -> f32 {
+        let shift = 64 - BITS as u32;
+        let w = |bucket: u64| i64::from(self.weights.get(bucket as usize).copied().unwrap_or(0));
+        let mut sum = 0i64;
+        let mut prev = 0x9e37_79b9_7f4a_7c15_u64;
+        for &h in &tokens.hashes[start..end] {
+            sum += w(fx(h, 11) >> shift) + w(fx(fx(prev, h), 13) >> shift);
+            prev = h;
+        }
+        let g0 = if start == 0 {
+            0
+        } else {
+            tokens.grams_end[start - 1] as usize
+        };
+        let g1 = if end == 0 {
+            0
+        } else {
+            tokens.grams_end[end - 1] as usize
+        };
+        for &g in &tokens.grams[g0..g1] {
+            sum += w(fx(g, 17) >> shift);
+        }
+        let n = end - start;
+        let len_bucket = u64::from(usize::BITS - n.leading_zeros());
+        sum += w(fx(0xfeed, len_bucket) >> shift);
+        let kinds = &tokens.kinds[start..end];
+        let mixed = kinds.iter().filter(|&&k| k == 3).count();
+        sum += w(fx(0xbeef, share_bucket(mixed, n)) >> shift);
+        let tail = &kinds[n.saturating_sub(20)..];
+        let tail_mixed = tail.iter().filter(|&&k| k == 3).count();
+        sum += w(fx(0xcafe, share_bucket(tail_mixed, tail.len())) >> shift);
+        let count = 2 * n + (g1 - g0) + 3;
+        self.bias + sum as f32 * self.scale / (count as f32).sqrt()
+    }
+
     /// Log-odds for a feature list (features scaled by 1/sqrt(n)).
     pub fn logit(&self, features: &[u32]) -> f32 {
         if features.is_empty() {

@@ -111,26 +111,28 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     if !bytes.is_ascii() {
         return None;
     }
-    // A sliding window of four bytes, padded with spaces at the end (which
-    // are neither letters nor digits).
-    let (mut prev, mut b0, mut b1, mut b2) = (b' ', b' ', b' ', b' ');
-    let mut rest = bytes.iter().copied().chain([b' '; 3]);
-    for slot in [&mut b0, &mut b1, &mut b2] {
-        *slot = rest.next().unwrap_or(b' ');
+    // Bytes past the end read as spaces, which are neither letters nor digits.
+    #[inline(always)]
+    fn at(bytes: &[u8], k: usize) -> u8 {
+        if k < bytes.len() { bytes[k] } else { b' ' }
     }
-    for b3 in rest {
-        if b0.is_ascii_digit() && b1.is_ascii_alphabetic() {
-            return None;
+    let mut prev = b' ';
+    for (i, &b0) in bytes.iter().enumerate() {
+        if b0.is_ascii_alphanumeric() {
+            let b1 = at(bytes, i + 1);
+            if b0.is_ascii_digit() && b1.is_ascii_alphabetic() {
+                return None;
+            }
+            if b0.is_ascii_alphabetic()
+                && !prev.is_ascii_alphanumeric()
+                && is_separator(b1 as char)
+                && at(bytes, i + 2).is_ascii_alphabetic()
+                && !at(bytes, i + 3).is_ascii_alphanumeric()
+            {
+                return None;
+            }
         }
-        if b0.is_ascii_alphabetic()
-            && !prev.is_ascii_alphanumeric()
-            && is_separator(b1 as char)
-            && b2.is_ascii_alphabetic()
-            && !b3.is_ascii_alphanumeric()
-        {
-            return None;
-        }
-        (prev, b0, b1, b2) = (b0, b1, b2, b3);
+        prev = b0;
     }
     // Written by index into buffers sized for the worst case: no capacity
     // checks in the loop.
