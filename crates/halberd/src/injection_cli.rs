@@ -123,12 +123,30 @@ fn roc_auc(scored: &[(f32, bool)]) -> Option<f64> {
 }
 
 /// Runs the evaluation and prints the report. Returns the overall figures.
-pub fn eval(path: &Path, show_errors: usize, fail_under: Option<f64>) -> Result<()> {
+pub fn eval(
+    path: &Path,
+    model: Option<&Path>,
+    show_errors: usize,
+    fail_under: Option<f64>,
+) -> Result<()> {
     let items = read_dataset(path)?;
     if items.is_empty() {
         bail!("{} holds no items", path.display());
     }
-    let detector = Detector::shared();
+    // The compiled-in model, or a weights file (to score a model just trained
+    // without rebuilding the binary).
+    let loaded;
+    let detector = match model {
+        None => Detector::shared(),
+        Some(file) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let model = halberd_guard::injection::Model::from_bytes(&bytes)
+                .with_context(|| format!("{} is not an injection model", file.display()))?;
+            loaded = Detector::new(halberd_guard::injection::RuleSet::builtin()?, model);
+            &loaded
+        }
+    };
     // Warm up (lazy DFA caches, the shared detector) before timing.
     for item in items.iter().take(20) {
         detector.assess(&item.text, item.trust);

@@ -62,6 +62,10 @@ enum Command {
         /// `label` attack|benign, optional `source` and `provenance`).
         #[arg(long, conflicts_with = "sensitive")]
         dataset: Option<PathBuf>,
+        /// With --dataset: score with this weights file instead of the model
+        /// compiled into the binary.
+        #[arg(long, requires = "dataset")]
+        model: Option<PathBuf>,
         /// With --dataset: list this many of the most confident mistakes.
         #[arg(long, default_value_t = 0)]
         show_errors: usize,
@@ -278,13 +282,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Eval {
             sensitive,
             dataset,
+            model,
             show_errors,
             data,
             fail_under,
         } => match (sensitive, dataset) {
             (true, _) => eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}")),
             (false, Some(dataset)) => {
-                injection_cli::eval(&dataset, show_errors, fail_under).map_err(|e| format!("{e:#}"))
+                injection_cli::eval(&dataset, model.as_deref(), show_errors, fail_under)
+                    .map_err(|e| format!("{e:#}"))
             }
             (false, None) => Err(
                 "choose what to evaluate: --sensitive, or --dataset FILE for prompt injection"
