@@ -50,7 +50,8 @@ async fn gateway() -> TestGateway {
     TestGateway::start(POLICIES).await
 }
 
-async fn key(gw: &TestGateway, policy: Option<&str>) -> String {
+/// A key under `policy` (the default policy when `None`).
+pub(crate) async fn key(gw: &TestGateway, policy: Option<&str>) -> String {
     gw.key(KeySpec {
         name: "t".into(),
         policy: policy.map(str::to_owned),

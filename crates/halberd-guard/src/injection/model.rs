@@ -182,41 +182,50 @@ fn share_bucket(count: usize, total: usize) -> u64 {
     }
 }
 
-/// Feature buckets of the token range `start..end`: unigrams, bigrams, the
-/// words' character 4-grams, a length bucket, and how much mixed punctuation
-/// the range and its last 20 tokens hold.
-pub fn features(tokens: &Tokens, start: usize, end: usize, out: &mut Vec<u32>) {
-    out.clear();
+/// Calls `each` with every feature bucket of the token range `start..end`:
+/// unigrams, bigrams, the words' character 4-grams, a length bucket, and how
+/// much mixed punctuation the range and its last 20 tokens hold. Returns the
+/// number of features. The one definition of the features, for training
+/// (`features`) and scoring (`Head::range_logit`) alike.
+#[inline(always)]
+fn for_each_feature(tokens: &Tokens, start: usize, end: usize, mut each: impl FnMut(u32)) -> usize {
     let shift = 64 - BITS as u32;
+    let bucket = |h: u64| (h >> shift) as u32;
     let mut prev = 0x9e37_79b9_7f4a_7c15_u64;
-    let hashes = &tokens.hashes[start..end];
-    for &h in hashes {
-        out.push((fx(h, 11) >> shift) as u32);
-        out.push((fx(fx(prev, h), 13) >> shift) as u32);
+    for &h in &tokens.hashes[start..end] {
+        each(bucket(fx(h, 11)));
+        each(bucket(fx(fx(prev, h), 13)));
         prev = h;
     }
-    let g0 = if start == 0 {
-        0
-    } else {
-        tokens.grams_end[start - 1] as usize
+    let grams_before = |i: usize| {
+        if i == 0 {
+            0
+        } else {
+            tokens.grams_end[i - 1] as usize
+        }
     };
-    let g1 = if end == 0 {
-        0
-    } else {
-        tokens.grams_end[end - 1] as usize
-    };
+    let (g0, g1) = (grams_before(start), grams_before(end));
     for &g in &tokens.grams[g0..g1] {
-        out.push((fx(g, 17) >> shift) as u32);
+        each(bucket(fx(g, 17)));
     }
     let n = end - start;
-    let len_bucket = u64::from(usize::BITS - n.leading_zeros());
-    out.push((fx(0xfeed, len_bucket) >> shift) as u32);
+    each(bucket(fx(
+        0xfeed,
+        u64::from(usize::BITS - n.leading_zeros()),
+    )));
     let kinds = &tokens.kinds[start..end];
     let mixed = kinds.iter().filter(|&&k| k == 3).count();
-    out.push((fx(0xbeef, share_bucket(mixed, n)) >> shift) as u32);
+    each(bucket(fx(0xbeef, share_bucket(mixed, n))));
     let tail = &kinds[n.saturating_sub(20)..];
     let tail_mixed = tail.iter().filter(|&&k| k == 3).count();
-    out.push((fx(0xcafe, share_bucket(tail_mixed, tail.len())) >> shift) as u32);
+    each(bucket(fx(0xcafe, share_bucket(tail_mixed, tail.len()))));
+    2 * n + (g1 - g0) + 3
+}
+
+/// Feature buckets of the token range `start..end`, as a list (training).
+pub fn features(tokens: &Tokens, start: usize, end: usize, out: &mut Vec<u32>) {
+    out.clear();
+    for_each_feature(tokens, start, end, |b| out.push(b));
 }
 
 /// One head: a bias and a weight per bucket, quantised to i16 (`weight =
@@ -259,37 +268,10 @@ impl Head {
     /// Integer sums are exact, so this equals `logit(features(..))` bit for bit
     /// (a test checks it).
     pub fn range_logit(&self, tokens: &Tokens, start: usize, end: usize) -> f32 {
-        let shift = 64 - BITS as u32;
-        let w = |bucket: u64| i64::from(self.weights.get(bucket as usize).copied().unwrap_or(0));
         let mut sum = 0i64;
-        let mut prev = 0x9e37_79b9_7f4a_7c15_u64;
-        for &h in &tokens.hashes[start..end] {
-            sum += w(fx(h, 11) >> shift) + w(fx(fx(prev, h), 13) >> shift);
-            prev = h;
-        }
-        let g0 = if start == 0 {
-            0
-        } else {
-            tokens.grams_end[start - 1] as usize
-        };
-        let g1 = if end == 0 {
-            0
-        } else {
-            tokens.grams_end[end - 1] as usize
-        };
-        for &g in &tokens.grams[g0..g1] {
-            sum += w(fx(g, 17) >> shift);
-        }
-        let n = end - start;
-        let len_bucket = u64::from(usize::BITS - n.leading_zeros());
-        sum += w(fx(0xfeed, len_bucket) >> shift);
-        let kinds = &tokens.kinds[start..end];
-        let mixed = kinds.iter().filter(|&&k| k == 3).count();
-        sum += w(fx(0xbeef, share_bucket(mixed, n)) >> shift);
-        let tail = &kinds[n.saturating_sub(20)..];
-        let tail_mixed = tail.iter().filter(|&&k| k == 3).count();
-        sum += w(fx(0xcafe, share_bucket(tail_mixed, tail.len())) >> shift);
-        let count = 2 * n + (g1 - g0) + 3;
+        let count = for_each_feature(tokens, start, end, |b| {
+            sum += i64::from(self.weights.get(b as usize).copied().unwrap_or(0));
+        });
         self.bias + sum as f32 * self.scale / (count as f32).sqrt()
     }
 
