@@ -54,10 +54,6 @@ impl Obfuscation {
         .map(|(name, _)| name)
     }
 
-    pub fn any(&self) -> bool {
-        self.names().next().is_some()
-    }
-
     /// Hiding text from a human reader has almost no honest use in a prompt;
     /// this weighs more than spelling games. Invisible characters alone do not
     /// count (byte-order marks, zero-width joiners in emoji and Persian, soft

@@ -169,6 +169,18 @@ impl RedisLimiter {
         })
     }
 
+    /// A script call within the configured timeout; errors as text for the
+    /// fail-mode log line.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "redis did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn admit(
         &self,
         key_id: &str,
@@ -190,21 +202,17 @@ impl RedisLimiter {
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
         };
-        let reply = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| "redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        let reply = self.bounded(call).await?;
         match reply.as_slice() {
             [1, _, remaining, reset] => Ok(Decision::Admitted {
                 remaining: u32::try_from(*remaining).ok(),
-                reset: us(*reset),
+                reset: micros(*reset),
                 holds_slot: max_concurrent > 0,
             }),
             [0, 1, ..] => Ok(Decision::TooManyConcurrent),
             [0, 2, retry, reset] => Ok(Decision::TooFast {
-                retry_after: us(*retry),
-                reset: us(*reset),
+                retry_after: micros(*retry),
+                reset: micros(*reset),
             }),
             other => Err(format!("unexpected reply from the admit script: {other:?}")),
         }
@@ -226,19 +234,15 @@ impl RedisLimiter {
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
         };
-        let reply = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| "redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        let reply = self.bounded(call).await?;
         match reply.as_slice() {
             [1, remaining, reset] => Ok(TokenDecision::Reserved {
                 remaining: u64::try_from(*remaining).unwrap_or(0),
-                reset: us(*reset),
+                reset: micros(*reset),
             }),
             [0, retry, reset] => Ok(TokenDecision::TooMany {
-                retry_after: us(*retry),
-                reset: us(*reset),
+                retry_after: micros(*retry),
+                reset: micros(*reset),
             }),
             other => Err(format!(
                 "unexpected reply from the reserve script: {other:?}"
@@ -305,4 +309,9 @@ impl RedisLimiter {
             Ok(Ok(_))
         )
     }
+}
+
+/// Microseconds from a script reply (never negative in practice; 0 if so).
+fn micros(v: i64) -> Duration {
+    Duration::from_micros(u64::try_from(v).unwrap_or(0))
 }
