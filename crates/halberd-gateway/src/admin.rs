@@ -32,6 +32,13 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/admin/keys/{id}", get(get_key).patch(update_key))
         .route("/admin/keys/{id}/rotate", post(rotate_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/keys/{id}/usage", get(key_usage))
+        .route("/admin/users", get(list_users))
+        .route(
+            "/admin/users/{user}/limits",
+            get(get_user_limits).patch(update_user_limits),
+        )
+        .route("/admin/users/{user}/usage", get(user_usage))
         .route("/admin/events", get(list_events))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -177,6 +184,85 @@ async fn create_key(
 async fn list_keys(State(app): State<Arc<AppState>>) -> Result<Response, GatewayError> {
     let keys = app.keyring.list().await.map_err(store_error)?;
     Ok(axum::Json(json!({"data": keys})).into_response())
+}
+
+async fn key_usage(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    // 404 for a key that does not exist, not an empty report.
+    app.keyring.get(&id).await.map_err(store_error)?;
+    let report = crate::usage_report(
+        app.keyring.store(),
+        halberd_store::UsageScope::Key(&id),
+        now_unix(),
+    )
+    .await
+    .map_err(store_error)?;
+    Ok(axum::Json(json!({"key_id": id, "usage": report})).into_response())
+}
+
+async fn user_usage(
+    State(app): State<Arc<AppState>>,
+    Path(user): Path<String>,
+) -> Result<Response, GatewayError> {
+    let report = crate::usage_report(
+        app.keyring.store(),
+        halberd_store::UsageScope::User(&user),
+        now_unix(),
+    )
+    .await
+    .map_err(store_error)?;
+    Ok(axum::Json(json!({"user": user, "usage": report})).into_response())
+}
+
+async fn list_users(State(app): State<Arc<AppState>>) -> Result<Response, GatewayError> {
+    let all = app
+        .keyring
+        .store()
+        .list_user_limits()
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = all
+        .iter()
+        .map(|(user, limits)| json!({"user": user, "limits": limits}))
+        .collect();
+    Ok(axum::Json(json!({"data": data})).into_response())
+}
+
+async fn get_user_limits(
+    State(app): State<Arc<AppState>>,
+    Path(user): Path<String>,
+) -> Result<Response, GatewayError> {
+    let limits = app
+        .keyring
+        .store()
+        .user_limits(&user)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(json!({"user": user, "limits": limits})).into_response())
+}
+
+async fn update_user_limits(
+    State(app): State<Arc<AppState>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, GatewayError> {
+    let change: halberd_store::KeyLimits = json_body(&body)?;
+    let actor = actor(&headers);
+    let limits = app
+        .keyring
+        .set_user_limits(&user, &change, &actor, now_unix())
+        .await
+        .map_err(store_error)?;
+    events::AdminAction {
+        action: "user.limits",
+        key_id: "-",
+        actor: &actor,
+    }
+    .emit();
+    Ok(axum::Json(json!({"user": user, "limits": limits})).into_response())
 }
 
 async fn get_key(

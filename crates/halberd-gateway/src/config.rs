@@ -31,6 +31,20 @@ pub struct ConfigFile {
     pub policies: Vec<PolicyFile>,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Prices per model, in USD per million tokens, for cost budgets and
+    /// usage records. Keys are provider model ids or prefixes of them.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceFile>,
+}
+
+/// A model's price, in USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFile {
+    pub input: halberd_store::Usd,
+    pub output: halberd_store::Usd,
+    /// Prompt tokens read from the provider's cache; default: `input`.
+    pub cached_input: Option<halberd_store::Usd>,
 }
 
 /// Where per-key limits are counted.
@@ -49,6 +63,9 @@ pub struct LimitsFile {
     /// For keys with a token limit: the output cap reserved per request, set
     /// as the request's max_tokens when the client sets none or more. Default 4096.
     pub max_output_tokens: Option<u64>,
+    /// Token and cost budgets while Redis is unreachable: `closed` (default)
+    /// or `open`.
+    pub budget_fail_mode: Option<String>,
 }
 
 /// A named policy; a key names the policy it runs under (`default` when it
@@ -63,6 +80,10 @@ pub struct PolicyFile {
     pub content: ContentLimits,
     #[serde(default)]
     pub injection: InjectionFile,
+    /// Limits for every key under this policy; a limit set on the key itself
+    /// takes precedence.
+    #[serde(default)]
+    pub limits: halberd_store::KeyLimits,
 }
 
 /// Prompt-injection settings of a policy. Thresholds are scores in [0, 1] per
@@ -169,12 +190,17 @@ impl Default for ServerFile {
 pub struct StoreFile {
     /// SQLite database file.
     pub path: String,
+    /// A Postgres URL (`postgres://user:password@host/db`) instead of the
+    /// SQLite file. `HALBERD_STORE_URL` overrides it, so a password need not
+    /// sit in the file.
+    pub url: Option<String>,
 }
 
 impl Default for StoreFile {
     fn default() -> Self {
         StoreFile {
             path: "halberd.db".into(),
+            url: None,
         }
     }
 }
@@ -240,6 +266,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub limits: Limits,
     pub store_path: PathBuf,
+    /// Postgres instead of the SQLite file; may hold a password: never print.
+    pub store_url: Option<SecretString>,
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
     pub key_cache_ttl: Duration,
@@ -258,6 +286,9 @@ pub struct RateLimits {
     pub fail_mode: crate::pipeline::admit::FailMode,
     pub redis_timeout: Duration,
     pub max_output_tokens: u64,
+    /// Budgets while Redis is unreachable: refuse (`true`, the default) or admit.
+    pub budgets_fail_closed: bool,
+    pub prices: crate::pipeline::admit::budget::PriceTable,
 }
 
 /// A compiled policy: what the inspection stages do.
@@ -268,6 +299,7 @@ pub struct GuardPolicy {
     pub sensitive_output: std::sync::Arc<halberd_guard::sensitive::Policy>,
     pub content: ContentLimits,
     pub injection: InjectionPolicy,
+    pub limits: halberd_store::KeyLimits,
 }
 
 /// What a policy does about prompt injection.
@@ -353,6 +385,7 @@ impl GuardPolicy {
             )),
             content: ContentLimits::default(),
             injection: InjectionPolicy::builtin_default(),
+            limits: halberd_store::KeyLimits::default(),
         }
     }
 }
@@ -583,13 +616,26 @@ impl ConfigFile {
         }
 
         let policies = build_policies(&self.policies, env)?;
-        let rate_limits = build_rate_limits(&self.limits)?;
+        let rate_limits = build_rate_limits(&self.limits, &self.prices)?;
+        let store_url = match env("HALBERD_STORE_URL").filter(|u| !u.trim().is_empty()) {
+            Some(url) => Some(url),
+            None => self.store.url.clone(),
+        };
+        if let Some(url) = &store_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(err(
+                "store.url",
+                "must be a postgres:// URL (leave it out for the SQLite file)",
+            ));
+        }
 
         Ok(Config {
             listen: addr("listen", &s.listen)?,
             admin_listen: addr("admin_listen", &s.admin_listen)?,
             limits,
             store_path,
+            store_url: store_url.map(SecretString::from),
             pepper_file,
             admin_token_env: self
                 .auth
@@ -606,7 +652,10 @@ impl ConfigFile {
     }
 }
 
-fn build_rate_limits(file: &LimitsFile) -> Result<RateLimits, ConfigError> {
+fn build_rate_limits(
+    file: &LimitsFile,
+    prices: &BTreeMap<String, PriceFile>,
+) -> Result<RateLimits, ConfigError> {
     use crate::pipeline::admit::FailMode;
     if let Some(url) = &file.redis_url
         && !(url.starts_with("redis://") || url.starts_with("rediss://"))
@@ -640,12 +689,38 @@ fn build_rate_limits(file: &LimitsFile) -> Result<RateLimits, ConfigError> {
     if max_output_tokens == 0 {
         return Err(err("limits.max_output_tokens", "must be at least 1"));
     }
+    let budgets_fail_closed = match file.budget_fail_mode.as_deref().unwrap_or("closed") {
+        "closed" => true,
+        "open" => false,
+        other => {
+            return Err(err(
+                "limits.budget_fail_mode",
+                format!("{other:?} is not closed or open"),
+            ));
+        }
+    };
+    let mut table = crate::pipeline::admit::budget::PriceTable::builtin();
+    for (model, p) in prices {
+        if model.is_empty() {
+            return Err(err("prices", "a model name must not be empty"));
+        }
+        table.set(
+            model,
+            crate::pipeline::admit::budget::Price {
+                input: p.input,
+                output: p.output,
+                cached_input: p.cached_input.unwrap_or(p.input),
+            },
+        );
+    }
     Ok(RateLimits {
         redis_url: file.redis_url.clone(),
         replicas,
         fail_mode,
         redis_timeout,
         max_output_tokens,
+        budgets_fail_closed,
+        prices: table,
     })
 }
 
@@ -720,6 +795,7 @@ fn build_policies(
                 }
             }),
             content: p.content,
+            limits: p.limits,
             injection: build_injection(&format!("{at}.injection"), &p.injection)?,
         };
         policies.insert(p.name.clone(), std::sync::Arc::new(policy));
@@ -939,8 +1015,31 @@ impl Config {
         let mut m = BTreeMap::new();
         m.insert("listen", self.listen.to_string());
         m.insert("admin_listen", self.admin_listen.to_string());
-        m.insert("store", self.store_path.display().to_string());
+        m.insert(
+            "store",
+            match &self.store_url {
+                Some(_) => "postgres (url set; not shown)".to_owned(),
+                None => format!("sqlite {}", self.store_path.display()),
+            },
+        );
         m.insert("pepper_file", self.pepper_file.display().to_string());
+        m.insert(
+            "limits",
+            format!(
+                "{}, rate_fail_mode {:?}, budgets fail {}, {} priced models",
+                self.rate_limits
+                    .redis_url
+                    .as_ref()
+                    .map_or("in-process counters", |_| "shared through redis"),
+                self.rate_limits.fail_mode,
+                if self.rate_limits.budgets_fail_closed {
+                    "closed"
+                } else {
+                    "open"
+                },
+                self.rate_limits.prices.len()
+            ),
+        );
         m.insert(
             "providers",
             self.providers
@@ -968,13 +1067,14 @@ impl Config {
             m.insert(
                 "policies",
                 format!(
-                    "{}{name}: sensitive input [{}], sensitive output [{}], injection [{}]",
+                    "{}{name}: sensitive input [{}], sensitive output [{}], injection [{}], limits {}",
                     m.get("policies")
                         .map(|p| format!("{p}; "))
                         .unwrap_or_default(),
                     render(&policy.sensitive_input),
                     render(&policy.sensitive_output),
                     policy.injection.describe(),
+                    serde_json::to_string(&policy.limits).unwrap_or_default(),
                 ),
             );
         }

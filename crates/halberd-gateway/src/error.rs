@@ -112,9 +112,22 @@ pub enum GatewayError {
     /// A per-key limit refused the request.
     RateLimited {
         /// Which limit: `requests per minute`, `concurrent requests`.
-        what: &'static str,
+        what: String,
         retry_after: std::time::Duration,
         rate: Option<crate::pipeline::admit::RateInfo>,
+    },
+    /// A token or cost budget of the key or its user would be exceeded.
+    BudgetExceeded {
+        /// `daily cost budget of this key`, `monthly token budget of user ann`.
+        what: String,
+        /// What the request needs and what is left, in the budget's unit.
+        detail: String,
+        /// Until the budget's period ends.
+        retry_after: std::time::Duration,
+    },
+    /// A cost budget applies but the model has no price to count it with.
+    ModelNotPriced {
+        model: String,
     },
     /// A request exceeds a content limit of the key's policy.
     ContentLimit {
@@ -150,6 +163,8 @@ impl GatewayError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict { .. } => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+            ModelNotPriced { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
@@ -188,6 +203,8 @@ impl GatewayError {
             SensitiveData { .. } => "sensitive_data_detected",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
+            BudgetExceeded { .. } => "budget_exceeded",
+            ModelNotPriced { .. } => "model_not_priced",
             ContentLimit { .. } => "content_limit_exceeded",
             PolicyNotFound { .. } => "policy_not_found",
             Internal => "internal_error",
@@ -202,6 +219,8 @@ impl GatewayError {
             | SensitiveData { .. }
             | PromptInjection { .. }
             | RateLimited { .. }
+            | BudgetExceeded { .. }
+            | ModelNotPriced { .. }
             | ContentLimit { .. }
             | PolicyNotFound { .. } => Origin::Policy,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable | UpstreamTimeout => {
@@ -268,6 +287,17 @@ impl GatewayError {
                 "rate limit reached for this API key ({what}); retry after {}",
                 crate::pipeline::admit::reset_text(*retry_after)
             ),
+            BudgetExceeded {
+                what,
+                detail,
+                retry_after,
+            } => format!(
+                "budget exhausted: the {what} does not cover this request ({detail}); it renews in {}",
+                crate::pipeline::admit::reset_text(*retry_after)
+            ),
+            ModelNotPriced { model } => format!(
+                "this API key has a cost budget, and the gateway has no price for model '{model}'; an operator must add it under [prices]"
+            ),
             ContentLimit {
                 what,
                 limit,
@@ -300,6 +330,7 @@ impl GatewayError {
             StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
             StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
             StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_error"),
+            StatusCode::PAYMENT_REQUIRED => ("insufficient_quota", "billing_error"),
             StatusCode::BAD_GATEWAY
             | StatusCode::GATEWAY_TIMEOUT
             | StatusCode::INTERNAL_SERVER_ERROR
@@ -340,6 +371,11 @@ impl GatewayError {
             if let Some(rate) = rate {
                 crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
             }
+        }
+        if let GatewayError::BudgetExceeded { retry_after, .. } = self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         // Tell the SDKs not to retry what cannot succeed on retry (a rate limit
         // can: the SDKs honour Retry-After).

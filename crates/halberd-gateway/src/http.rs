@@ -20,7 +20,8 @@ use crate::AppState;
 use crate::error::{Dialect, GatewayError};
 use crate::events;
 use crate::pipeline::{
-    RequestCtx, admit, authenticate, decode, forward, inspect_injection, inspect_input, route,
+    RequestCtx, admit, authenticate, decode, finish, forward, inspect_injection, inspect_input,
+    route,
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -72,7 +73,14 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         }
     };
     if let Some(pending) = resp.extensions_mut().remove::<Arc<PendingError>>() {
+        // Headers a handler set beside its error (x-ratelimit-*) stay.
+        let extra = std::mem::take(resp.headers_mut());
         resp = pending.0.respond(dialect, &request_id);
+        for (name, value) in &extra {
+            if !resp.headers().contains_key(name) {
+                resp.headers_mut().insert(name, value.clone());
+            }
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -136,29 +144,6 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             endpoint: api.as_str(),
         });
     }
-    let permit = app
-        .limiter
-        .admit(&key, &ctx.request_id, tokio::time::Instant::now())
-        .await
-        .inspect_err(|e| {
-            if let GatewayError::RateLimited { what, .. } = e {
-                events::LimitHit {
-                    request_id: &ctx.request_id,
-                    key_id: &key.id,
-                    limit: what,
-                }
-                .emit();
-            }
-        })?;
-    let rate = permit.rate;
-    let bytes = read_body(body, &parts.headers, app.config.limits.max_body_bytes).await?;
-    let (value, exchange) = decode::decode(
-        api,
-        &parts.headers,
-        &bytes,
-        app.config.limits.max_json_depth,
-    )?;
-    let mut value = value;
     let policy_name = key.policy.as_deref().unwrap_or("default");
     let policy = app
         .config
@@ -168,6 +153,71 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         .ok_or_else(|| GatewayError::PolicyNotFound {
             name: policy_name.to_owned(),
         })?;
+    let user_limits = match &key.user {
+        Some(user) => Some(app.keyring.user_limits(user).await.map_err(|e| {
+            // Fail closed: limits that cannot be read are not skipped.
+            tracing::error!(request_id = %ctx.request_id, error = %e, "cannot read user limits");
+            GatewayError::Unavailable {
+                message: "limits cannot be checked right now; retry shortly".into(),
+            }
+        })?),
+        None => None,
+    };
+    let scopes = admit::scopes(&key, &policy.limits, user_limits.as_ref());
+    let permit = app
+        .limiter
+        .admit(&scopes, &ctx.request_id, tokio::time::Instant::now())
+        .await
+        .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?;
+    let mut rate_headers = HeaderMap::new();
+    if let Some(rate) = &permit.rate {
+        admit::set_rate_headers(&mut rate_headers, rate);
+    }
+    let result = admitted(app, api, &ctx, parts, body, &key, &policy, &scopes, permit, &mut rate_headers).await;
+    // The x-ratelimit-* headers go on every response after admission, errors
+    // included.
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    for (name, value) in &rate_headers {
+        resp.headers_mut().insert(name, value.clone());
+    }
+    Ok(resp)
+}
+
+fn limit_hit(request_id: &str, key_id: &str, e: &GatewayError) {
+    let limit = match e {
+        GatewayError::RateLimited { what, .. } | GatewayError::BudgetExceeded { what, .. } => what,
+        _ => return,
+    };
+    events::LimitHit {
+        request_id,
+        key_id,
+        limit,
+    }
+    .emit();
+}
+
+/// The pipeline after admission.
+#[allow(clippy::too_many_arguments)]
+async fn admitted(
+    app: &AppState,
+    api: Api,
+    ctx: &RequestCtx,
+    parts: http::request::Parts,
+    body: Body,
+    key: &halberd_store::KeyRecord,
+    policy: &std::sync::Arc<crate::config::GuardPolicy>,
+    scopes: &[admit::Scope],
+    permit: admit::Permit,
+    rate_headers: &mut HeaderMap,
+) -> Result<Response, GatewayError> {
+    let bytes = read_body(body, &parts.headers, app.config.limits.max_body_bytes).await?;
+    let (value, exchange) = decode::decode(
+        api,
+        &parts.headers,
+        &bytes,
+        app.config.limits.max_json_depth,
+    )?;
+    let mut value = value;
     let injection = inspect_injection::inspect_injection(&policy.injection, &exchange)
         .inspect_err(|e| {
             if let GatewayError::PromptInjection {
@@ -195,7 +245,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         .emit();
     }
     let inspection =
-        inspect_input::inspect_input(&policy, &mut value, &exchange).inspect_err(|e| {
+        inspect_input::inspect_input(policy, &mut value, &exchange).inspect_err(|e| {
             if let GatewayError::SensitiveData { kind, .. } = e {
                 events::GuardTriggered {
                     request_id: &ctx.request_id,
@@ -215,61 +265,61 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
             "injection transforms applied"
         );
     }
-    let route = route::route(&app.config, &key, &exchange)?;
+    let route = route::route(&app.config, key, &exchange)?;
     let anthropic =
         app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
     let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
-    let count_prompt = || encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
-    inspect_input::check_content(
-        &policy.content,
-        &value,
-        &exchange,
-        bytes.len(),
-        count_prompt,
-    )?;
-    let tokens = if key.limits.tpm.is_some() {
-        let prompt = count_prompt();
+    // Counted once: for content limits, reservations, and the usage record
+    // when the provider reports none.
+    let prompt = encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+    inspect_input::check_content(&policy.content, &value, &exchange, bytes.len(), || prompt)?;
+    let price = app.config.rate_limits.prices.get(&route.upstream_model);
+    let reservation = if scopes.iter().any(|s| s.limits.counts_tokens()) {
         let max_output = admit::cap_output(
             &mut value,
             &exchange,
             app.config.rate_limits.max_output_tokens,
         );
+        let cost = admit::worst_case_cost(scopes, price, &route.upstream_model, prompt, max_output)?;
         app.limiter
-            .reserve_tokens(&key, prompt, max_output, tokio::time::Instant::now())
+            .reserve(
+                scopes,
+                prompt,
+                max_output,
+                cost,
+                tokio::time::Instant::now(),
+                halberd_store::now_unix(),
+            )
             .await
-            .inspect_err(|e| {
-                if let GatewayError::RateLimited { what, .. } = e {
-                    events::LimitHit {
-                        request_id: &ctx.request_id,
-                        key_id: &key.id,
-                        limit: what,
-                    }
-                    .emit();
-                }
-            })?
+            .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?
     } else {
         None
     };
-    let token_rate = tokens.as_ref().map(|g| g.rate);
+    if let Some(rate) = reservation.as_ref().and_then(|r| r.rate) {
+        admit::set_rate_headers(rate_headers, &rate);
+    }
+    let accounting = finish::Accounting {
+        store: app.keyring.store().clone(),
+        key_id: key.id.clone(),
+        user: key.user.clone(),
+        price,
+        reservation,
+        encoding,
+        prompt_tokens: prompt,
+    };
     let mut resp = forward::forward(
         app,
-        &ctx,
+        ctx,
         route,
         value,
         &exchange,
         &parts.headers,
-        &policy,
+        policy,
         inspection,
         permit,
-        tokens,
+        accounting,
     )
     .await?;
-    if let Some(rate) = &rate {
-        admit::set_rate_headers(resp.headers_mut(), rate);
-    }
-    if let Some(rate) = &token_rate {
-        admit::set_rate_headers(resp.headers_mut(), rate);
-    }
     if let Some(value) = injection_header.and_then(|h| HeaderValue::from_str(&h).ok()) {
         resp.headers_mut()
             .insert(inspect_injection::INJECTION_HEADER, value);

@@ -18,7 +18,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 use halberd_store::{Keyring, Pepper, Store};
@@ -60,18 +60,58 @@ pub async fn open_keyring(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let store = Store::open_sqlite(path).await.map_err(|e| {
-        format!(
-            "cannot open store {path}: {e} ({:?})",
-            std::error::Error::source(&e).map(ToString::to_string)
-        )
-    })?;
+    let store = match &config.store_url {
+        // The URL may hold a password: errors name the backend, not the URL.
+        Some(url) => Store::open_postgres(url.expose_secret())
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot open the Postgres store ([store] url / HALBERD_STORE_URL): {e} ({:?})",
+                    std::error::Error::source(&e).map(ToString::to_string)
+                )
+            })?,
+        None => Store::open_sqlite(path).await.map_err(|e| {
+            format!(
+                "cannot open store {path}: {e} ({:?})",
+                std::error::Error::source(&e).map(ToString::to_string)
+            )
+        })?,
+    };
     let ttl = if cache {
         config.key_cache_ttl
     } else {
         std::time::Duration::ZERO
     };
     Ok(Keyring::with_cache(store, pepper, ttl))
+}
+
+/// Usage of a key or a user in the current UTC day and month, from the usage
+/// records: what budgets are measured against.
+pub async fn usage_report(
+    store: &Store,
+    scope: halberd_store::UsageScope<'_>,
+    unix: i64,
+) -> Result<serde_json::Value, halberd_store::StoreError> {
+    use pipeline::admit::budget::Period;
+    let mut report = serde_json::Map::new();
+    for period in [Period::Day, Period::Month] {
+        let (start, end, _) = period.window(unix);
+        let t = store.usage_totals(scope, start).await?;
+        report.insert(
+            period.as_str().into(),
+            serde_json::json!({
+                "since": start,
+                "until": end,
+                "requests": t.requests,
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "tokens": t.tokens(),
+                "cost_usd": t.cost.to_string(),
+                "estimated_records": t.estimated,
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(report))
 }
 
 pub async fn build_state(
@@ -98,7 +138,13 @@ pub async fn build_state(
         }
         None => None,
     };
-    let limiter = pipeline::admit::Limiter::new(redis, rl.replicas, rl.fail_mode);
+    let limiter = pipeline::admit::Limiter::new(
+        redis,
+        rl.replicas,
+        rl.fail_mode,
+        rl.budgets_fail_closed,
+        Some(keyring.store().clone()),
+    );
     // Compile the detectors now, not on the first request.
     let _ = halberd_guard::sensitive::Detector::shared();
     let upstreams = Upstreams::new(&config.providers)?;

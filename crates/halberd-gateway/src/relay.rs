@@ -130,6 +130,12 @@ impl Relay {
     fn pass(&mut self, events: &[SseEvent]) -> Bytes {
         let mut out = BytesMut::new();
         for ev in events {
+            if self.finish.counts_text()
+                && let Some(data) = ev.data.as_deref()
+                && let Ok(v) = serde_json::from_str::<Value>(data)
+            {
+                generated_text(self.api, &v, |text| self.finish.relayed_text(text));
+            }
             if let Some(data) = ev.data.as_deref()
                 && data.contains("\"usage\"")
                 && let Ok(v) = serde_json::from_str::<Value>(data)
@@ -183,6 +189,7 @@ impl Relay {
                     let prev = self.finish.usage().unwrap_or_default();
                     self.finish.set_usage(Usage {
                         input_tokens: prev.input_tokens.max(u.input_tokens),
+                        cached_input_tokens: prev.cached_input_tokens.max(u.cached_input_tokens),
                         output_tokens: prev.output_tokens.max(u.output_tokens),
                     });
                 }
@@ -209,5 +216,48 @@ pub fn error_event(api: Api, code: &str, message: &str) -> Bytes {
         Api::Messages => SseEvent::encode(Some("error"), &json!({"type": "error", "error": {"type": "api_error", "message": message, "code": code}}).to_string()),
         Api::Responses => SseEvent::encode(Some("error"), &json!({"type": "error", "code": code, "message": message, "param": null}).to_string()),
         _ => SseEvent::encode(None, &openai::error_body(message, "api_error", code, None).to_string()),
+    }
+}
+
+/// The generated text in one upstream stream event: text, reasoning and
+/// tool-call argument deltas, whatever the dialect.
+pub fn generated_text(api: Api, v: &Value, mut each: impl FnMut(&str)) {
+    match api {
+        Api::ChatCompletions => {
+            for choice in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+                let Some(delta) = choice.get("delta") else {
+                    continue;
+                };
+                for field in ["content", "reasoning_content", "refusal"] {
+                    if let Some(t) = delta.get(field).and_then(Value::as_str) {
+                        each(t);
+                    }
+                }
+                for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(t) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                        each(t);
+                    }
+                }
+            }
+        }
+        Api::Responses => {
+            if v.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with(".delta"))
+                && let Some(t) = v.get("delta").and_then(Value::as_str)
+            {
+                each(t);
+            }
+        }
+        Api::Messages => {
+            if let Some(delta) = v.get("delta") {
+                for field in ["text", "partial_json", "thinking"] {
+                    if let Some(t) = delta.get(field).and_then(Value::as_str) {
+                        each(t);
+                    }
+                }
+            }
+        }
+        Api::Embeddings => {}
     }
 }

@@ -339,15 +339,15 @@ pub fn usage(body: &Value) -> Option<Usage> {
     let u = body
         .get("usage")
         .or_else(|| body.pointer("/message/usage"))?;
-    let input = u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0)
-        + u.get("cache_creation_input_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-        + u.get("cache_read_input_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+    let field = |name: &str| u.get(name).and_then(Value::as_u64).unwrap_or(0);
+    // Anthropic counts cache reads and cache writes apart from input_tokens;
+    // Halberd's input is all three. Cache writes are priced as input (they
+    // cost 1.25× on Anthropic's list: the difference is not budgeted).
+    let cached = field("cache_read_input_tokens");
+    let input = field("input_tokens") + field("cache_creation_input_tokens") + cached;
     Some(Usage {
         input_tokens: input,
+        cached_input_tokens: cached,
         output_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
     })
 }

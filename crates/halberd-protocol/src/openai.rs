@@ -498,7 +498,10 @@ pub fn is_usage_chunk(chunk: &Value) -> bool {
 /// Token usage as a provider reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every prompt token, cached ones included.
     pub input_tokens: u64,
+    /// Prompt tokens served from the provider's prompt cache (billed lower).
+    pub cached_input_tokens: u64,
     pub output_tokens: u64,
 }
 
@@ -510,8 +513,13 @@ pub fn usage(body: &Value) -> Option<Usage> {
         .filter(|u| u.is_object())
         .or_else(|| body.pointer("/response/usage"))?;
     let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
+    let cached = ["/prompt_tokens_details/cached_tokens", "/input_tokens_details/cached_tokens"]
+        .iter()
+        .find_map(|p| u.pointer(p).and_then(Value::as_u64))
+        .unwrap_or(0);
     Some(Usage {
         input_tokens: get("prompt_tokens", "input_tokens")?,
+        cached_input_tokens: cached,
         output_tokens: get("completion_tokens", "output_tokens").unwrap_or(0),
     })
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::{AuthError, Pepper, Store, StoreError};
+use crate::{AuthError, Pepper, Store, StoreError, Usd};
 
 /// What the store knows of a key. Never contains the secret or its hash.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,14 +35,20 @@ pub struct KeyRecord {
     pub limits: KeyLimits,
 }
 
-/// Limits on one key, enforced by the gateway's admit stage. `None` means no
-/// limit of that kind.
+/// Limits on one key (or one user), enforced by the gateway's admit stage.
+/// `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
+    /// Requests per day (a rolling 24 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u32>,
     /// Requests in flight at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
@@ -50,23 +56,59 @@ pub struct KeyLimits {
     /// upstream call and settled against reported usage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u32>,
+    /// Tokens per day (a rolling 24 hours), reserved and settled like `tpm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpd: Option<u64>,
+    /// Tokens per UTC calendar day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens_daily: Option<u64>,
+    /// Tokens per UTC calendar month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens_monthly: Option<u64>,
+    /// Spend per UTC calendar day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd_daily: Option<Usd>,
+    /// Spend per UTC calendar month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd_monthly: Option<Usd>,
 }
 
 impl KeyLimits {
-    /// Applies a change: each `Some` replaces the limit; `Some(0)` removes it.
+    /// Applies a change: each `Some` replaces the limit; zero removes it.
     pub fn apply(&mut self, change: &KeyLimits) {
-        let merge = |current: &mut Option<u32>, new: Option<u32>| {
+        fn merge<T: Copy + PartialEq + Default>(current: &mut Option<T>, new: Option<T>) {
             if let Some(n) = new {
-                *current = (n > 0).then_some(n);
+                *current = (n != T::default()).then_some(n);
             }
-        };
+        }
+        merge(&mut self.rps, change.rps);
         merge(&mut self.rpm, change.rpm);
+        merge(&mut self.rpd, change.rpd);
         merge(&mut self.max_concurrent, change.max_concurrent);
         merge(&mut self.tpm, change.tpm);
+        merge(&mut self.tpd, change.tpd);
+        merge(&mut self.budget_tokens_daily, change.budget_tokens_daily);
+        merge(&mut self.budget_tokens_monthly, change.budget_tokens_monthly);
+        merge(&mut self.budget_usd_daily, change.budget_usd_daily);
+        merge(&mut self.budget_usd_monthly, change.budget_usd_monthly);
     }
 
     pub fn is_empty(&self) -> bool {
         *self == KeyLimits::default()
+    }
+
+    /// Whether any limit counts tokens or money, which needs the prompt counted
+    /// and the output capped before the upstream call.
+    pub fn counts_tokens(&self) -> bool {
+        self.tpm.is_some()
+            || self.tpd.is_some()
+            || self.budget_tokens_daily.is_some()
+            || self.budget_tokens_monthly.is_some()
+            || self.has_cost_budget()
+    }
+
+    pub fn has_cost_budget(&self) -> bool {
+        self.budget_usd_daily.is_some() || self.budget_usd_monthly.is_some()
     }
 }
 
@@ -153,6 +195,8 @@ pub struct Keyring {
 struct KeyCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, CachedKey>>,
+    /// User limits, read at the same interval.
+    users: RwLock<HashMap<String, (Instant, KeyLimits)>>,
 }
 
 #[derive(Debug)]
@@ -179,6 +223,7 @@ impl Keyring {
             cache: Arc::new(KeyCache {
                 ttl,
                 entries: RwLock::new(HashMap::new()),
+                users: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -394,6 +439,64 @@ impl Keyring {
         self.store.events(limit).await
     }
 
+    /// The limits of `user`, across all of that user's keys; read through the
+    /// cache, so a change made elsewhere takes up to the cache TTL to apply.
+    pub async fn user_limits(&self, user: &str) -> Result<KeyLimits, StoreError> {
+        if !self.cache.ttl.is_zero() {
+            let users = self
+                .cache
+                .users
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((read_at, limits)) = users.get(user)
+                && read_at.elapsed() < self.cache.ttl
+            {
+                return Ok(*limits);
+            }
+        }
+        let limits = self.store.user_limits(user).await?;
+        if !self.cache.ttl.is_zero() {
+            let mut users = self
+                .cache
+                .users
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if users.len() >= KEY_CACHE_MAX {
+                users.clear();
+            }
+            users.insert(user.to_owned(), (Instant::now(), limits));
+        }
+        Ok(limits)
+    }
+
+    /// Changes the limits of `user` (`Some(0)` removes one) and records who did.
+    pub async fn set_user_limits(
+        &self,
+        user: &str,
+        change: &KeyLimits,
+        actor: &str,
+        now: i64,
+    ) -> Result<KeyLimits, StoreError> {
+        validate_user(user)?;
+        let mut limits = self.store.user_limits(user).await?;
+        limits.apply(change);
+        self.store.set_user_limits(user, &limits, now).await?;
+        self.cache
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(user);
+        let event = AdminEvent {
+            at: now,
+            actor: actor.to_owned(),
+            action: "user.limits".to_owned(),
+            key_id: None,
+            detail: json!({"user": user, "limits": limits}),
+        };
+        self.store.record_event(&event).await?;
+        Ok(limits)
+    }
+
     fn cached(&self, id: &str) -> Option<(KeyRecord, Vec<u8>)> {
         if self.cache.ttl.is_zero() {
             return None;
@@ -471,6 +574,16 @@ impl Keyring {
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
+}
+
+fn validate_user(user: &str) -> Result<(), StoreError> {
+    if user.is_empty() || user.len() > 200 || user.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            field: "user",
+            reason: "must be 1 to 200 characters, without control characters".into(),
+        });
+    }
+    Ok(())
 }
 
 fn new_key() -> Result<(String, String), StoreError> {

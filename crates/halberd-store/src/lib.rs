@@ -1,19 +1,21 @@
-//! Persistence: Halberd's keys and the record of administrative actions.
+//! Persistence: Halberd's keys, user limits, usage records and the record of
+//! administrative actions.
 //!
 //! Only this crate speaks SQL. The default backend is SQLite (one file, created
-//! on first use, migrated on open). The schema sticks to types and statements
-//! that Postgres shares, so a second backend adds a migration folder and a pool,
-//! not a second design.
+//! on first use, migrated on open); Postgres is the other, for replicas that
+//! share keys, usage and audit. Statements are written once for both.
 
+mod db;
 mod error;
 mod keyring;
+mod money;
 mod pepper;
-mod sqlite;
 
 pub use error::{AuthError, StoreError};
 pub use keyring::{AdminEvent, IssuedKey, KeyLimits, KeyRecord, KeySpec, KeyUpdate, Keyring};
+pub use money::Usd;
 pub use pepper::Pepper;
-pub use sqlite::Store;
+pub use db::{Store, UsageRecord, UsageScope, UsageTotals};
 
 /// Seconds since the Unix epoch. Every timestamp in the store is one of these.
 pub fn now_unix() -> i64 {

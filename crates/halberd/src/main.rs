@@ -42,6 +42,9 @@ enum Command {
     /// Manage Halberd API keys in the configured store.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Limits and usage of users (a user owns several keys).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -166,18 +169,91 @@ struct KeyAttrs {
     /// Policy name.
     #[arg(long)]
     policy: Option<String>,
-    /// Requests per minute (0 removes the limit).
-    #[arg(long)]
-    rpm: Option<u32>,
-    /// Requests in flight at once (0 removes the limit).
-    #[arg(long)]
-    max_concurrent: Option<u32>,
-    /// Tokens per minute: prompt plus maximum output (0 removes the limit).
-    #[arg(long)]
-    tpm: Option<u32>,
+    #[command(flatten)]
+    limits: LimitFlags,
     /// Free-form JSON object.
     #[arg(long)]
     metadata: Option<String>,
+}
+
+/// Limits of a key or a user; 0 removes a limit.
+#[derive(Args, Default)]
+struct LimitFlags {
+    /// Requests per second.
+    #[arg(long)]
+    rps: Option<u32>,
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Requests per day (rolling 24 hours).
+    #[arg(long)]
+    rpd: Option<u32>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    max_concurrent: Option<u32>,
+    /// Tokens per minute: prompt plus maximum output.
+    #[arg(long)]
+    tpm: Option<u32>,
+    /// Tokens per day (rolling 24 hours).
+    #[arg(long)]
+    tpd: Option<u64>,
+    /// Tokens per UTC day.
+    #[arg(long)]
+    budget_tokens_daily: Option<u64>,
+    /// Tokens per UTC calendar month.
+    #[arg(long)]
+    budget_tokens_monthly: Option<u64>,
+    /// Spend in USD per UTC day, such as 5 or 0.25.
+    #[arg(long, value_parser = parse_usd)]
+    budget_usd_daily: Option<halberd_store::Usd>,
+    /// Spend in USD per UTC calendar month.
+    #[arg(long, value_parser = parse_usd)]
+    budget_usd_monthly: Option<halberd_store::Usd>,
+}
+
+fn parse_usd(text: &str) -> Result<halberd_store::Usd, String> {
+    text.parse()
+}
+
+impl LimitFlags {
+    fn limits(&self) -> halberd_store::KeyLimits {
+        halberd_store::KeyLimits {
+            rps: self.rps,
+            rpm: self.rpm,
+            rpd: self.rpd,
+            max_concurrent: self.max_concurrent,
+            tpm: self.tpm,
+            tpd: self.tpd,
+            budget_tokens_daily: self.budget_tokens_daily,
+            budget_tokens_monthly: self.budget_tokens_monthly,
+            budget_usd_daily: self.budget_usd_daily,
+            budget_usd_monthly: self.budget_usd_monthly,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Set limits that apply to all of a user's keys together (0 removes one).
+    Limits {
+        user: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users with limits.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Usage of a user (or, with --key, of one key) today and this month.
+    Usage {
+        /// The user; leave out with --key.
+        user: Option<String>,
+        #[arg(long, conflicts_with = "user")]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +322,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             admin_listen,
         } => serve(cli.config.as_deref(), listen, admin_listen).await,
         Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
+        Command::Users(cmd) => users(cli.config.as_deref(), cmd).await,
         Command::Config(ConfigCommand::Check { file }) => {
             check(file.as_deref().or(cli.config.as_deref()))
         }
@@ -443,11 +520,7 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 allowed_endpoints: attrs.endpoints.unwrap_or_default(),
                 policy: attrs.policy,
                 metadata: metadata(attrs.metadata.as_deref())?,
-                limits: halberd_store::KeyLimits {
-                    rpm: attrs.rpm,
-                    max_concurrent: attrs.max_concurrent,
-                    tpm: attrs.tpm,
-                },
+                limits: attrs.limits.limits(),
             };
             let issued = keyring.create(spec, &actor(), now).await.map_err(err)?;
             if json {
@@ -498,14 +571,7 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 allowed_endpoints: attrs.endpoints,
                 policy: attrs.policy.map(Some),
                 metadata: metadata(attrs.metadata.as_deref())?,
-                limits: (attrs.rpm.is_some()
-                    || attrs.max_concurrent.is_some()
-                    || attrs.tpm.is_some())
-                .then_some(halberd_store::KeyLimits {
-                    rpm: attrs.rpm,
-                    max_concurrent: attrs.max_concurrent,
-                    tpm: attrs.tpm,
-                }),
+                limits: Some(attrs.limits.limits()).filter(|l| !l.is_empty()),
             };
             let k = keyring
                 .update(&id, change, &actor(), now)
@@ -557,6 +623,52 @@ fn state(k: &KeyRecord, now: i64) -> &'static str {
     } else {
         "active"
     }
+}
+
+async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
+    let config = load_config(path)?;
+    let keyring: Keyring = halberd_gateway::open_keyring(&config, &env, false).await?;
+    let err = |e: halberd_store::StoreError| e.to_string();
+    let to_json = |v: &serde_json::Value| serde_json::to_string(v).map_err(|e| e.to_string());
+    match cmd {
+        UsersCommand::Limits { user, limits, json } => {
+            let set = keyring
+                .set_user_limits(&user, &limits.limits(), &actor(), now_unix())
+                .await
+                .map_err(err)?;
+            if json {
+                println!("{}", to_json(&json!({"user": user, "limits": set}))?);
+            } else {
+                println!("limits of user {user:?}: {}", to_json(&json!(set))?);
+            }
+        }
+        UsersCommand::List { json } => {
+            let all = keyring.store().list_user_limits().await.map_err(err)?;
+            if json {
+                let list: Vec<_> = all
+                    .iter()
+                    .map(|(u, l)| json!({"user": u, "limits": l}))
+                    .collect();
+                println!("{}", to_json(&json!(list))?);
+            } else {
+                for (user, limits) in &all {
+                    println!("{user:<24} {}", to_json(&json!(limits))?);
+                }
+            }
+        }
+        UsersCommand::Usage { user, key } => {
+            let scope = match (&user, &key) {
+                (Some(u), None) => halberd_store::UsageScope::User(u),
+                (None, Some(k)) => halberd_store::UsageScope::Key(k),
+                _ => return Err("name a user, or a key with --key".into()),
+            };
+            let report = halberd_gateway::usage_report(keyring.store(), scope, now_unix())
+                .await
+                .map_err(err)?;
+            println!("{}", to_json(&report)?);
+        }
+    }
+    Ok(())
 }
 
 fn print_record(k: &KeyRecord, json: bool, verb: &str) -> Result<(), String> {

@@ -120,7 +120,7 @@ fn plain_http_needs_opt_in() {
 #[test]
 fn example_config_documents_every_field_and_builds() {
     let text = include_str!("../../../../config/halberd.example.toml");
-    let env = |_: &str| Some("sk-x".to_owned());
+    let env = |var: &str| (var != "HALBERD_STORE_URL").then(|| "sk-x".to_owned());
     let file = ConfigFile::parse(text).unwrap();
     let config = file.build(Path::new("/tmp"), &env).unwrap();
     assert!(config.providers.len() >= 3);
@@ -159,6 +159,11 @@ fn example_config_documents_every_field_and_builds() {
         "rate_fail_mode",
         "redis_timeout",
         "max_output_tokens",
+        "budget_fail_mode",
+        "url",
+        "rpm",
+        "max_concurrent",
+        "budget_usd_daily",
         "max_prompt_tokens",
         "max_messages",
         "max_tools",
@@ -321,5 +326,42 @@ fn injection_policy_defaults_overrides_and_errors() {
         ))
         .unwrap_err();
         assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn prices_budgets_and_policy_limits_are_read_and_validated() {
+    let c = build(
+        "[limits]\nbudget_fail_mode = \"open\"\n[prices]\n\"my-model\" = { input = 0.5, output = \"1.25\" }\n\"gpt-4o\" = { input = 1, output = 2, cached_input = 0.1 }\n[[policies]]\nname = \"default\"\n[policies.limits]\nrpm = 10\nbudget_usd_daily = \"2.5\"",
+    )
+    .unwrap();
+    assert!(!c.rate_limits.budgets_fail_closed);
+    let p = c.rate_limits.prices.get("my-model-v2").unwrap();
+    assert_eq!(p.input, halberd_store::Usd(500_000_000));
+    assert_eq!(p.output, halberd_store::Usd(1_250_000_000));
+    assert_eq!(p.cached_input, p.input, "cached input defaults to input");
+    assert_eq!(
+        c.rate_limits.prices.get("gpt-4o").unwrap().cached_input,
+        halberd_store::Usd(100_000_000),
+        "the config overrides a built-in price"
+    );
+    assert!(c.rate_limits.prices.get("claude-sonnet-4-5").is_some(), "built-ins stay");
+    let limits = c.policies["default"].limits;
+    assert_eq!(limits.rpm, Some(10));
+    assert_eq!(limits.budget_usd_daily, Some(halberd_store::Usd(2_500_000_000)));
+    assert!(ConfigFile::default().build(Path::new("/tmp"), &|_| None).unwrap().rate_limits.budgets_fail_closed);
+    for (text, at) in [
+        ("[limits]\nbudget_fail_mode = \"local\"", "limits.budget_fail_mode"),
+        ("[store]\nurl = \"mysql://x\"", "store.url"),
+    ] {
+        assert_eq!(build(text).unwrap_err().at, at, "{text}");
+    }
+    for text in [
+        "[prices]\n\"m\" = { input = -1, output = 1 }",
+        "[prices]\n\"m\" = { input = \"0.0000000001\", output = 1 }",
+        "[prices]\n\"m\" = { input = 1 }",
+        "[[policies]]\nname = \"default\"\n[policies.limits]\nrpmm = 3",
+    ] {
+        assert!(build(text).is_err(), "{text} was accepted");
     }
 }

@@ -1,26 +1,43 @@
-//! Stage 2, admit: the authenticated key in, a [`Permit`] out, or a 429.
+//! Stage 2, admit: limits and budgets of the key and of its user, checked and
+//! taken atomically before anything reaches a provider.
 //!
-//! Two limits per key, both optional, both enforced in this process:
-//! - `max_concurrent`: requests in flight at once. The permit holds a slot until
-//!   the exchange ends (it rides in the [`Finish`](super::finish::Finish) guard,
-//!   so a streamed exchange holds it until the stream ends or the client goes
-//!   away).
-//! - `rpm`: requests per minute, as a GCRA (generic cell rate algorithm): a key
-//!   may send its whole minute at once, then one request per `60 s / rpm`. One
-//!   number of state per key (the theoretical arrival time), no timers, and the
-//!   decision and the update happen under one lock, so concurrent requests can
-//!   never exceed the limit.
+//! Limits apply to *scopes*: the key (its own limits over those of its policy)
+//! and, when the key belongs to a user with limits, the user across all of that
+//! user's keys. Both apply; a request passes only if every limit of every scope
+//! has room, and then takes from all of them in the same step.
 //!
-//! Concurrency is checked first and its slot given back if the rate refuses, so
-//! a refused request never uses up a rate token it did not use.
+//! A request meets the limiter twice:
+//! 1. [`Limiter::admit`], as soon as the key is known: concurrency slots and
+//!    request rates (`rps`, `rpm`, `rpd`). The [`Permit`] holds the slots until
+//!    the exchange ends (it rides in the [`Finish`](super::finish::Finish)
+//!    guard, so a streamed exchange holds them until the stream ends or the
+//!    client goes away).
+//! 2. [`Limiter::reserve`], once the prompt is counted and the output capped:
+//!    token rates (`tpm`, `tpd`) and budgets (tokens and dollars per UTC day and
+//!    month). The [`Reservation`] is the request's worst case (prompt plus
+//!    output cap, and what that costs at the model's uncached price); when the
+//!    exchange ends it is settled against the provider's usage, or against the
+//!    tokens actually relayed when the provider never said. Concurrent requests
+//!    therefore cannot push a budget past its limit: each one's worst case was
+//!    taken before it started.
 //!
-//! With `[limits] redis_url`, the same decisions are made by one Lua script on
-//! the Redis server ([`redis`]), so all replicas share one count. When Redis
-//! cannot be reached, the limiter follows `[limits] rate_fail_mode`: `local`
-//! (the default) enforces each limit in this process divided by
-//! `[limits] replicas`, `closed` refuses, `open` admits; it says so in the log
-//! and in `/readyz`, and tries Redis again after one second.
+//! Every decision is a list of [`Check`]s run by one of two executors with the
+//! same semantics: in this process, under one lock, or on the Redis server in
+//! one Lua script ([`redis`]). Rates are GCRA (generic cell rate algorithm): a
+//! limit of `n` per period lets a key spend the whole period's allowance at
+//! once, then refills continuously; one timestamp of state per limit. Budgets
+//! are counters per calendar period, seeded from the usage records in the store
+//! the first time a period's counter is needed (after a restart, or when Redis
+//! lost it), so a budget survives restarts.
+//!
+//! With `[limits] redis_url`, all replicas share the counters. When Redis cannot
+//! be reached, rates and slots follow `[limits] rate_fail_mode` (`local`, the
+//! default, enforces each limit in this process divided by `[limits] replicas`;
+//! `closed` refuses; `open` admits) and budgets follow `budget_fail_mode`
+//! (`closed`, the default, refuses; `open` admits). The limiter says so in the
+//! log and in `/readyz`, and tries Redis again after one second.
 
+pub mod budget;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -30,9 +47,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use halberd_store::{KeyLimits, KeyRecord};
+use halberd_store::{KeyLimits, KeyRecord, Store, Usd};
 
-use self::redis::{Decision, RedisLimiter};
+use self::budget::{Period, Price};
+use self::redis::RedisLimiter;
 use crate::error::GatewayError;
 
 /// What to do with rate limits while Redis is unreachable.
@@ -46,125 +64,546 @@ pub enum FailMode {
     Open,
 }
 
-/// Per-key counters: in this process, or shared through Redis.
-#[derive(Debug)]
-pub struct Limiter {
-    keys: Mutex<HashMap<String, KeyState>>,
-    redis: Option<RedisLimiter>,
-    replicas: u32,
-    fail_mode: FailMode,
-    /// Redis failed recently: use the fail mode until then.
-    redis_down_until: Mutex<Option<Instant>>,
-    redis_ok: AtomicBool,
+/// Whose limits: a key, or a user across all of that user's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Counter name part: `k:KEYID` or `u:HEX(user)`.
+    pub id: String,
+    /// For messages: `this API key`, `user "ann"`.
+    pub label: String,
+    pub limits: KeyLimits,
+    /// Whose usage records seed this scope's budgets.
+    pub owner: Owner,
 }
 
-impl Default for Limiter {
-    fn default() -> Self {
-        Limiter::new(None, 1, FailMode::Local)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Key(String),
+    User(String),
+}
+
+/// The scopes of a request: the key's limits (its own, over its policy's), and
+/// its user's when the user has any.
+pub fn scopes(key: &KeyRecord, policy: &KeyLimits, user: Option<&KeyLimits>) -> Vec<Scope> {
+    let mut own = *policy;
+    own.apply(&key.limits);
+    let mut scopes = Vec::with_capacity(2);
+    if !own.is_empty() {
+        scopes.push(Scope {
+            id: format!("k:{}", key.id),
+            label: "this API key".into(),
+            limits: own,
+            owner: Owner::Key(key.id.clone()),
+        });
     }
-}
-
-/// How long the limiter skips Redis after a failure before trying again.
-const REDIS_RETRY: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy)]
-struct KeyState {
-    /// GCRA theoretical arrival time.
-    tat: Option<Instant>,
-    in_flight: u32,
-    /// Token GCRA theoretical arrival time.
-    token_tat: Option<Instant>,
-}
-
-/// Tokens reserved for one exchange; settled when it ends.
-#[derive(Debug)]
-pub struct TokenGrant {
-    limiter: Arc<Limiter>,
-    key_id: String,
-    tpm: u32,
-    /// Prompt plus maximum output.
-    pub reserved: u64,
-    /// The prompt alone, counted before the call.
-    pub prompt: u64,
-    pub rate: RateInfo,
-    shared: bool,
-}
-
-impl TokenGrant {
-    /// Gives back what was reserved but not used.
-    pub fn settle(&self, used: u64) {
-        let refund = self.reserved.saturating_sub(used);
-        if refund == 0 {
-            return;
-        }
-        match (&self.limiter.redis, self.shared) {
-            (Some(redis), true) => redis.settle_tokens(&self.key_id, self.tpm, refund),
-            _ => self.limiter.settle_local(&self.key_id, self.tpm, refund),
-        }
+    if let (Some(name), Some(limits)) = (&key.user, user)
+        && !limits.is_empty()
+    {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        scopes.push(Scope {
+            id: format!("u:{hex}"),
+            label: format!("user {name:?}"),
+            limits: *limits,
+            owner: Owner::User(name.clone()),
+        });
     }
+    scopes
 }
 
-/// One minute: the burst a token limit allows.
-const WINDOW: Duration = Duration::from_secs(60);
+/// One thing to check and take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// GCRA: `cost` units of a limit of `limit` per `period`.
+    Rate {
+        name: String,
+        limit: u64,
+        period: Duration,
+        cost: u64,
+        unit: RateUnit,
+        what: String,
+    },
+    /// A concurrency slot, of at most `max`.
+    Slot {
+        name: String,
+        max: u32,
+        what: String,
+    },
+    /// `amount` more of a per-period counter that must stay within `limit`.
+    Budget {
+        name: String,
+        limit: u64,
+        amount: u64,
+        /// End of the period, Unix seconds.
+        end: i64,
+        /// The period's usage so far, from the store; `None` until needed.
+        seed: Option<u64>,
+        unit: BudgetUnit,
+        /// Index of the scope, to find whose usage seeds it.
+        scope: usize,
+        start: i64,
+        what: String,
+    },
+}
+
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetUnit {
+    Tokens,
+    /// Nano-dollars.
+    Usd,
+}
+
+/// An executor's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was taken; per check, what is left and when it is all back.
+    Admitted(Vec<(u64, Duration)>),
+    /// Nothing was taken: check `index` has no room.
+    Refused {
+        index: usize,
+        retry_after: Duration,
+        reset: Duration,
+    },
+    /// Nothing was taken: these budget counters need their seed.
+    NeedSeed(Vec<usize>),
+}
+
+/// How the unused part of a reservation goes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refund {
+    Rate {
+        name: String,
+        limit: u64,
+        period: Duration,
+        amount: u64,
+    },
+    /// A signed correction of a budget counter (negative gives back).
+    Budget { name: String, delta: i64, end: i64 },
+}
 
 /// The request rate state reported in `x-ratelimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateInfo {
     pub unit: RateUnit,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Until the key could send its whole minute again.
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the whole allowance is back.
     pub reset: Duration,
 }
 
-/// What a per-minute limit counts; names its `x-ratelimit-*` headers.
+/// What a rate limit counts; names its `x-ratelimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateUnit {
     Requests,
     Tokens,
 }
 
-/// Admission of one request; gives its concurrency slot back when dropped.
-#[derive(Debug)]
-pub struct Permit {
-    limiter: Arc<Limiter>,
-    key_id: String,
-    slot: Slot,
-    pub rate: Option<RateInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Slot {
-    None,
+/// Where a decision was made, so that what it took goes back to the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
     Local,
-    /// A lease in Redis, named by the request id.
-    Redis(String),
+    Redis,
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        match &self.slot {
-            Slot::None => {}
-            Slot::Local => self.limiter.release(&self.key_id),
-            Slot::Redis(request_id) => {
-                if let Some(redis) = &self.limiter.redis {
-                    redis.release(&self.key_id, request_id);
+/// Per-process counters: the whole state when there is no Redis, the fallback
+/// when Redis is unreachable.
+#[derive(Debug, Default)]
+struct Local {
+    /// GCRA theoretical arrival times.
+    tats: HashMap<String, Instant>,
+    slots: HashMap<String, u32>,
+    /// Budget counters and the end of their period (Unix seconds).
+    counters: HashMap<String, (u64, i64)>,
+}
+
+/// Entries kept before expired ones are swept.
+const SWEEP_AT: usize = 100_000;
+
+impl Local {
+    fn run(&mut self, checks: &[Check], now: Instant, unix: i64) -> Outcome {
+        if self.tats.len() + self.counters.len() >= SWEEP_AT {
+            self.tats.retain(|_, t| *t > now);
+            self.counters.retain(|_, (_, end)| *end > unix);
+        }
+        let mut out = Vec::with_capacity(checks.len());
+        let mut need = Vec::new();
+        for (i, c) in checks.iter().enumerate() {
+            match c {
+                Check::Rate {
+                    name,
+                    limit,
+                    period,
+                    cost,
+                    ..
+                } => {
+                    let tat = self.tats.get(name).map_or(now, |t| (*t).max(now));
+                    let next = tat + cells(*period, *cost, *limit);
+                    let ahead = next - now;
+                    if ahead > *period {
+                        return Outcome::Refused {
+                            index: i,
+                            retry_after: ahead - *period,
+                            reset: tat - now,
+                        };
+                    }
+                    out.push((left(*period, ahead, *limit), ahead));
+                }
+                Check::Slot { name, max, .. } => {
+                    if self.slots.get(name).copied().unwrap_or(0) >= *max {
+                        return Outcome::Refused {
+                            index: i,
+                            retry_after: Duration::from_secs(1),
+                            reset: Duration::ZERO,
+                        };
+                    }
+                    let used = self.slots.get(name).copied().unwrap_or(0) + 1;
+                    out.push((u64::from(max - used), Duration::ZERO));
+                }
+                Check::Budget {
+                    name,
+                    limit,
+                    amount,
+                    end,
+                    seed,
+                    ..
+                } => {
+                    let Some(spent) = self
+                        .counters
+                        .get(name)
+                        .map(|(v, _)| *v)
+                        .or(*seed)
+                    else {
+                        need.push(i);
+                        continue;
+                    };
+                    let until = Duration::from_secs(u64::try_from(end - unix).unwrap_or(0));
+                    if spent.saturating_add(*amount) > *limit {
+                        return Outcome::Refused {
+                            index: i,
+                            retry_after: until,
+                            reset: until,
+                        };
+                    }
+                    out.push((limit - spent - amount, until));
+                }
+            }
+        }
+        if !need.is_empty() {
+            return Outcome::NeedSeed(need);
+        }
+        // Every check has room: take from all of them.
+        for c in checks {
+            match c {
+                Check::Rate {
+                    name,
+                    limit,
+                    period,
+                    cost,
+                    ..
+                } => {
+                    let tat = self.tats.get(name).map_or(now, |t| (*t).max(now));
+                    self.tats
+                        .insert(name.clone(), tat + cells(*period, *cost, *limit));
+                }
+                Check::Slot { name, .. } => *self.slots.entry(name.clone()).or_insert(0) += 1,
+                Check::Budget {
+                    name,
+                    amount,
+                    end,
+                    seed,
+                    ..
+                } => {
+                    let entry = self
+                        .counters
+                        .entry(name.clone())
+                        .or_insert((seed.unwrap_or(0), *end));
+                    entry.0 = entry.0.saturating_add(*amount);
+                }
+            }
+        }
+        Outcome::Admitted(out)
+    }
+
+    fn refund(&mut self, refunds: &[Refund], now: Instant) {
+        for r in refunds {
+            match r {
+                Refund::Rate {
+                    name,
+                    limit,
+                    period,
+                    amount,
+                } => {
+                    if let Some(tat) = self.tats.get_mut(name) {
+                        let back = cells(*period, *amount, *limit);
+                        *tat = tat.checked_sub(back).map_or(now, |t| t.max(now));
+                    }
+                }
+                Refund::Budget { name, delta, .. } => {
+                    if let Some((v, _)) = self.counters.get_mut(name) {
+                        *v = v.saturating_add_signed(*delta);
+                    }
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, names: &[String]) {
+        for name in names {
+            if let Some(n) = self.slots.get_mut(name) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.slots.remove(name);
                 }
             }
         }
     }
 }
 
-/// Entries kept before idle keys are swept.
-const SWEEP_AT: usize = 100_000;
+/// The time `cost` units take to refill at `limit` per `period`, exact to the
+/// nanosecond.
+fn cells(period: Duration, cost: u64, limit: u64) -> Duration {
+    let ns = period.as_nanos() * u128::from(cost) / u128::from(limit.max(1));
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Units left when the allowance is used up to `ahead` of `period`.
+fn left(period: Duration, ahead: Duration, limit: u64) -> u64 {
+    let free = period.saturating_sub(ahead).as_nanos();
+    u64::try_from(free * u128::from(limit) / period.as_nanos().max(1)).unwrap_or(0)
+}
+
+/// Limits and budgets, counted in this process or shared through Redis.
+#[derive(Debug)]
+pub struct Limiter {
+    local: Mutex<Local>,
+    redis: Option<RedisLimiter>,
+    replicas: u32,
+    fail_mode: FailMode,
+    budgets_fail_closed: bool,
+    /// Seeds budget counters from usage records.
+    store: Option<Store>,
+    /// Redis failed recently: use the fail modes until then.
+    redis_down_until: Mutex<Option<Instant>>,
+    redis_ok: AtomicBool,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new(None, 1, FailMode::Local, true, None)
+    }
+}
+
+/// How long the limiter skips Redis after a failure before trying again.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
+
+/// Admission of one request; gives its concurrency slots back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    backend: Backend,
+    slots: Vec<String>,
+    request_id: String,
+    /// The tightest request rate, for the `x-ratelimit-*-requests` headers.
+    pub rate: Option<RateInfo>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.slots.is_empty() {
+            return;
+        }
+        match (self.backend, &self.limiter.redis) {
+            (Backend::Redis, Some(redis)) => redis.release(&self.slots, &self.request_id),
+            _ => {
+                if let Ok(mut local) = self.limiter.local.lock() {
+                    local.release(&self.slots);
+                }
+            }
+        }
+    }
+}
+
+/// Tokens and money reserved for one exchange; settled when it ends.
+#[derive(Debug)]
+pub struct Reservation {
+    limiter: Arc<Limiter>,
+    backend: Backend,
+    /// What was taken: token rates and budgets, with their amounts.
+    taken: Vec<Check>,
+    /// The prompt, counted before the call.
+    pub prompt: u64,
+    /// Prompt plus output cap.
+    pub tokens: u64,
+    /// The worst-case cost; zero without a price.
+    pub cost: Usd,
+    /// The tightest token rate, for the `x-ratelimit-*-tokens` headers.
+    pub rate: Option<RateInfo>,
+}
+
+impl Reservation {
+    /// Corrects every counter from the worst case to what was used: gives back
+    /// what was not, and charges any excess (usage above the estimate).
+    pub fn settle(&self, tokens: u64, cost: Usd) {
+        let refunds: Vec<Refund> = self
+            .taken
+            .iter()
+            .filter_map(|c| match c {
+                Check::Rate {
+                    name,
+                    limit,
+                    period,
+                    cost: reserved,
+                    ..
+                } => (*reserved > tokens).then(|| Refund::Rate {
+                    name: name.clone(),
+                    limit: *limit,
+                    period: *period,
+                    amount: reserved - tokens,
+                }),
+                Check::Budget {
+                    name,
+                    amount,
+                    unit,
+                    end,
+                    ..
+                } => {
+                    let used = match unit {
+                        BudgetUnit::Tokens => tokens,
+                        BudgetUnit::Usd => cost.nanos(),
+                    };
+                    let delta = i128::from(used) - i128::from(*amount);
+                    (delta != 0).then(|| Refund::Budget {
+                        name: name.clone(),
+                        delta: i64::try_from(delta).unwrap_or(0),
+                        end: *end,
+                    })
+                }
+                Check::Slot { .. } => None,
+            })
+            .collect();
+        if refunds.is_empty() {
+            return;
+        }
+        match (self.backend, &self.limiter.redis) {
+            (Backend::Redis, Some(redis)) => redis.refund(refunds),
+            _ => {
+                if let Ok(mut local) = self.limiter.local.lock() {
+                    local.refund(&refunds, Instant::now());
+                }
+            }
+        }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Request-rate and concurrency checks of the scopes.
+pub fn admission_checks(scopes: &[Scope]) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for s in scopes {
+        let l = &s.limits;
+        if let Some(max) = l.max_concurrent {
+            checks.push(Check::Slot {
+                name: format!("{}:slots", s.id),
+                max,
+                what: format!("concurrent requests of {}", s.label),
+            });
+        }
+        for (limit, period, suffix, per) in [
+            (l.rps, SECOND, "rps", "second"),
+            (l.rpm, MINUTE, "rpm", "minute"),
+            (l.rpd, DAY, "rpd", "day"),
+        ] {
+            if let Some(limit) = limit {
+                checks.push(Check::Rate {
+                    name: format!("{}:{suffix}", s.id),
+                    limit: u64::from(limit),
+                    period,
+                    cost: 1,
+                    unit: RateUnit::Requests,
+                    what: format!("requests per {per} of {}", s.label),
+                });
+            }
+        }
+    }
+    checks
+}
+
+/// Token-rate and budget checks of the scopes for a request of `tokens`
+/// costing at most `cost`, at `unix` seconds.
+pub fn reservation_checks(scopes: &[Scope], tokens: u64, cost: Usd, unix: i64) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (index, s) in scopes.iter().enumerate() {
+        let l = &s.limits;
+        for (limit, period, suffix, per) in [
+            (l.tpm.map(u64::from), MINUTE, "tpm", "minute"),
+            (l.tpd, DAY, "tpd", "day"),
+        ] {
+            if let Some(limit) = limit {
+                checks.push(Check::Rate {
+                    name: format!("{}:{suffix}", s.id),
+                    limit,
+                    period,
+                    cost: tokens,
+                    unit: RateUnit::Tokens,
+                    what: format!("tokens per {per} of {}", s.label),
+                });
+            }
+        }
+        for (limit, period, unit, amount) in [
+            (l.budget_tokens_daily, Period::Day, BudgetUnit::Tokens, tokens),
+            (l.budget_tokens_monthly, Period::Month, BudgetUnit::Tokens, tokens),
+            (l.budget_usd_daily.map(Usd::nanos), Period::Day, BudgetUnit::Usd, cost.nanos()),
+            (l.budget_usd_monthly.map(Usd::nanos), Period::Month, BudgetUnit::Usd, cost.nanos()),
+        ] {
+            if let Some(limit) = limit {
+                let (start, end, window) = period.window(unix);
+                let kind = match unit {
+                    BudgetUnit::Tokens => "tok",
+                    BudgetUnit::Usd => "usd",
+                };
+                checks.push(Check::Budget {
+                    name: format!("{}:{kind}:{window}", s.id),
+                    limit,
+                    amount,
+                    end,
+                    seed: None,
+                    unit,
+                    scope: index,
+                    start,
+                    what: format!(
+                        "{} {} budget of {}",
+                        period.as_str(),
+                        match unit {
+                            BudgetUnit::Tokens => "token",
+                            BudgetUnit::Usd => "cost",
+                        },
+                        s.label
+                    ),
+                });
+            }
+        }
+    }
+    checks
+}
 
 impl Limiter {
-    pub fn new(redis: Option<RedisLimiter>, replicas: u32, fail_mode: FailMode) -> Limiter {
+    pub fn new(
+        redis: Option<RedisLimiter>,
+        replicas: u32,
+        fail_mode: FailMode,
+        budgets_fail_closed: bool,
+        store: Option<Store>,
+    ) -> Limiter {
         Limiter {
-            keys: Mutex::default(),
+            local: Mutex::default(),
             redis,
             replicas: replicas.max(1),
             fail_mode,
+            budgets_fail_closed,
+            store,
             redis_down_until: Mutex::new(None),
             redis_ok: AtomicBool::new(true),
         }
@@ -178,66 +617,227 @@ impl Limiter {
         Some(ok)
     }
 
-    /// Admits one request of `key`, in Redis when configured and reachable.
+    /// Takes a concurrency slot and a request from every rate of every scope,
+    /// or refuses with nothing taken.
     pub async fn admit(
         self: &Arc<Self>,
-        key: &KeyRecord,
+        scopes: &[Scope],
         request_id: &str,
         now: Instant,
     ) -> Result<Permit, GatewayError> {
-        let limits = key.limits;
-        let unlimited = Permit {
+        let checks = admission_checks(scopes);
+        let mut permit = Permit {
             limiter: self.clone(),
-            key_id: key.id.clone(),
-            slot: Slot::None,
+            backend: Backend::Local,
+            slots: Vec::new(),
+            request_id: request_id.to_owned(),
             rate: None,
         };
-        if limits.is_empty() {
-            return Ok(unlimited);
+        if checks.is_empty() {
+            return Ok(permit);
         }
-        if self.redis.is_none() {
-            return self.admit_local(key, limits, now);
+        let (backend, checks, outcome) = match self.run(checks, request_id, now, false).await? {
+            Some(done) => done,
+            None => return Ok(permit),
+        };
+        let Outcome::Admitted(results) = outcome else {
+            return Err(refusal(&checks, &outcome));
+        };
+        permit.backend = backend;
+        permit.slots = checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::Slot { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        permit.rate = tightest(&checks, &results, RateUnit::Requests);
+        Ok(permit)
+    }
+
+    /// Reserves `prompt + max_output` tokens (and their worst-case `cost`) from
+    /// every token rate and budget of every scope, or refuses with nothing
+    /// taken. `None` when no scope limits tokens or money.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        scopes: &[Scope],
+        prompt: u64,
+        max_output: u64,
+        cost: Usd,
+        now: Instant,
+        unix: i64,
+    ) -> Result<Option<Reservation>, GatewayError> {
+        let tokens = prompt.saturating_add(max_output);
+        let mut checks = reservation_checks(scopes, tokens, cost, unix);
+        if checks.is_empty() {
+            return Ok(None);
         }
-        if let Some(redis) = self.redis_to_try(now) {
-            let decided = redis
-                .admit(
-                    &key.id,
-                    limits.rpm.unwrap_or(0),
-                    limits.max_concurrent.unwrap_or(0),
-                    request_id,
-                )
-                .await;
-            match decided {
-                Ok(decision) => {
-                    self.redis_answered();
-                    return self.permit_from(key, limits, request_id, decision);
+        // What can never fit is a clear error, not a wait that never ends.
+        for c in &checks {
+            match c {
+                Check::Rate {
+                    limit, cost, what, ..
+                } if cost > limit => {
+                    return Err(GatewayError::InvalidRequest {
+                        message: format!(
+                            "this request needs up to {tokens} tokens ({prompt} prompt + {max_output} output), more than the limit of {limit} {what}; lower max_tokens or shorten the prompt"
+                        ),
+                        param: None,
+                    });
                 }
-                Err(error) => self.redis_failed(&error, now),
+                _ => {}
             }
         }
-        match self.fail_mode {
-            FailMode::Open => Ok(unlimited),
-            FailMode::Closed => Err(limits_unavailable()),
-            FailMode::Local => {
-                let share = |n: Option<u32>| n.map(|n| n.div_ceil(self.replicas).max(1));
-                let local = KeyLimits {
-                    rpm: share(limits.rpm),
-                    max_concurrent: share(limits.max_concurrent),
-                    tpm: share(limits.tpm),
-                };
-                self.admit_local(key, local, now)
+        let mut seeded = false;
+        loop {
+            let Some((backend, taken, outcome)) =
+                self.run(checks.clone(), "", now, true).await?
+            else {
+                return Ok(None);
+            };
+            match outcome {
+                Outcome::Admitted(results) => {
+                    return Ok(Some(Reservation {
+                        limiter: self.clone(),
+                        backend,
+                        rate: tightest(&taken, &results, RateUnit::Tokens),
+                        taken,
+                        prompt,
+                        tokens,
+                        cost,
+                    }));
+                }
+                Outcome::NeedSeed(indices) if !seeded => {
+                    seeded = true;
+                    self.seed(scopes, &mut checks, &indices).await?;
+                }
+                Outcome::NeedSeed(_) => return Err(GatewayError::Internal),
+                refused => return Err(refusal(&taken, &refused)),
             }
         }
     }
 
-    /// Redis, unless there is none or it failed less than `REDIS_RETRY` ago.
-    fn redis_to_try(&self, now: Instant) -> Option<&RedisLimiter> {
-        let cooling = self
-            .redis_down_until
+    /// Reads the period's usage so far from the store into the checks.
+    async fn seed(
+        &self,
+        scopes: &[Scope],
+        checks: &mut [Check],
+        indices: &[usize],
+    ) -> Result<(), GatewayError> {
+        for &i in indices {
+            if let Some(Check::Budget {
+                seed,
+                unit,
+                scope,
+                start,
+                ..
+            }) = checks.get_mut(i)
+            {
+                let totals = match (&self.store, &scopes[*scope].owner) {
+                    (None, _) => halberd_store::UsageTotals::default(),
+                    (Some(store), owner) => {
+                        let who = match owner {
+                            Owner::Key(id) => halberd_store::UsageScope::Key(id),
+                            Owner::User(name) => halberd_store::UsageScope::User(name),
+                        };
+                        store.usage_totals(who, *start).await.map_err(|e| {
+                            tracing::error!(target: "halberd::limits", error = %e, "cannot read usage to seed a budget");
+                            budgets_unavailable()
+                        })?
+                    }
+                };
+                *seed = Some(match unit {
+                    BudgetUnit::Tokens => totals.tokens(),
+                    BudgetUnit::Usd => totals.cost.nanos(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the checks on Redis, or in this process: without Redis, or per the
+    /// fail modes when Redis is unreachable. `None`: admit without taking
+    /// anything (fail open).
+    async fn run(
+        &self,
+        checks: Vec<Check>,
+        request_id: &str,
+        now: Instant,
+        reserve: bool,
+    ) -> Result<Option<(Backend, Vec<Check>, Outcome)>, GatewayError> {
+        let unix = halberd_store::now_unix();
+        let Some(redis) = &self.redis else {
+            let outcome = self.run_local(&checks, now, unix)?;
+            return Ok(Some((Backend::Local, checks, outcome)));
+        };
+        if !self.cooling(now) {
+            match redis.run(&checks, request_id).await {
+                Ok(outcome) => {
+                    self.redis_answered();
+                    return Ok(Some((Backend::Redis, checks, outcome)));
+                }
+                Err(error) => self.redis_failed(&error, now),
+            }
+        }
+        // Redis is unreachable: budgets first, then rates and slots.
+        let has_budget = checks.iter().any(|c| matches!(c, Check::Budget { .. }));
+        if has_budget && reserve && self.budgets_fail_closed {
+            return Err(budgets_unavailable());
+        }
+        let rest: Vec<Check> = checks
+            .into_iter()
+            .filter(|c| !matches!(c, Check::Budget { .. }))
+            .collect();
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        match self.fail_mode {
+            FailMode::Open => Ok(None),
+            FailMode::Closed => Err(limits_unavailable()),
+            FailMode::Local => {
+                let share = |n: u64| n.div_ceil(u64::from(self.replicas)).max(1);
+                let shared: Vec<Check> = rest
+                    .into_iter()
+                    .map(|c| match c {
+                        Check::Rate {
+                            name,
+                            limit,
+                            period,
+                            cost,
+                            unit,
+                            what,
+                        } => Check::Rate {
+                            name,
+                            limit: share(limit),
+                            period,
+                            cost,
+                            unit,
+                            what,
+                        },
+                        Check::Slot { name, max, what } => Check::Slot {
+                            name,
+                            max: u32::try_from(share(u64::from(max))).unwrap_or(max),
+                            what,
+                        },
+                        budget => budget,
+                    })
+                    .collect();
+                let outcome = self.run_local(&shared, now, unix)?;
+                Ok(Some((Backend::Local, shared, outcome)))
+            }
+        }
+    }
+
+    fn run_local(&self, checks: &[Check], now: Instant, unix: i64) -> Result<Outcome, GatewayError> {
+        let mut local = self.local.lock().map_err(|_| GatewayError::Internal)?;
+        Ok(local.run(checks, now, unix))
+    }
+
+    fn cooling(&self, now: Instant) -> bool {
+        self.redis_down_until
             .lock()
             .map(|until| until.is_some_and(|t| now < t))
-            .unwrap_or(false);
-        if cooling { None } else { self.redis.as_ref() }
+            .unwrap_or(false)
     }
 
     fn redis_answered(&self) {
@@ -249,256 +849,83 @@ impl Limiter {
     /// Logs the change once and skips Redis for `REDIS_RETRY`.
     fn redis_failed(&self, error: &str, now: Instant) {
         if self.redis_ok.swap(false, Ordering::Relaxed) {
-            tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, "redis unreachable: limits follow the fail mode");
+            tracing::warn!(target: "halberd::limits", %error, fail_mode = ?self.fail_mode, budgets_fail_closed = self.budgets_fail_closed, "redis unreachable: limits follow the fail modes");
         }
         if let Ok(mut until) = self.redis_down_until.lock() {
             *until = Some(now + REDIS_RETRY);
         }
     }
+}
 
-    fn permit_from(
-        self: &Arc<Self>,
-        key: &KeyRecord,
-        limits: KeyLimits,
-        request_id: &str,
-        decision: Decision,
-    ) -> Result<Permit, GatewayError> {
-        match decision {
-            Decision::Admitted {
-                remaining,
-                reset,
-                holds_slot,
-            } => Ok(Permit {
-                limiter: self.clone(),
-                key_id: key.id.clone(),
-                slot: if holds_slot {
-                    Slot::Redis(request_id.to_owned())
-                } else {
-                    Slot::None
-                },
-                rate: limits.rpm.map(|limit| RateInfo {
-                    unit: RateUnit::Requests,
-                    limit,
-                    remaining: remaining.unwrap_or(0),
-                    reset,
-                }),
+/// The rate of `unit` with the fewest units left, for the headers.
+fn tightest(checks: &[Check], results: &[(u64, Duration)], unit: RateUnit) -> Option<RateInfo> {
+    checks
+        .iter()
+        .zip(results)
+        .filter_map(|(c, (remaining, reset))| match c {
+            Check::Rate {
+                limit, unit: u, ..
+            } if *u == unit => Some(RateInfo {
+                unit,
+                limit: *limit,
+                remaining: *remaining,
+                reset: *reset,
             }),
-            Decision::TooManyConcurrent => Err(GatewayError::RateLimited {
-                what: "concurrent requests",
-                retry_after: Duration::from_secs(1),
-                rate: None,
-            }),
-            Decision::TooFast { retry_after, reset } => Err(GatewayError::RateLimited {
-                what: "requests per minute",
-                retry_after,
-                rate: limits.rpm.map(|limit| RateInfo {
-                    unit: RateUnit::Requests,
-                    limit,
-                    remaining: 0,
-                    reset,
-                }),
-            }),
-        }
-    }
-
-    fn admit_local(
-        self: &Arc<Self>,
-        key: &KeyRecord,
-        limits: KeyLimits,
-        now: Instant,
-    ) -> Result<Permit, GatewayError> {
-        let mut keys = self.keys.lock().map_err(|_| GatewayError::Internal)?;
-        if keys.len() >= SWEEP_AT {
-            keys.retain(|_, s| s.in_flight > 0 || s.tat.is_some_and(|t| t > now));
-        }
-        let state = keys.entry(key.id.clone()).or_insert(KeyState {
-            tat: None,
-            in_flight: 0,
-            token_tat: None,
-        });
-        if let Some(max) = limits.max_concurrent
-            && state.in_flight >= max
-        {
-            return Err(GatewayError::RateLimited {
-                what: "concurrent requests",
-                retry_after: Duration::from_secs(1),
-                rate: None,
-            });
-        }
-        let mut rate = None;
-        if let Some(rpm) = limits.rpm {
-            let interval = Duration::from_secs(60) / rpm;
-            let tolerance = interval * (rpm - 1);
-            let tat = state.tat.map_or(now, |t| t.max(now));
-            let ahead = tat - now;
-            if ahead > tolerance {
-                let wait = ahead - tolerance;
-                return Err(GatewayError::RateLimited {
-                    what: "requests per minute",
-                    retry_after: wait,
-                    rate: Some(RateInfo {
-                        unit: RateUnit::Requests,
-                        limit: rpm,
-                        remaining: 0,
-                        reset: ahead,
-                    }),
-                });
-            }
-            let next = tat + interval;
-            state.tat = Some(next);
-            let used = next - now;
-            let remaining =
-                ((tolerance + interval).saturating_sub(used)).as_nanos() / interval.as_nanos();
-            rate = Some(RateInfo {
-                unit: RateUnit::Requests,
-                limit: rpm,
-                remaining: u32::try_from(remaining).unwrap_or(rpm),
-                reset: used,
-            });
-        }
-        let holds_slot = limits.max_concurrent.is_some();
-        if holds_slot {
-            state.in_flight += 1;
-        }
-        Ok(Permit {
-            limiter: self.clone(),
-            key_id: key.id.clone(),
-            slot: if holds_slot { Slot::Local } else { Slot::None },
-            rate,
+            _ => None,
         })
-    }
+        .min_by_key(|r| (r.remaining, std::cmp::Reverse(r.reset)))
+}
 
-    /// Reserves `prompt + max_output` tokens of the key's per-minute budget
-    /// before the upstream call; `None` when the key has no token limit.
-    pub async fn reserve_tokens(
-        self: &Arc<Self>,
-        key: &KeyRecord,
-        prompt: u64,
-        max_output: u64,
-        now: Instant,
-    ) -> Result<Option<TokenGrant>, GatewayError> {
-        let Some(tpm) = key.limits.tpm else {
-            return Ok(None);
-        };
-        let tokens = prompt + max_output;
-        if tokens > u64::from(tpm) {
-            return Err(GatewayError::InvalidRequest {
-                message: format!(
-                    "this request needs up to {tokens} tokens ({prompt} prompt + {max_output} output), more than this key's limit of {tpm} tokens per minute; lower max_tokens or shorten the prompt"
+/// The error for a refused check.
+fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
+    let Outcome::Refused {
+        index,
+        retry_after,
+        reset,
+    } = outcome
+    else {
+        return GatewayError::Internal;
+    };
+    match checks.get(*index) {
+        Some(Check::Rate {
+            limit, unit, what, ..
+        }) => GatewayError::RateLimited {
+            what: what.clone(),
+            retry_after: *retry_after,
+            rate: Some(RateInfo {
+                unit: *unit,
+                limit: *limit,
+                remaining: 0,
+                reset: *reset,
+            }),
+        },
+        Some(Check::Slot { what, .. }) => GatewayError::RateLimited {
+            what: what.clone(),
+            retry_after: *retry_after,
+            rate: None,
+        },
+        Some(Check::Budget {
+            limit,
+            amount,
+            unit,
+            what,
+            ..
+        }) => {
+            let detail = match unit {
+                BudgetUnit::Tokens => format!("it needs up to {amount} tokens of a budget of {limit}"),
+                BudgetUnit::Usd => format!(
+                    "it could cost up to ${} of a budget of ${}",
+                    Usd(*amount),
+                    Usd(*limit)
                 ),
-                param: None,
-            });
-        }
-        if self.redis.is_some() {
-            if let Some(redis) = self.redis_to_try(now) {
-                match redis.reserve_tokens(&key.id, tpm, tokens).await {
-                    Ok(redis::TokenDecision::Reserved { remaining, reset }) => {
-                        self.redis_answered();
-                        return Ok(Some(
-                            self.grant(key, tpm, tokens, prompt, remaining, reset, true),
-                        ));
-                    }
-                    Ok(redis::TokenDecision::TooMany { retry_after, reset }) => {
-                        self.redis_answered();
-                        return Err(tokens_refused(tpm, retry_after, reset));
-                    }
-                    Err(error) => self.redis_failed(&error, now),
-                }
-            }
-            match self.fail_mode {
-                FailMode::Open => return Ok(None),
-                FailMode::Closed => return Err(limits_unavailable()),
-                FailMode::Local => {
-                    let share = tpm.div_ceil(self.replicas).max(1);
-                    return self
-                        .reserve_local(key, share, tokens, prompt, now)
-                        .map(Some);
-                }
+            };
+            GatewayError::BudgetExceeded {
+                what: what.clone(),
+                detail,
+                retry_after: *retry_after,
             }
         }
-        self.reserve_local(key, tpm, tokens, prompt, now).map(Some)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn grant(
-        self: &Arc<Self>,
-        key: &KeyRecord,
-        tpm: u32,
-        tokens: u64,
-        prompt: u64,
-        remaining: u64,
-        reset: Duration,
-        shared: bool,
-    ) -> TokenGrant {
-        TokenGrant {
-            limiter: self.clone(),
-            key_id: key.id.clone(),
-            tpm,
-            reserved: tokens,
-            prompt,
-            rate: RateInfo {
-                unit: RateUnit::Tokens,
-                limit: tpm,
-                remaining: u32::try_from(remaining).unwrap_or(tpm),
-                reset,
-            },
-            shared,
-        }
-    }
-
-    fn reserve_local(
-        self: &Arc<Self>,
-        key: &KeyRecord,
-        tpm: u32,
-        tokens: u64,
-        prompt: u64,
-        now: Instant,
-    ) -> Result<TokenGrant, GatewayError> {
-        let per_token = WINDOW / tpm;
-        let mut keys = self.keys.lock().map_err(|_| GatewayError::Internal)?;
-        let state = keys.entry(key.id.clone()).or_insert(KeyState {
-            tat: None,
-            in_flight: 0,
-            token_tat: None,
-        });
-        let tat = state.token_tat.map_or(now, |t| t.max(now));
-        let cost = per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
-        let next = tat + cost;
-        if next - now > WINDOW {
-            return Err(tokens_refused(tpm, next - now - WINDOW, tat - now));
-        }
-        state.token_tat = Some(next);
-        let remaining = (WINDOW - (next - now)).as_nanos() / per_token.as_nanos().max(1);
-        drop(keys);
-        Ok(self.grant(
-            key,
-            tpm,
-            tokens,
-            prompt,
-            u64::try_from(remaining).unwrap_or(0),
-            next - now,
-            false,
-        ))
-    }
-
-    fn settle_local(&self, key_id: &str, tpm: u32, refund: u64) {
-        let per_token = WINDOW / tpm;
-        let back = per_token * u32::try_from(refund).unwrap_or(u32::MAX);
-        if let Ok(mut keys) = self.keys.lock()
-            && let Some(state) = keys.get_mut(key_id)
-            && let Some(tat) = state.token_tat
-        {
-            let now = Instant::now();
-            state.token_tat = Some(tat.checked_sub(back).map_or(now, |t| t.max(now)));
-        }
-    }
-
-    fn release(&self, key_id: &str) {
-        if let Ok(mut keys) = self.keys.lock()
-            && let Some(state) = keys.get_mut(key_id)
-        {
-            state.in_flight = state.in_flight.saturating_sub(1);
-        }
+        None => GatewayError::Internal,
     }
 }
 
@@ -508,16 +935,29 @@ fn limits_unavailable() -> GatewayError {
     }
 }
 
-fn tokens_refused(tpm: u32, retry_after: Duration, reset: Duration) -> GatewayError {
-    GatewayError::RateLimited {
-        what: "tokens per minute",
-        retry_after,
-        rate: Some(RateInfo {
-            unit: RateUnit::Tokens,
-            limit: tpm,
-            remaining: 0,
-            reset,
-        }),
+fn budgets_unavailable() -> GatewayError {
+    GatewayError::Unavailable {
+        message: "budgets cannot be checked right now; retry shortly".into(),
+    }
+}
+
+/// The worst-case cost of a request, or an error when a cost budget applies and
+/// the model has no price.
+pub fn worst_case_cost(
+    scopes: &[Scope],
+    price: Option<Price>,
+    model: &str,
+    prompt: u64,
+    max_output: u64,
+) -> Result<Usd, GatewayError> {
+    match price {
+        Some(p) => Ok(p.reservation(prompt, max_output)),
+        None if scopes.iter().any(|s| s.limits.has_cost_budget()) => {
+            Err(GatewayError::ModelNotPriced {
+                model: model.to_owned(),
+            })
+        }
+        None => Ok(Usd::ZERO),
     }
 }
 
@@ -543,7 +983,8 @@ pub fn set_rate_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
     }
 }
 
-/// OpenAI's duration notation for `x-ratelimit-reset-*`: `20ms`, `1s`, `6m0s`.
+/// OpenAI's duration notation for `x-ratelimit-reset-*`: `20ms`, `1s`, `6m0s`,
+/// `2h5m0s`.
 pub fn reset_text(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
@@ -552,8 +993,10 @@ pub fn reset_text(d: Duration) -> String {
     let secs = d.as_secs_f64().ceil() as u64;
     if secs < 60 {
         format!("{secs}s")
-    } else {
+    } else if secs < 3600 {
         format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{}m{}s", secs / 3600, secs % 3600 / 60, secs % 60)
     }
 }
 

@@ -1,7 +1,13 @@
 //! The finaliser: one record of how each exchange that reached an upstream
 //! ended, written when the guard is dropped, so that it is written on success,
 //! on upstream error, on timeout and when the client goes away mid-stream alike.
-//! Accounting and the audit trail will hang off this same guard.
+//!
+//! It is also where accounting happens: the reservation taken at admission is
+//! settled against the provider's usage, and one usage record (tokens, cost,
+//! whether estimated) is written to the store. When the provider never reported
+//! usage (the client went away, the stream broke), the tokens are the prompt as
+//! counted before the call plus the generated text actually relayed, counted
+//! with the same tokenizer, and the record is marked estimated.
 
 use halberd_protocol::Api;
 use halberd_protocol::openai::Usage;
@@ -22,8 +28,25 @@ pub struct Finish {
     /// The admission permit: its concurrency slot is held until this guard
     /// drops, i.e. until the exchange has ended however it ended.
     permit: Option<super::admit::Permit>,
-    /// The token reservation, settled against usage when this guard drops.
-    tokens: Option<super::admit::TokenGrant>,
+    /// Settlement and the usage record, when the exchange is accounted.
+    accounting: Option<Accounting>,
+    /// Tokens of generated text relayed so far, counted locally.
+    relayed_tokens: u64,
+}
+
+/// What the finaliser needs to account for an exchange.
+#[derive(Debug)]
+pub struct Accounting {
+    pub store: halberd_store::Store,
+    pub key_id: String,
+    pub user: Option<String>,
+    pub price: Option<super::admit::budget::Price>,
+    /// Tokens and money reserved at admission.
+    pub reservation: Option<super::admit::Reservation>,
+    /// Counts the relayed text when the provider reports no usage.
+    pub encoding: halberd_guard::tokens::Encoding,
+    /// The prompt, counted before the call.
+    pub prompt_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +76,27 @@ impl Finish {
             outcome: Outcome::Open,
             started,
             permit: None,
-            tokens: None,
+            accounting: None,
+            relayed_tokens: 0,
         }
     }
 
-    /// Keeps the token reservation until the exchange ends, then settles it.
-    pub fn hold_tokens(&mut self, grant: super::admit::TokenGrant) {
-        self.tokens = Some(grant);
+    /// Accounts for the exchange when it ends: settles the reservation and
+    /// records the usage.
+    pub fn account(&mut self, accounting: Accounting) {
+        self.accounting = Some(accounting);
+    }
+
+    /// Generated text the relay passed on (before redaction: what the provider
+    /// produced, which is what it bills).
+    pub fn relayed_text(&mut self, text: &str) {
+        if let Some(a) = &self.accounting {
+            self.relayed_tokens += a.encoding.count(text);
+        }
+    }
+
+    pub fn counts_text(&self) -> bool {
+        self.accounting.is_some()
     }
 
     /// Keeps the admission permit until the exchange ends.
@@ -107,16 +144,48 @@ impl Drop for Finish {
             Outcome::Completed => "completed",
             Outcome::Failed(code) => code,
         };
-        // Settle the reservation: against the provider's usage when it said,
-        // else against what was relayed (estimated: four bytes a token of the
-        // response as sent, framing included, which errs high).
         let estimated = self.usage.is_none();
-        if let Some(grant) = &self.tokens {
-            let used = match self.usage {
-                Some(u) => u.input_tokens + u.output_tokens,
-                None => grant.prompt + (self.bytes as u64).div_ceil(4),
+        if let Some(a) = self.accounting.take() {
+            // A provider bills what it answered: nothing when it refused or
+            // never answered; the prompt and what was relayed when it answered
+            // but never reported usage.
+            let answered = (200..300).contains(&self.status);
+            let usage = match self.usage {
+                Some(u) => u,
+                None if answered => Usage {
+                    input_tokens: a.prompt_tokens,
+                    cached_input_tokens: 0,
+                    output_tokens: self.relayed_tokens,
+                },
+                None => Usage::default(),
             };
-            grant.settle(used);
+            let cost = a.price.map(|p| p.cost(&usage)).unwrap_or_default();
+            if let Some(r) = &a.reservation {
+                r.settle(usage.input_tokens + usage.output_tokens, cost);
+            }
+            let record = halberd_store::UsageRecord {
+                request_id: self.request_id.clone(),
+                key_id: a.key_id,
+                user_id: a.user,
+                at: halberd_store::now_unix(),
+                api: self.api.as_str().to_owned(),
+                model: self.model.clone(),
+                provider: self.provider.clone(),
+                input_tokens: usage.input_tokens,
+                cached_input_tokens: usage.cached_input_tokens,
+                output_tokens: usage.output_tokens,
+                cost,
+                estimated,
+                outcome: outcome.to_owned(),
+            };
+            let store = a.store;
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = store.record_usage(&record).await {
+                        tracing::error!(target: "halberd::usage", request_id = %record.request_id, error = %e, "could not record usage");
+                    }
+                });
+            }
         }
         events::ExchangeFinished {
             request_id: &self.request_id,
@@ -127,7 +196,7 @@ impl Drop for Finish {
             outcome,
             input_tokens: self.usage.map(|u| u.input_tokens),
             output_tokens: self.usage.map(|u| u.output_tokens),
-            usage_estimated: estimated && self.tokens.is_some(),
+            usage_estimated: estimated,
             bytes: self.bytes,
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         }

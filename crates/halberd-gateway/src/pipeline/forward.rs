@@ -57,7 +57,7 @@ pub async fn forward(
     policy: &GuardPolicy,
     inspection: InputInspection,
     permit: super::admit::Permit,
-    tokens: Option<super::admit::TokenGrant>,
+    accounting: super::finish::Accounting,
 ) -> Result<Response, GatewayError> {
     let input_summary = inspection.summary();
     if let Some(summary) = &input_summary {
@@ -88,9 +88,7 @@ pub async fn forward(
         ctx.started,
     );
     finish.hold(permit);
-    if let Some(grant) = tokens {
-        finish.hold_tokens(grant);
-    }
+    finish.account(accounting);
     let upstream = match app
         .upstreams
         .send(route.provider, ex.api, &body, ex, headers)
@@ -162,8 +160,11 @@ pub async fn forward(
         } else {
             openai::usage(v)
         };
-        if let Some(u) = usage {
-            finish.set_usage(u);
+        match usage {
+            Some(u) => finish.set_usage(u),
+            // No usage reported: count the whole answer (framing included,
+            // which errs high).
+            None => finish.relayed_text(&String::from_utf8_lossy(&bytes)),
         }
     }
     let bytes = match (output.as_mut(), parsed) {

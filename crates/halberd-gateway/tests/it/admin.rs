@@ -217,6 +217,11 @@ async fn openapi_document_describes_every_route() {
         ("/admin/keys/{id}", "patch"),
         ("/admin/keys/{id}/rotate", "post"),
         ("/admin/keys/{id}/revoke", "post"),
+        ("/admin/keys/{id}/usage", "get"),
+        ("/admin/users", "get"),
+        ("/admin/users/{user}/limits", "get"),
+        ("/admin/users/{user}/limits", "patch"),
+        ("/admin/users/{user}/usage", "get"),
         ("/admin/events", "get"),
     ] {
         assert!(

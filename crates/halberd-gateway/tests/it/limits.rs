@@ -13,7 +13,7 @@ async fn key(gw: &TestGateway, rpm: Option<u32>, max_concurrent: Option<u32>) ->
         limits: KeyLimits {
             rpm,
             max_concurrent,
-            tpm: None,
+            ..KeyLimits::default()
         },
         ..KeySpec::default()
     })
@@ -313,7 +313,7 @@ async fn a_request_bigger_than_the_token_limit_is_refused_as_invalid() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("more than this key's limit")
+            .contains("more than the limit of 500 tokens per minute of this API key")
     );
 }
 

@@ -50,8 +50,7 @@ async fn two_replicas_admit_exactly_the_limit_between_them() {
             name: "shared".into(),
             limits: KeyLimits {
                 rpm: Some(20),
-                max_concurrent: None,
-                tpm: None,
+                ..KeyLimits::default()
             },
             ..KeySpec::default()
         })
@@ -92,9 +91,8 @@ async fn concurrency_slots_are_shared_and_given_back() {
         .key(KeySpec {
             name: "slots".into(),
             limits: KeyLimits {
-                rpm: None,
                 max_concurrent: Some(1),
-                tpm: None,
+                ..KeyLimits::default()
             },
             ..KeySpec::default()
         })
@@ -186,8 +184,7 @@ async fn redis_going_away_falls_back_to_local_shares_and_recovers() {
             name: "fallback".into(),
             limits: KeyLimits {
                 rpm: Some(4),
-                max_concurrent: None,
-                tpm: None,
+                ..KeyLimits::default()
             },
             ..KeySpec::default()
         })
@@ -263,8 +260,7 @@ async fn closed_fail_mode_refuses_while_redis_is_away() {
             name: "closed".into(),
             limits: KeyLimits {
                 rpm: Some(100),
-                max_concurrent: None,
-                tpm: None,
+                ..KeyLimits::default()
             },
             ..KeySpec::default()
         })

@@ -135,6 +135,7 @@ fn usage_from_events() {
         usage(&start),
         Some(Usage {
             input_tokens: 15,
+            cached_input_tokens: 5,
             output_tokens: 1
         })
     );
@@ -143,6 +144,7 @@ fn usage_from_events() {
         usage(&delta),
         Some(Usage {
             input_tokens: 0,
+            cached_input_tokens: 0,
             output_tokens: 42
         })
     );

@@ -239,12 +239,13 @@ fn stream_usage_is_forced_and_the_client_choice_remembered() {
 
 #[test]
 fn usage_chunk_and_usage() {
-    let chunk = json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
+    let chunk = json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2}}});
     assert!(is_usage_chunk(&chunk));
     assert_eq!(
         usage(&chunk),
         Some(Usage {
             input_tokens: 3,
+            cached_input_tokens: 2,
             output_tokens: 4
         })
     );
@@ -257,6 +258,7 @@ fn usage_chunk_and_usage() {
         usage(&completed),
         Some(Usage {
             input_tokens: 5,
+            cached_input_tokens: 0,
             output_tokens: 6
         })
     );

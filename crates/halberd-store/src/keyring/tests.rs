@@ -1,9 +1,67 @@
 use super::*;
 
-async fn keyring() -> Keyring {
-    let store = Store::open_sqlite(":memory:").await.unwrap();
-    Keyring::new(store, Pepper::from_hex(&"11".repeat(32)).unwrap())
+/// A fresh, empty store of the named backend: SQLite in memory, or a new
+/// database on the Postgres server at `HALBERD_TEST_POSTGRES_URL` (one per
+/// test, so tests run in parallel without seeing each other's rows).
+pub(crate) async fn fresh_store(backend: &str) -> Store {
+    match backend {
+        "sqlite" => Store::open_sqlite(":memory:").await.unwrap(),
+        _ => {
+            let url = std::env::var("HALBERD_TEST_POSTGRES_URL")
+                .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
+            let name = format!("halberd_test_{}", new_key().unwrap().0.to_lowercase());
+            let admin = Store::open_postgres_unmigrated(&url).await.unwrap();
+            admin.create_database(&name).await.unwrap();
+            let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+            let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+            let url = if query.is_empty() {
+                format!("{base}/{name}")
+            } else {
+                format!("{base}/{name}?{query}")
+            };
+            Store::open(&url).await.unwrap()
+        }
+    }
 }
+
+async fn keyring_on(backend: &str) -> Keyring {
+    Keyring::new(
+        fresh_store(backend).await,
+        Pepper::from_hex(&"11".repeat(32)).unwrap(),
+    )
+}
+
+/// Runs each test body on SQLite, and on Postgres under `--ignored` (CI runs
+/// that with `HALBERD_TEST_POSTGRES_URL` set).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::keyring_on("sqlite").await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            #[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
+            async fn $name() {
+                super::$name(super::keyring_on("postgres").await).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    created_key_authenticates_and_only_its_hash_is_stored,
+    wrong_secret_with_valid_checksum_is_a_mismatch,
+    a_different_pepper_rejects_the_same_key,
+    expiry_and_revocation,
+    rotation_keeps_the_old_key_for_the_grace_period_only,
+    scopes_are_validated_and_checked,
+    every_change_is_recorded_without_secrets,
+    usage_is_summed_per_key_and_user_since_a_time,
+    user_limits_are_set_merged_and_removed,
+);
 
 fn spec(name: &str) -> KeySpec {
     KeySpec {
@@ -12,9 +70,7 @@ fn spec(name: &str) -> KeySpec {
     }
 }
 
-#[tokio::test]
-async fn created_key_authenticates_and_only_its_hash_is_stored() {
-    let kr = keyring().await;
+async fn created_key_authenticates_and_only_its_hash_is_stored(kr: Keyring) {
     let issued = kr.create(spec("ci"), "test", 1000).await.unwrap();
     assert!(halberd_key::parse_key(&issued.key).is_some());
     let rec = kr.authenticate(&issued.key, 1001).await.unwrap();
@@ -28,9 +84,7 @@ async fn created_key_authenticates_and_only_its_hash_is_stored() {
     );
 }
 
-#[tokio::test]
-async fn wrong_secret_with_valid_checksum_is_a_mismatch() {
-    let kr = keyring().await;
+async fn wrong_secret_with_valid_checksum_is_a_mismatch(kr: Keyring) {
     let issued = kr.create(spec("a"), "test", 1000).await.unwrap();
     let forged = halberd_key::format_key(&issued.record.id, &"x".repeat(SECRET_LEN));
     assert!(matches!(
@@ -48,9 +102,7 @@ async fn wrong_secret_with_valid_checksum_is_a_mismatch() {
     ));
 }
 
-#[tokio::test]
-async fn a_different_pepper_rejects_the_same_key() {
-    let kr = keyring().await;
+async fn a_different_pepper_rejects_the_same_key(kr: Keyring) {
     let issued = kr.create(spec("a"), "test", 1000).await.unwrap();
     let other = Keyring::new(
         kr.store.clone(),
@@ -62,9 +114,7 @@ async fn a_different_pepper_rejects_the_same_key() {
     ));
 }
 
-#[tokio::test]
-async fn expiry_and_revocation() {
-    let kr = keyring().await;
+async fn expiry_and_revocation(kr: Keyring) {
     let issued = kr
         .create(
             KeySpec {
@@ -101,9 +151,7 @@ async fn expiry_and_revocation() {
     ));
 }
 
-#[tokio::test]
-async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
-    let kr = keyring().await;
+async fn rotation_keeps_the_old_key_for_the_grace_period_only(kr: Keyring) {
     let old = kr
         .create(
             KeySpec {
@@ -137,9 +185,7 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
     ));
 }
 
-#[tokio::test]
-async fn scopes_are_validated_and_checked() {
-    let kr = keyring().await;
+async fn scopes_are_validated_and_checked(kr: Keyring) {
     let bad = kr
         .create(
             KeySpec {
@@ -177,9 +223,7 @@ async fn scopes_are_validated_and_checked() {
     assert!(k.record.allows_endpoint("messages") && !k.record.allows_endpoint("responses"));
 }
 
-#[tokio::test]
-async fn every_change_is_recorded_without_secrets() {
-    let kr = keyring().await;
+async fn every_change_is_recorded_without_secrets(kr: Keyring) {
     let k = kr.create(spec("audit me"), "cli:alice", 1).await.unwrap();
     kr.update(
         &k.record.id,
@@ -279,4 +323,86 @@ async fn cache_sees_own_changes_at_once_and_others_within_the_ttl() {
         cached.authenticate(&c.key, 100).await,
         Err(AuthError::Expired)
     ));
+}
+
+async fn usage_is_summed_per_key_and_user_since_a_time(kr: Keyring) {
+    let record = |key: &str, user: Option<&str>, at: i64, input: u64, output: u64, cost: u64| {
+        crate::UsageRecord {
+            request_id: format!("req-{key}-{at}"),
+            key_id: key.into(),
+            user_id: user.map(Into::into),
+            at,
+            api: "chat_completions".into(),
+            model: "gpt-4o".into(),
+            provider: "openai".into(),
+            input_tokens: input,
+            cached_input_tokens: 0,
+            output_tokens: output,
+            cost: crate::Usd(cost),
+            estimated: at == 300,
+            outcome: "completed".into(),
+        }
+    };
+    let store = kr.store();
+    for r in [
+        record("k1", Some("ann"), 100, 10, 5, 1_000),
+        record("k1", Some("ann"), 200, 20, 7, 2_000),
+        record("k2", Some("ann"), 300, 1, 1, 5),
+        record("k3", None, 300, 9, 9, 9),
+    ] {
+        store.record_usage(&r).await.unwrap();
+    }
+    let k1 = store.usage_totals(crate::UsageScope::Key("k1"), 0).await.unwrap();
+    assert_eq!((k1.requests, k1.input_tokens, k1.output_tokens, k1.cost.nanos()), (2, 30, 12, 3_000));
+    assert_eq!(k1.tokens(), 42);
+    let since = store.usage_totals(crate::UsageScope::Key("k1"), 150).await.unwrap();
+    assert_eq!((since.requests, since.cost.nanos()), (1, 2_000));
+    let ann = store.usage_totals(crate::UsageScope::User("ann"), 0).await.unwrap();
+    assert_eq!((ann.requests, ann.cost.nanos(), ann.estimated), (3, 3_005, 1));
+    let none = store.usage_totals(crate::UsageScope::Key("nobody"), 0).await.unwrap();
+    assert_eq!(none, crate::UsageTotals::default());
+    let recent = store.usage_records("k1", 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0], record("k1", Some("ann"), 200, 20, 7, 2_000));
+}
+
+async fn user_limits_are_set_merged_and_removed(kr: Keyring) {
+    assert!(kr.user_limits("ann").await.unwrap().is_empty());
+    let set = kr
+        .set_user_limits(
+            "ann",
+            &KeyLimits {
+                rpm: Some(100),
+                budget_usd_daily: Some("2.5".parse().unwrap()),
+                ..KeyLimits::default()
+            },
+            "t",
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.rpm, Some(100));
+    let merged = kr
+        .set_user_limits("ann", &KeyLimits { tpm: Some(1000), rpm: Some(0), ..KeyLimits::default() }, "t", 11)
+        .await
+        .unwrap();
+    assert_eq!(merged.rpm, None);
+    assert_eq!(merged.tpm, Some(1000));
+    assert_eq!(merged.budget_usd_daily, Some(crate::Usd(2_500_000_000)));
+    assert_eq!(kr.user_limits("ann").await.unwrap(), merged);
+    assert_eq!(kr.store().list_user_limits().await.unwrap(), vec![("ann".to_owned(), merged)]);
+    assert!(kr.set_user_limits("", &KeyLimits::default(), "t", 12).await.is_err());
+    let events = kr.events(10).await.unwrap();
+    assert_eq!(events[0].action, "user.limits");
+    assert_eq!(events[0].detail["user"], "ann");
+    // Removing every limit removes the row.
+    kr.set_user_limits(
+        "ann",
+        &KeyLimits { tpm: Some(0), budget_usd_daily: Some(crate::Usd(0)), ..KeyLimits::default() },
+        "t",
+        13,
+    )
+    .await
+    .unwrap();
+    assert!(kr.store().list_user_limits().await.unwrap().is_empty());
 }

@@ -1,128 +1,145 @@
-//! The shared limiter: the same GCRA and concurrency slots as the in-process
-//! limiter, decided by one server-side Lua script per request, so every replica
-//! sees one count. The script reads the clock from Redis (`TIME`), never from a
-//! replica, and decides and updates in one atomic step: there is no
-//! read-modify-write from the client. Key names carry a version (`hb1`), so
-//! replicas of two releases never interpret each other's state.
+//! The shared limiter: the same checks as the in-process executor, decided by
+//! one server-side Lua script per decision, so every replica sees one count.
+//! The script reads the clock from Redis (`TIME`), never from a replica, and
+//! decides and takes in one atomic step: every check first, then, only if all
+//! have room, every update. There is no read-modify-write from the client.
+//!
+//! Key names carry a version (`hb2`), so replicas of two releases never read
+//! each other's state during a rolling upgrade (`hb1`, the previous layout, had
+//! no user scopes or budgets). They also carry the hash tag `{hb}`, so that on a
+//! Redis Cluster every key one script touches is on one slot.
 //!
 //! Concurrency slots are leases in a sorted set scored by their expiry: a slot
 //! is given back when the exchange ends, and a replica that dies holding slots
 //! loses them when their lease expires instead of leaking them for ever.
+//! Budget counters expire a day after their period ends.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::{Check, Outcome, Refund};
+
 /// Version of the key layout and script semantics.
-const VERSION: &str = "hb1";
+const PREFIX: &str = "halberd:hb2:{hb}:";
 
-const ADMIT: &str = r#"
--- KEYS[1]: GCRA theoretical arrival time (microseconds, Redis clock)
--- KEYS[2]: concurrency leases (sorted set: member = request id, score = expiry)
--- ARGV: rpm (0 = none), max_concurrent (0 = none), request id, lease (microseconds)
-local rpm = tonumber(ARGV[1])
-local max = tonumber(ARGV[2])
-local lease = tonumber(ARGV[4])
+const RUN: &str = r#"
+-- KEYS[i]: the state of check i. ARGV[1]: request id, ARGV[2]: lease (us),
+-- then five arguments per check: kind, a, b, c, d.
+--   r (rate, GCRA):  a = limit, b = period (us), c = cost
+--   s (slot):        a = max
+--   b (budget):      a = limit, b = amount, c = period end (unix s), d = seed (-1: unknown)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if max > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= max then
-    return {0, 1, 1000000, 0}
+local unix = tonumber(t[1])
+local lease = tonumber(ARGV[2])
+local n = #KEYS
+local out = {1}
+local next_tat = {}
+local budget_value = {}
+local need = {}
+for i = 1, n do
+  local at = 2 + (i - 1) * 5
+  local kind = ARGV[at + 1]
+  local key = KEYS[i]
+  if kind == 'r' then
+    local limit = tonumber(ARGV[at + 2])
+    local period = tonumber(ARGV[at + 3])
+    local cost = tonumber(ARGV[at + 4])
+    local tat = tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    local nxt = tat + math.floor(period * cost / limit)
+    if nxt - now > period then
+      return {0, i, nxt - now - period, tat - now}
+    end
+    next_tat[i] = nxt
+    out[#out + 1] = math.floor((period - (nxt - now)) * limit / period)
+    out[#out + 1] = nxt - now
+  elseif kind == 's' then
+    local max = tonumber(ARGV[at + 2])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local used = redis.call('ZCARD', key)
+    if used >= max then
+      return {0, i, 1000000, 0}
+    end
+    out[#out + 1] = max - used - 1
+    out[#out + 1] = 0
+  else
+    local limit = tonumber(ARGV[at + 2])
+    local amount = tonumber(ARGV[at + 3])
+    local finish = tonumber(ARGV[at + 4])
+    local seed = tonumber(ARGV[at + 5])
+    local v = redis.call('GET', key)
+    if v then
+      v = tonumber(v)
+    elseif seed >= 0 then
+      v = seed
+    else
+      need[#need + 1] = i
+    end
+    if v then
+      local until_end = (finish - unix) * 1000000
+      if v + amount > limit then
+        return {0, i, until_end, until_end}
+      end
+      budget_value[i] = v + amount
+      out[#out + 1] = limit - v - amount
+      out[#out + 1] = until_end
+    end
   end
 end
-local remaining = -1
-local reset = 0
-if rpm > 0 then
-  local interval = math.floor(60000000 / rpm)
-  local tolerance = interval * (rpm - 1)
-  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-  if tat < now then tat = now end
-  if tat - now > tolerance then
-    return {0, 2, tat - now - tolerance, tat - now}
+if #need > 0 then
+  local reply = {2}
+  for _, i in ipairs(need) do reply[#reply + 1] = i end
+  return reply
+end
+for i = 1, n do
+  local at = 2 + (i - 1) * 5
+  local kind = ARGV[at + 1]
+  local key = KEYS[i]
+  if kind == 'r' then
+    local ttl = math.ceil((next_tat[i] - now) / 1000) + 1000
+    redis.call('SET', key, string.format('%d', next_tat[i]), 'PX', ttl)
+  elseif kind == 's' then
+    redis.call('ZADD', key, now + lease, ARGV[1])
+    redis.call('PEXPIRE', key, math.ceil(lease / 1000) + 1000)
+  else
+    redis.call('SET', key, string.format('%d', budget_value[i]), 'EXAT', tonumber(ARGV[at + 4]) + 86400)
   end
-  local nxt = tat + interval
-  redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
-  remaining = math.floor((tolerance + interval - (nxt - now)) / interval)
-  reset = nxt - now
 end
-if max > 0 then
-  redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], math.ceil(lease / 1000) + 1000)
-end
-return {1, 0, remaining, reset}
+return out
 "#;
 
-const RESERVE: &str = r#"
--- KEYS[1]: token GCRA theoretical arrival time (microseconds, Redis clock)
--- ARGV: tpm, tokens to reserve
-local tpm = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
+const REFUND: &str = r#"
+-- KEYS[i]: state of item i; four arguments per item: kind, a, b, c.
+--   r (rate):   a = limit, b = period (us), c = units to give back
+--   b (budget): a = signed correction
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local per_token = 60000000 / tpm
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local nxt = tat + tokens * per_token
-if nxt - now > 60000000 then
-  return {0, math.floor(nxt - now - 60000000), math.floor(tat - now)}
-end
-redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
-return {1, math.floor((60000000 - (nxt - now)) / per_token), math.floor(nxt - now)}
-"#;
-
-const SETTLE: &str = r#"
--- KEYS[1]: token GCRA time; ARGV: tpm, tokens reserved but not used
-local tpm = tonumber(ARGV[1])
-local refund = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-local back = tat - refund * (60000000 / tpm)
-if back < now then back = now end
-if back > now then
-  redis.call('SET', KEYS[1], string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1000)
-else
-  redis.call('DEL', KEYS[1])
+for i = 1, #KEYS do
+  local at = (i - 1) * 4
+  local kind = ARGV[at + 1]
+  local key = KEYS[i]
+  if kind == 'r' then
+    local tat = tonumber(redis.call('GET', key) or now)
+    local back = tat - math.floor(tonumber(ARGV[at + 3]) * tonumber(ARGV[at + 4]) / tonumber(ARGV[at + 2]))
+    if back > now then
+      redis.call('SET', key, string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1000)
+    else
+      redis.call('DEL', key)
+    end
+  elseif redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, ARGV[at + 2])
+  end
 end
 return 1
 "#;
 
-/// What the token script decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenDecision {
-    Reserved {
-        remaining: u64,
-        reset: Duration,
-    },
-    TooMany {
-        retry_after: Duration,
-        reset: Duration,
-    },
-}
-
-/// What the script decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Admitted {
-        /// Requests left in the minute; `None` without an rpm limit.
-        remaining: Option<u32>,
-        reset: Duration,
-        holds_slot: bool,
-    },
-    TooManyConcurrent,
-    TooFast {
-        retry_after: Duration,
-        reset: Duration,
-    },
-}
-
 #[derive(Clone)]
 pub struct RedisLimiter {
     conn: ConnectionManager,
-    script: redis::Script,
-    reserve: redis::Script,
-    settle: redis::Script,
+    run: redis::Script,
+    refund: redis::Script,
     /// How long a concurrency lease lives if never given back.
     lease: Duration,
     timeout: Duration,
@@ -136,16 +153,8 @@ impl std::fmt::Debug for RedisLimiter {
     }
 }
 
-fn token_key(key_id: &str) -> String {
-    format!("halberd:{VERSION}:{{{key_id}}}:tokens")
-}
-
-fn keys(key_id: &str) -> (String, String) {
-    // The hash tag keeps both keys of a key on one Redis Cluster slot.
-    (
-        format!("halberd:{VERSION}:{{{key_id}}}:rate"),
-        format!("halberd:{VERSION}:{{{key_id}}}:slots"),
-    )
+fn micros_of(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl RedisLimiter {
@@ -161,16 +170,15 @@ impl RedisLimiter {
             .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
         Ok(RedisLimiter {
             conn,
-            script: redis::Script::new(ADMIT),
-            reserve: redis::Script::new(RESERVE),
-            settle: redis::Script::new(SETTLE),
+            run: redis::Script::new(RUN),
+            refund: redis::Script::new(REFUND),
             lease,
             timeout,
         })
     }
 
-    /// A script call within the configured timeout; errors as text for the
-    /// fail-mode log line.
+    /// A call within the configured timeout; errors as text for the fail-mode
+    /// log line.
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -181,116 +189,135 @@ impl RedisLimiter {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn admit(
-        &self,
-        key_id: &str,
-        rpm: u32,
-        max_concurrent: u32,
-        request_id: &str,
-    ) -> Result<Decision, String> {
-        let (rate_key, slots_key) = keys(key_id);
-        let mut conn = self.conn.clone();
-        let lease_us = u64::try_from(self.lease.as_micros()).unwrap_or(u64::MAX);
-        let call = async {
-            self.script
-                .key(&rate_key)
-                .key(&slots_key)
-                .arg(rpm)
-                .arg(max_concurrent)
-                .arg(request_id)
-                .arg(lease_us)
-                .invoke_async::<Vec<i64>>(&mut conn)
-                .await
-        };
-        let reply = self.bounded(call).await?;
-        match reply.as_slice() {
-            [1, _, remaining, reset] => Ok(Decision::Admitted {
-                remaining: u32::try_from(*remaining).ok(),
-                reset: micros(*reset),
-                holds_slot: max_concurrent > 0,
-            }),
-            [0, 1, ..] => Ok(Decision::TooManyConcurrent),
-            [0, 2, retry, reset] => Ok(Decision::TooFast {
-                retry_after: micros(*retry),
-                reset: micros(*reset),
-            }),
-            other => Err(format!("unexpected reply from the admit script: {other:?}")),
-        }
-    }
-
-    pub async fn reserve_tokens(
-        &self,
-        key_id: &str,
-        tpm: u32,
-        tokens: u64,
-    ) -> Result<TokenDecision, String> {
-        let key = token_key(key_id);
-        let mut conn = self.conn.clone();
-        let call = async {
-            self.reserve
-                .key(&key)
-                .arg(tpm)
-                .arg(tokens)
-                .invoke_async::<Vec<i64>>(&mut conn)
-                .await
-        };
-        let reply = self.bounded(call).await?;
-        match reply.as_slice() {
-            [1, remaining, reset] => Ok(TokenDecision::Reserved {
-                remaining: u64::try_from(*remaining).unwrap_or(0),
-                reset: micros(*reset),
-            }),
-            [0, retry, reset] => Ok(TokenDecision::TooMany {
-                retry_after: micros(*retry),
-                reset: micros(*reset),
-            }),
-            other => Err(format!(
-                "unexpected reply from the reserve script: {other:?}"
-            )),
-        }
-    }
-
-    /// Gives back tokens reserved but not used (in the background).
-    pub fn settle_tokens(&self, key_id: &str, tpm: u32, refund: u64) {
-        let key = token_key(key_id);
-        let mut conn = self.conn.clone();
-        let script = self.settle.clone();
-        let timeout = self.timeout;
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let call = async {
-                    script
-                        .key(&key)
-                        .arg(tpm)
-                        .arg(refund)
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                };
-                if !matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_))) {
-                    // The reservation then stands in full: the safe side.
-                    tracing::warn!(target: "halberd::limits", "could not settle a token reservation in redis");
+    /// Runs the checks in one script call.
+    pub async fn run(&self, checks: &[Check], request_id: &str) -> Result<Outcome, String> {
+        let mut invocation = self.run.prepare_invoke();
+        invocation.arg(request_id).arg(micros_of(self.lease));
+        for c in checks {
+            match c {
+                Check::Rate {
+                    name,
+                    limit,
+                    period,
+                    cost,
+                    ..
+                } => {
+                    invocation
+                        .key(format!("{PREFIX}{name}"))
+                        .arg("r")
+                        .arg(*limit)
+                        .arg(micros_of(*period))
+                        .arg(*cost)
+                        .arg(0);
                 }
-            });
+                Check::Slot { name, max, .. } => {
+                    invocation
+                        .key(format!("{PREFIX}{name}"))
+                        .arg("s")
+                        .arg(*max)
+                        .arg(0)
+                        .arg(0)
+                        .arg(0);
+                }
+                Check::Budget {
+                    name,
+                    limit,
+                    amount,
+                    end,
+                    seed,
+                    ..
+                } => {
+                    invocation
+                        .key(format!("{PREFIX}{name}"))
+                        .arg("b")
+                        .arg(*limit)
+                        .arg(*amount)
+                        .arg(*end)
+                        .arg(seed.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)));
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self
+            .bounded(async { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let index = |i: i64| usize::try_from(i - 1).unwrap_or(0);
+        match reply.as_slice() {
+            [1, rest @ ..] if rest.len() == 2 * checks.len() => Ok(Outcome::Admitted(
+                rest.chunks(2)
+                    .map(|p| (u64::try_from(p[0]).unwrap_or(0), micros(p[1])))
+                    .collect(),
+            )),
+            [0, i, retry, reset] => Ok(Outcome::Refused {
+                index: index(*i),
+                retry_after: micros(*retry),
+                reset: micros(*reset),
+            }),
+            [2, need @ ..] if !need.is_empty() => {
+                Ok(Outcome::NeedSeed(need.iter().map(|i| index(*i)).collect()))
+            }
+            other => Err(format!("unexpected reply from the limiter script: {other:?}")),
         }
     }
 
-    /// Gives a concurrency slot back (in the background: called from a drop).
-    pub fn release(&self, key_id: &str, request_id: &str) {
-        let (_, slots_key) = keys(key_id);
+    /// Applies settlement corrections (in the background: called from a drop).
+    pub fn refund(&self, refunds: Vec<Refund>) {
+        let script = self.refund.clone();
         let mut conn = self.conn.clone();
-        let member = request_id.to_owned();
+        let timeout = self.timeout;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for r in &refunds {
+                match r {
+                    Refund::Rate {
+                        name,
+                        limit,
+                        period,
+                        amount,
+                    } => {
+                        invocation
+                            .key(format!("{PREFIX}{name}"))
+                            .arg("r")
+                            .arg(*limit)
+                            .arg(micros_of(*period))
+                            .arg(*amount);
+                    }
+                    Refund::Budget { name, delta, .. } => {
+                        invocation
+                            .key(format!("{PREFIX}{name}"))
+                            .arg("b")
+                            .arg(*delta)
+                            .arg(0)
+                            .arg(0);
+                    }
+                }
+            }
+            let call = invocation.invoke_async::<i64>(&mut conn);
+            if !matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_))) {
+                // The reservation then stands in full: the safe side.
+                tracing::warn!(target: "halberd::limits", "could not settle a reservation in redis");
+            }
+        });
+    }
+
+    /// Gives concurrency slots back (in the background: called from a drop).
+    pub fn release(&self, slots: &[String], request_id: &str) {
+        let mut pipe = redis::pipe();
+        for name in slots {
+            pipe.cmd("ZREM")
+                .arg(format!("{PREFIX}{name}"))
+                .arg(request_id)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
         let timeout = self.timeout;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let done = tokio::time::timeout(
-                    timeout,
-                    redis::cmd("ZREM")
-                        .arg(&slots_key)
-                        .arg(&member)
-                        .query_async::<i64>(&mut conn),
-                )
-                .await;
-                if !matches!(done, Ok(Ok(_))) {
+                let done = tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await;
+                if !matches!(done, Ok(Ok(()))) {
                     // The lease expires on its own; the slot is not lost.
                     tracing::warn!(target: "halberd::limits", "could not give a concurrency slot back to redis");
                 }

@@ -1,0 +1,537 @@
+//! The database: SQLite (one file, WAL journal) by default, Postgres when
+//! `[store] url` names one. Both are migrated on open, from their own migration
+//! folders with the same tables. Every statement is written once, with `$N`
+//! placeholders, which both drivers accept, and runs on whichever pool is open;
+//! rows are read through [`Get`], so row decoding is written once too.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+
+use crate::keyring::{AdminEvent, KeyLimits, KeyRecord};
+use crate::{StoreError, Usd};
+
+/// Handle on the database. Cheap to clone (a pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool is open. The body is
+/// compiled once per backend, so the query types follow the pool.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The columns of `api_keys`, as a macro so that queries stay `&'static str`
+/// (sqlx refuses SQL built at run time, which is what keeps injection out).
+macro_rules! key_columns {
+    () => {
+        "id, name, user_id, key_hash, created_at, expires_at, revoked_at, rotated_to, allowed_models, allowed_endpoints, policy, metadata, limits"
+    };
+}
+
+/// One exchange's usage, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub key_id: String,
+    pub user_id: Option<String>,
+    pub at: i64,
+    pub api: String,
+    pub model: String,
+    pub provider: String,
+    /// All prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Usd,
+    /// The provider reported no usage: the tokens were counted by Halberd.
+    pub estimated: bool,
+    pub outcome: String,
+}
+
+/// Sums over usage records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Usd,
+    /// Records whose tokens were counted by Halberd.
+    pub estimated: u64,
+}
+
+impl UsageTotals {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Whose usage to sum.
+#[derive(Debug, Clone, Copy)]
+pub enum UsageScope<'a> {
+    Key(&'a str),
+    User(&'a str),
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its
+    /// schema up to date. `:memory:` gives a private in-memory database.
+    pub async fn open_sqlite(path: &str) -> Result<Store, StoreError> {
+        let memory = path == ":memory:";
+        let opts = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:")?
+        } else {
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        }
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+        // An in-memory database lives and dies with its one connection.
+        let max = if memory { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(None)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to Postgres at `url` (`postgres://user@host/db`) and brings its
+    /// schema up to date. Replicas may run this at once: sqlx takes an advisory
+    /// lock around migrations.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("halberd");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// Connects to a Postgres server without touching its schema (tests use
+    /// this to create a database per test).
+    #[cfg(test)]
+    pub(crate) async fn open_postgres_unmigrated(url: &str) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(PgConnectOptions::from_str(url)?)
+            .await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn create_database(&self, name: &str) -> Result<(), StoreError> {
+        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let sql = format!("CREATE DATABASE {name}");
+        on_pool!(self, p => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Opens the store a URL names: `postgres://…` / `postgresql://…`, or a
+    /// SQLite path (`sqlite://path` or a bare path).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::open_postgres(url).await
+        } else {
+            Store::open_sqlite(url.strip_prefix("sqlite://").unwrap_or(url)).await
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_key(&self, k: &KeyRecord, hash: &[u8]) -> Result<(), StoreError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            insert_key!(&mut *tx, k, hash);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn key_with_hash(
+        &self,
+        id: &str,
+    ) -> Result<Option<(KeyRecord, Vec<u8>)>, StoreError> {
+        const SQL: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1");
+        on_pool!(self, p => {
+            let row = sqlx::query(SQL).bind(id).fetch_optional(p).await?;
+            row.map(|r| Ok((key_from_row(&r)?, r.bytes("key_hash")?)))
+                .transpose()
+        })
+    }
+
+    pub(crate) async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys ORDER BY created_at, id"
+        );
+        on_pool!(self, p => {
+            let rows = sqlx::query(SQL).fetch_all(p).await?;
+            rows.iter().map(key_from_row).collect()
+        })
+    }
+
+    /// Replaces the mutable attributes of a key. Returns false when no such key.
+    pub(crate) async fn update_key(&self, k: &KeyRecord) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET name = $1, user_id = $2, expires_at = $3, revoked_at = $4, rotated_to = $5, allowed_models = $6, allowed_endpoints = $7, policy = $8, metadata = $9, limits = $10 WHERE id = $11";
+        let done = on_pool!(self, p => sqlx::query(SQL)
+            .bind(&k.name)
+            .bind(&k.user)
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(&k.rotated_to)
+            .bind(json_text(&k.allowed_models))
+            .bind(json_text(&k.allowed_endpoints))
+            .bind(&k.policy)
+            .bind(k.metadata.to_string())
+            .bind(limits_text(&k.limits))
+            .bind(&k.id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Inserts the successor and updates the predecessor in one transaction, so
+    /// that a crash never leaves a rotation half done.
+    pub(crate) async fn rotate(
+        &self,
+        old: &KeyRecord,
+        new: &KeyRecord,
+        new_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE api_keys SET expires_at = $1, rotated_to = $2 WHERE id = $3 AND revoked_at IS NULL";
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            insert_key!(&mut *tx, new, new_hash);
+            let done = sqlx::query(SQL)
+                .bind(old.expires_at)
+                .bind(&old.rotated_to)
+                .bind(&old.id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Revoked(old.id.clone()));
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn record_event(&self, e: &AdminEvent) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO admin_events (at, actor, action, key_id, detail) VALUES ($1, $2, $3, $4, $5)";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.key_id)
+            .bind(e.detail.to_string())
+            .execute(p)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    pub(crate) async fn events(&self, limit: i64) -> Result<Vec<AdminEvent>, StoreError> {
+        const SQL: &str = "SELECT at, actor, action, key_id, detail FROM admin_events ORDER BY id DESC LIMIT $1";
+        on_pool!(self, p => {
+            let rows = sqlx::query(SQL).bind(limit).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AdminEvent {
+                        at: r.int("at")?,
+                        actor: r.text("actor")?,
+                        action: r.text("action")?,
+                        key_id: r.opt_text("key_id")?,
+                        detail: serde_json::from_str(&r.text("detail")?).unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Appends one exchange's usage.
+    pub async fn record_usage(&self, u: &UsageRecord) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO usage_records (request_id, key_id, user_id, at, api, model, provider, input_tokens, cached_input_tokens, output_tokens, cost_nanousd, estimated, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(&u.request_id)
+            .bind(&u.key_id)
+            .bind(&u.user_id)
+            .bind(u.at)
+            .bind(&u.api)
+            .bind(&u.model)
+            .bind(&u.provider)
+            .bind(signed(u.input_tokens))
+            .bind(signed(u.cached_input_tokens))
+            .bind(signed(u.output_tokens))
+            .bind(signed(u.cost.nanos()))
+            .bind(u.estimated)
+            .bind(&u.outcome)
+            .execute(p)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    /// Sums the usage of a key or a user recorded at or after `since` (Unix
+    /// seconds).
+    pub async fn usage_totals(
+        &self,
+        scope: UsageScope<'_>,
+        since: i64,
+    ) -> Result<UsageTotals, StoreError> {
+        // CAST: Postgres sums BIGINT into NUMERIC; both read back as BIGINT.
+        macro_rules! totals {
+            ($column:literal) => {
+                concat!(
+                    "SELECT COUNT(*) AS requests, CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, CAST(COALESCE(SUM(cost_nanousd), 0) AS BIGINT) AS cost, CAST(COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0) AS BIGINT) AS estimated FROM usage_records WHERE ",
+                    $column,
+                    " = $1 AND at >= $2"
+                )
+            };
+        }
+        let (sql, who) = match scope {
+            UsageScope::Key(id) => (totals!("key_id"), id),
+            UsageScope::User(id) => (totals!("user_id"), id),
+        };
+        on_pool!(self, p => {
+            let r = sqlx::query(sql).bind(who).bind(since).fetch_one(p).await?;
+            Ok(UsageTotals {
+                requests: unsigned(r.int("requests")?),
+                input_tokens: unsigned(r.int("input_tokens")?),
+                output_tokens: unsigned(r.int("output_tokens")?),
+                cost: Usd(unsigned(r.int("cost")?)),
+                estimated: unsigned(r.int("estimated")?),
+            })
+        })
+    }
+
+    /// The most recent usage records of a key, newest first.
+    pub async fn usage_records(
+        &self,
+        key_id: &str,
+        limit: i64,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        const SQL: &str = "SELECT request_id, key_id, user_id, at, api, model, provider, input_tokens, cached_input_tokens, output_tokens, cost_nanousd, estimated, outcome FROM usage_records WHERE key_id = $1 ORDER BY id DESC LIMIT $2";
+        on_pool!(self, p => {
+            let rows = sqlx::query(SQL).bind(key_id).bind(limit).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UsageRecord {
+                        request_id: r.text("request_id")?,
+                        key_id: r.text("key_id")?,
+                        user_id: r.opt_text("user_id")?,
+                        at: r.int("at")?,
+                        api: r.text("api")?,
+                        model: r.text("model")?,
+                        provider: r.text("provider")?,
+                        input_tokens: unsigned(r.int("input_tokens")?),
+                        cached_input_tokens: unsigned(r.int("cached_input_tokens")?),
+                        output_tokens: unsigned(r.int("output_tokens")?),
+                        cost: Usd(unsigned(r.int("cost_nanousd")?)),
+                        estimated: r.flag("estimated")?,
+                        outcome: r.text("outcome")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The limits set on a user (empty when none).
+    pub async fn user_limits(&self, user: &str) -> Result<KeyLimits, StoreError> {
+        const SQL: &str = "SELECT limits FROM user_limits WHERE user_id = $1";
+        on_pool!(self, p => {
+            let row = sqlx::query(SQL).bind(user).fetch_optional(p).await?;
+            row.map_or(Ok(KeyLimits::default()), |r| parse_limits(&r.text("limits")?))
+        })
+    }
+
+    /// Every user with limits, in name order.
+    pub async fn list_user_limits(&self) -> Result<Vec<(String, KeyLimits)>, StoreError> {
+        const SQL: &str = "SELECT user_id, limits FROM user_limits ORDER BY user_id";
+        on_pool!(self, p => {
+            let rows = sqlx::query(SQL).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| Ok((r.text("user_id")?, parse_limits(&r.text("limits")?)?)))
+                .collect()
+        })
+    }
+
+    pub(crate) async fn set_user_limits(
+        &self,
+        user: &str,
+        limits: &KeyLimits,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const UPSERT: &str = "INSERT INTO user_limits (user_id, limits, updated_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET limits = excluded.limits, updated_at = excluded.updated_at";
+        const DELETE: &str = "DELETE FROM user_limits WHERE user_id = $1";
+        on_pool!(self, p => {
+            if limits.is_empty() {
+                sqlx::query(DELETE).bind(user).execute(p).await?;
+            } else {
+                sqlx::query(UPSERT)
+                    .bind(user)
+                    .bind(limits_text(limits))
+                    .bind(now)
+                    .execute(p)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Inserts a key on a connection or transaction of either backend.
+macro_rules! insert_key {
+    ($conn:expr, $k:expr, $hash:expr) => {{
+        const SQL: &str = concat!(
+            "INSERT INTO api_keys (",
+            key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        );
+        let k = $k;
+        sqlx::query(SQL)
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.user)
+            .bind($hash)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(&k.rotated_to)
+            .bind(json_text(&k.allowed_models))
+            .bind(json_text(&k.allowed_endpoints))
+            .bind(&k.policy)
+            .bind(k.metadata.to_string())
+            .bind(limits_text(&k.limits))
+            .execute($conn)
+            .await?;
+    }};
+}
+use insert_key;
+
+/// Column reads shared by both backends' rows.
+trait Get {
+    fn text(&self, c: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, c: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, c: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, c: &str) -> Result<Option<i64>, StoreError>;
+    fn bytes(&self, c: &str) -> Result<Vec<u8>, StoreError>;
+    fn flag(&self, c: &str) -> Result<bool, StoreError>;
+}
+
+macro_rules! impl_get {
+    ($row:ty) => {
+        impl Get for $row {
+            fn text(&self, c: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+            fn opt_text(&self, c: &str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+            fn int(&self, c: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+            fn opt_int(&self, c: &str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+            fn bytes(&self, c: &str) -> Result<Vec<u8>, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+            fn flag(&self, c: &str) -> Result<bool, StoreError> {
+                Ok(self.try_get(c)?)
+            }
+        }
+    };
+}
+impl_get!(SqliteRow);
+impl_get!(PgRow);
+
+/// Counts are unsigned here and signed in SQL (neither backend has unsigned
+/// 64-bit integers); no count comes near 2⁶³.
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn limits_text(limits: &KeyLimits) -> String {
+    serde_json::to_string(limits).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_limits(text: &str) -> Result<KeyLimits, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Invalid {
+        field: "stored limits",
+        reason: e.to_string(),
+    })
+}
+
+fn json_text(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn key_from_row(r: &impl Get) -> Result<KeyRecord, StoreError> {
+    let list = |col: &str| -> Result<Vec<String>, StoreError> {
+        serde_json::from_str(&r.text(col)?).map_err(|e| StoreError::Invalid {
+            field: "stored list",
+            reason: e.to_string(),
+        })
+    };
+    Ok(KeyRecord {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        user: r.opt_text("user_id")?,
+        created_at: r.int("created_at")?,
+        expires_at: r.opt_int("expires_at")?,
+        revoked_at: r.opt_int("revoked_at")?,
+        rotated_to: r.opt_text("rotated_to")?,
+        allowed_models: list("allowed_models")?,
+        allowed_endpoints: list("allowed_endpoints")?,
+        policy: r.opt_text("policy")?,
+        metadata: serde_json::from_str(&r.text("metadata")?).unwrap_or_default(),
+        limits: parse_limits(&r.text("limits")?)?,
+    })
+}
