@@ -11,14 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use halberd_gateway::pipeline::admit::{FailMode, Limiter, redis::RedisLimiter};
-use halberd_store::{KeyLimits, KeyRecord};
+use halberd_gateway::pipeline::admit::{FailMode, Limiter, Scope, redis::RedisLimiter, scopes};
+use halberd_store::{KeyLimits, KeyRecord, Usd};
 
 fn key(i: usize) -> KeyRecord {
     KeyRecord {
         id: format!("bench{i:06}"),
         name: "bench".into(),
-        user: None,
+        user: Some(format!("user{}", i % 100)),
         created_at: 0,
         expires_at: None,
         revoked_at: None,
@@ -31,8 +31,21 @@ fn key(i: usize) -> KeyRecord {
             rpm: Some(1_000_000),
             max_concurrent: Some(1_000),
             tpm: Some(4_000_000_000),
+            budget_usd_daily: Some(Usd(u64::MAX / 4)),
+            ..KeyLimits::default()
         },
     }
+}
+
+/// The key's scope and its user's (a per-user rate and monthly cost budget):
+/// every admission checks both.
+fn key_scopes(key: &KeyRecord) -> Vec<Scope> {
+    let user = KeyLimits {
+        rpm: Some(10_000_000),
+        budget_usd_monthly: Some(Usd(u64::MAX / 4)),
+        ..KeyLimits::default()
+    };
+    scopes(key, &KeyLimits::default(), Some(&user))
 }
 
 fn report(name: &str, mut samples: Vec<Duration>) {
@@ -47,7 +60,7 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn run(limiter: Arc<Limiter>, keys: &[KeyRecord], n: usize) -> Vec<Duration> {
+async fn run(limiter: Arc<Limiter>, keys: &[Vec<Scope>], n: usize) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let key = &keys[i % keys.len()];
@@ -74,12 +87,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let keys: Vec<KeyRecord> = (0..1_000).map(key).collect();
+    let keys: Vec<Vec<Scope>> = (0..1_000).map(|i| key_scopes(&key(i))).collect();
     rt.block_on(async {
-        let local = Arc::new(Limiter::new(None, 1, FailMode::Local));
+        let local = Arc::new(Limiter::new(None, 1, FailMode::Local, true, None));
         run(local.clone(), &keys, 10_000).await;
         report(
-            "in process (rpm + concurrency, 1000 keys)",
+            "in process (key + user scopes, 1000 keys)",
             run(local.clone(), &keys, 200_000).await,
         );
 
@@ -96,31 +109,41 @@ fn main() {
             counting.push(start.elapsed());
             let start = Instant::now();
             let grant = local
-                .reserve_tokens(key, tokens, 100, tokio::time::Instant::now())
+                .reserve(
+                    key,
+                    tokens,
+                    100,
+                    Usd(5_000_000),
+                    tokio::time::Instant::now(),
+                    halberd_store::now_unix(),
+                )
                 .await
                 .unwrap()
                 .expect("token limit set");
-            grant.settle(tokens + 10);
+            grant.settle(tokens + 10, Usd(4_000_000));
             reserving.push(start.elapsed());
         }
         report("count a 4 KiB prompt (tiktoken o200k)", counting);
-        report("reserve + settle tokens, in process", reserving);
+        report(
+            "reserve + settle (tpm, 2 cost budgets), in process",
+            reserving,
+        );
 
         match std::env::var("HALBERD_BENCH_REDIS_URL") {
             Ok(url) => {
                 let redis =
                     RedisLimiter::new(&url, Duration::from_secs(600), Duration::from_secs(1))
                         .unwrap();
-                let shared = Arc::new(Limiter::new(Some(redis), 1, FailMode::Closed));
+                let shared = Arc::new(Limiter::new(Some(redis), 1, FailMode::Closed, true, None));
                 run(shared.clone(), &keys, 2_000).await;
                 report(
-                    "redis, one client (rpm + concurrency)",
+                    "redis, one client (key + user scopes)",
                     run(shared.clone(), &keys, 20_000).await,
                 );
                 let tasks: Vec<_> = (0..16)
                     .map(|t| {
                         let shared = shared.clone();
-                        let keys: Vec<KeyRecord> =
+                        let keys: Vec<Vec<Scope>> =
                             keys.iter().skip(t).step_by(16).cloned().collect();
                         tokio::spawn(async move { run(shared, &keys, 5_000).await })
                     })
@@ -130,6 +153,26 @@ fn main() {
                     all.extend(task.await.unwrap());
                 }
                 report("redis, 16 concurrent clients", all);
+                let mut reserving = Vec::new();
+                for i in 0..10_000 {
+                    let key = &keys[i % keys.len()];
+                    let start = Instant::now();
+                    let grant = shared
+                        .reserve(
+                            key,
+                            1000,
+                            100,
+                            Usd(5_000_000),
+                            tokio::time::Instant::now(),
+                            halberd_store::now_unix(),
+                        )
+                        .await
+                        .unwrap()
+                        .expect("limits set");
+                    reserving.push(start.elapsed());
+                    grant.settle(1010, Usd(4_000_000));
+                }
+                report("redis, reserve (tpm, 2 cost budgets)", reserving);
             }
             Err(_) => println!("(set HALBERD_BENCH_REDIS_URL to measure the Redis limiter)"),
         }

@@ -173,7 +173,19 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     if let Some(rate) = &permit.rate {
         admit::set_rate_headers(&mut rate_headers, rate);
     }
-    let result = admitted(app, api, &ctx, parts, body, &key, &policy, &scopes, permit, &mut rate_headers).await;
+    let result = admitted(
+        app,
+        api,
+        &ctx,
+        parts,
+        body,
+        &key,
+        &policy,
+        &scopes,
+        permit,
+        &mut rate_headers,
+    )
+    .await;
     // The x-ratelimit-* headers go on every response after admission, errors
     // included.
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
@@ -280,7 +292,8 @@ async fn admitted(
             &exchange,
             app.config.rate_limits.max_output_tokens,
         );
-        let cost = admit::worst_case_cost(scopes, price, &route.upstream_model, prompt, max_output)?;
+        let cost =
+            admit::worst_case_cost(scopes, price, &route.upstream_model, prompt, max_output)?;
         app.limiter
             .reserve(
                 scopes,

@@ -224,7 +224,12 @@ pub fn error_event(api: Api, code: &str, message: &str) -> Bytes {
 pub fn generated_text(api: Api, v: &Value, mut each: impl FnMut(&str)) {
     match api {
         Api::ChatCompletions => {
-            for choice in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            for choice in v
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let Some(delta) = choice.get("delta") else {
                     continue;
                 };
@@ -233,7 +238,12 @@ pub fn generated_text(api: Api, v: &Value, mut each: impl FnMut(&str)) {
                         each(t);
                     }
                 }
-                for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                for call in delta
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t) = call.pointer("/function/arguments").and_then(Value::as_str) {
                         each(t);
                     }

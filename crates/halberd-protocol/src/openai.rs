@@ -513,10 +513,13 @@ pub fn usage(body: &Value) -> Option<Usage> {
         .filter(|u| u.is_object())
         .or_else(|| body.pointer("/response/usage"))?;
     let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
-    let cached = ["/prompt_tokens_details/cached_tokens", "/input_tokens_details/cached_tokens"]
-        .iter()
-        .find_map(|p| u.pointer(p).and_then(Value::as_u64))
-        .unwrap_or(0);
+    let cached = [
+        "/prompt_tokens_details/cached_tokens",
+        "/input_tokens_details/cached_tokens",
+    ]
+    .iter()
+    .find_map(|p| u.pointer(p).and_then(Value::as_u64))
+    .unwrap_or(0);
     Some(Usage {
         input_tokens: get("prompt_tokens", "input_tokens")?,
         cached_input_tokens: cached,

@@ -274,7 +274,8 @@ impl Store {
     }
 
     pub(crate) async fn events(&self, limit: i64) -> Result<Vec<AdminEvent>, StoreError> {
-        const SQL: &str = "SELECT at, actor, action, key_id, detail FROM admin_events ORDER BY id DESC LIMIT $1";
+        const SQL: &str =
+            "SELECT at, actor, action, key_id, detail FROM admin_events ORDER BY id DESC LIMIT $1";
         on_pool!(self, p => {
             let rows = sqlx::query(SQL).bind(limit).fetch_all(p).await?;
             rows.iter()

@@ -88,7 +88,10 @@ impl KeyLimits {
         merge(&mut self.tpm, change.tpm);
         merge(&mut self.tpd, change.tpd);
         merge(&mut self.budget_tokens_daily, change.budget_tokens_daily);
-        merge(&mut self.budget_tokens_monthly, change.budget_tokens_monthly);
+        merge(
+            &mut self.budget_tokens_monthly,
+            change.budget_tokens_monthly,
+        );
         merge(&mut self.budget_usd_daily, change.budget_usd_daily);
         merge(&mut self.budget_usd_monthly, change.budget_usd_monthly);
     }

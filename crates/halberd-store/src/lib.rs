@@ -11,11 +11,11 @@ mod keyring;
 mod money;
 mod pepper;
 
+pub use db::{Store, UsageRecord, UsageScope, UsageTotals};
 pub use error::{AuthError, StoreError};
 pub use keyring::{AdminEvent, IssuedKey, KeyLimits, KeyRecord, KeySpec, KeyUpdate, Keyring};
 pub use money::Usd;
 pub use pepper::Pepper;
-pub use db::{Store, UsageRecord, UsageScope, UsageTotals};
 
 /// Seconds since the Unix epoch. Every timestamp in the store is one of these.
 pub fn now_unix() -> i64 {

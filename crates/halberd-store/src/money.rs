@@ -53,7 +53,9 @@ impl FromStr for Usd {
         let whole: u64 = if whole.is_empty() {
             0
         } else {
-            whole.parse().map_err(|_| format!("{text:?} is too large"))?
+            whole
+                .parse()
+                .map_err(|_| format!("{text:?} is too large"))?
         };
         let frac_nanos: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
         whole
@@ -71,7 +73,11 @@ impl fmt::Display for Usd {
         let whole = self.0 / Usd::NANOS_PER_DOLLAR;
         let frac = format!("{:09}", self.0 % Usd::NANOS_PER_DOLLAR);
         let trimmed = frac.trim_end_matches('0');
-        let shown = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+        let shown = if trimmed.len() < 2 {
+            &frac[..2]
+        } else {
+            trimmed
+        };
         write!(f, "{whole}.{shown}")
     }
 }
@@ -129,7 +135,16 @@ mod tests {
         assert_eq!(Usd(12_500_000_000).to_string(), "12.50");
         assert_eq!(Usd(375).to_string(), "0.000000375");
         assert_eq!(Usd(0).to_string(), "0.00");
-        for bad in ["", ".", "-1", "1e3", "0.0000000001", "1.2.3", "abc", "99999999999999999999"] {
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "0.0000000001",
+            "1.2.3",
+            "abc",
+            "99999999999999999999",
+        ] {
             assert!(bad.parse::<Usd>().is_err(), "{bad} parsed");
         }
     }
@@ -141,7 +156,10 @@ mod tests {
         let v: Usd = serde_json::from_str("\"2.5\"").unwrap();
         assert_eq!(v, Usd(2_500_000_000));
         assert!(serde_json::from_str::<Usd>("-1").is_err());
-        assert_eq!(serde_json::to_string(&Usd(2_500_000_000)).unwrap(), "\"2.50\"");
+        assert_eq!(
+            serde_json::to_string(&Usd(2_500_000_000)).unwrap(),
+            "\"2.50\""
+        );
     }
 
     #[test]

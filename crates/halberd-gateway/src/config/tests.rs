@@ -345,13 +345,28 @@ fn prices_budgets_and_policy_limits_are_read_and_validated() {
         halberd_store::Usd(100_000_000),
         "the config overrides a built-in price"
     );
-    assert!(c.rate_limits.prices.get("claude-sonnet-4-5").is_some(), "built-ins stay");
+    assert!(
+        c.rate_limits.prices.get("claude-sonnet-4-5").is_some(),
+        "built-ins stay"
+    );
     let limits = c.policies["default"].limits;
     assert_eq!(limits.rpm, Some(10));
-    assert_eq!(limits.budget_usd_daily, Some(halberd_store::Usd(2_500_000_000)));
-    assert!(ConfigFile::default().build(Path::new("/tmp"), &|_| None).unwrap().rate_limits.budgets_fail_closed);
+    assert_eq!(
+        limits.budget_usd_daily,
+        Some(halberd_store::Usd(2_500_000_000))
+    );
+    assert!(
+        ConfigFile::default()
+            .build(Path::new("/tmp"), &|_| None)
+            .unwrap()
+            .rate_limits
+            .budgets_fail_closed
+    );
     for (text, at) in [
-        ("[limits]\nbudget_fail_mode = \"local\"", "limits.budget_fail_mode"),
+        (
+            "[limits]\nbudget_fail_mode = \"local\"",
+            "limits.budget_fail_mode",
+        ),
         ("[store]\nurl = \"mysql://x\"", "store.url"),
     ] {
         assert_eq!(build(text).unwrap_err().at, at, "{text}");

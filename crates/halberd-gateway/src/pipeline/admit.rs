@@ -267,12 +267,7 @@ impl Local {
                     seed,
                     ..
                 } => {
-                    let Some(spent) = self
-                        .counters
-                        .get(name)
-                        .map(|(v, _)| *v)
-                        .or(*seed)
-                    else {
+                    let Some(spent) = self.counters.get(name).map(|(v, _)| *v).or(*seed) else {
                         need.push(i);
                         continue;
                     };
@@ -553,10 +548,30 @@ pub fn reservation_checks(scopes: &[Scope], tokens: u64, cost: Usd, unix: i64) -
             }
         }
         for (limit, period, unit, amount) in [
-            (l.budget_tokens_daily, Period::Day, BudgetUnit::Tokens, tokens),
-            (l.budget_tokens_monthly, Period::Month, BudgetUnit::Tokens, tokens),
-            (l.budget_usd_daily.map(Usd::nanos), Period::Day, BudgetUnit::Usd, cost.nanos()),
-            (l.budget_usd_monthly.map(Usd::nanos), Period::Month, BudgetUnit::Usd, cost.nanos()),
+            (
+                l.budget_tokens_daily,
+                Period::Day,
+                BudgetUnit::Tokens,
+                tokens,
+            ),
+            (
+                l.budget_tokens_monthly,
+                Period::Month,
+                BudgetUnit::Tokens,
+                tokens,
+            ),
+            (
+                l.budget_usd_daily.map(Usd::nanos),
+                Period::Day,
+                BudgetUnit::Usd,
+                cost.nanos(),
+            ),
+            (
+                l.budget_usd_monthly.map(Usd::nanos),
+                Period::Month,
+                BudgetUnit::Usd,
+                cost.nanos(),
+            ),
         ] {
             if let Some(limit) = limit {
                 let (start, end, window) = period.window(unix);
@@ -690,8 +705,7 @@ impl Limiter {
         }
         let mut seeded = false;
         loop {
-            let Some((backend, taken, outcome)) =
-                self.run(checks.clone(), "", now, true).await?
+            let Some((backend, taken, outcome)) = self.run(checks.clone(), "", now, true).await?
             else {
                 return Ok(None);
             };
@@ -828,7 +842,12 @@ impl Limiter {
         }
     }
 
-    fn run_local(&self, checks: &[Check], now: Instant, unix: i64) -> Result<Outcome, GatewayError> {
+    fn run_local(
+        &self,
+        checks: &[Check],
+        now: Instant,
+        unix: i64,
+    ) -> Result<Outcome, GatewayError> {
         let mut local = self.local.lock().map_err(|_| GatewayError::Internal)?;
         Ok(local.run(checks, now, unix))
     }
@@ -863,9 +882,7 @@ fn tightest(checks: &[Check], results: &[(u64, Duration)], unit: RateUnit) -> Op
         .iter()
         .zip(results)
         .filter_map(|(c, (remaining, reset))| match c {
-            Check::Rate {
-                limit, unit: u, ..
-            } if *u == unit => Some(RateInfo {
+            Check::Rate { limit, unit: u, .. } if *u == unit => Some(RateInfo {
                 unit,
                 limit: *limit,
                 remaining: *remaining,
@@ -912,7 +929,9 @@ fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
             ..
         }) => {
             let detail = match unit {
-                BudgetUnit::Tokens => format!("it needs up to {amount} tokens of a budget of {limit}"),
+                BudgetUnit::Tokens => {
+                    format!("it needs up to {amount} tokens of a budget of {limit}")
+                }
                 BudgetUnit::Usd => format!(
                     "it could cost up to ${} of a budget of ${}",
                     Usd(*amount),

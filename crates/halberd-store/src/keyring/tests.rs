@@ -12,7 +12,9 @@ pub(crate) async fn fresh_store(backend: &str) -> Store {
             let name = format!("halberd_test_{}", new_key().unwrap().0.to_lowercase());
             let admin = Store::open_postgres_unmigrated(&url).await.unwrap();
             admin.create_database(&name).await.unwrap();
-            let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+            let (base, query) = url
+                .split_once('?')
+                .map_or((url.as_str(), ""), |(b, q)| (b, q));
             let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
             let url = if query.is_empty() {
                 format!("{base}/{name}")
@@ -352,14 +354,37 @@ async fn usage_is_summed_per_key_and_user_since_a_time(kr: Keyring) {
     ] {
         store.record_usage(&r).await.unwrap();
     }
-    let k1 = store.usage_totals(crate::UsageScope::Key("k1"), 0).await.unwrap();
-    assert_eq!((k1.requests, k1.input_tokens, k1.output_tokens, k1.cost.nanos()), (2, 30, 12, 3_000));
+    let k1 = store
+        .usage_totals(crate::UsageScope::Key("k1"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            k1.requests,
+            k1.input_tokens,
+            k1.output_tokens,
+            k1.cost.nanos()
+        ),
+        (2, 30, 12, 3_000)
+    );
     assert_eq!(k1.tokens(), 42);
-    let since = store.usage_totals(crate::UsageScope::Key("k1"), 150).await.unwrap();
+    let since = store
+        .usage_totals(crate::UsageScope::Key("k1"), 150)
+        .await
+        .unwrap();
     assert_eq!((since.requests, since.cost.nanos()), (1, 2_000));
-    let ann = store.usage_totals(crate::UsageScope::User("ann"), 0).await.unwrap();
-    assert_eq!((ann.requests, ann.cost.nanos(), ann.estimated), (3, 3_005, 1));
-    let none = store.usage_totals(crate::UsageScope::Key("nobody"), 0).await.unwrap();
+    let ann = store
+        .usage_totals(crate::UsageScope::User("ann"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ann.requests, ann.cost.nanos(), ann.estimated),
+        (3, 3_005, 1)
+    );
+    let none = store
+        .usage_totals(crate::UsageScope::Key("nobody"), 0)
+        .await
+        .unwrap();
     assert_eq!(none, crate::UsageTotals::default());
     let recent = store.usage_records("k1", 10).await.unwrap();
     assert_eq!(recent.len(), 2);
@@ -383,22 +408,42 @@ async fn user_limits_are_set_merged_and_removed(kr: Keyring) {
         .unwrap();
     assert_eq!(set.rpm, Some(100));
     let merged = kr
-        .set_user_limits("ann", &KeyLimits { tpm: Some(1000), rpm: Some(0), ..KeyLimits::default() }, "t", 11)
+        .set_user_limits(
+            "ann",
+            &KeyLimits {
+                tpm: Some(1000),
+                rpm: Some(0),
+                ..KeyLimits::default()
+            },
+            "t",
+            11,
+        )
         .await
         .unwrap();
     assert_eq!(merged.rpm, None);
     assert_eq!(merged.tpm, Some(1000));
     assert_eq!(merged.budget_usd_daily, Some(crate::Usd(2_500_000_000)));
     assert_eq!(kr.user_limits("ann").await.unwrap(), merged);
-    assert_eq!(kr.store().list_user_limits().await.unwrap(), vec![("ann".to_owned(), merged)]);
-    assert!(kr.set_user_limits("", &KeyLimits::default(), "t", 12).await.is_err());
+    assert_eq!(
+        kr.store().list_user_limits().await.unwrap(),
+        vec![("ann".to_owned(), merged)]
+    );
+    assert!(
+        kr.set_user_limits("", &KeyLimits::default(), "t", 12)
+            .await
+            .is_err()
+    );
     let events = kr.events(10).await.unwrap();
     assert_eq!(events[0].action, "user.limits");
     assert_eq!(events[0].detail["user"], "ann");
     // Removing every limit removes the row.
     kr.set_user_limits(
         "ann",
-        &KeyLimits { tpm: Some(0), budget_usd_daily: Some(crate::Usd(0)), ..KeyLimits::default() },
+        &KeyLimits {
+            tpm: Some(0),
+            budget_usd_daily: Some(crate::Usd(0)),
+            ..KeyLimits::default()
+        },
         "t",
         13,
     )

@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(t.get("gpt-4o-2024-08-06"), t.get("gpt-4o"));
         assert_ne!(t.get("gpt-4o-mini-2024-07-18"), t.get("gpt-4o"));
         assert_eq!(t.get("gpt-4o-mini-2024-07-18"), t.get("gpt-4o-mini"));
-        assert_eq!(t.get("claude-sonnet-4-5-20250929"), t.get("claude-sonnet-4-5"));
+        assert_eq!(
+            t.get("claude-sonnet-4-5-20250929"),
+            t.get("claude-sonnet-4-5")
+        );
         assert_eq!(t.get("mock-large"), t.get("mock"));
         assert_eq!(t.get("gpt-4oo"), None, "a prefix must end at a dash");
         assert_eq!(t.get("llama-3"), None);

@@ -256,7 +256,9 @@ impl RedisLimiter {
             [2, need @ ..] if !need.is_empty() => {
                 Ok(Outcome::NeedSeed(need.iter().map(|i| index(*i)).collect()))
             }
-            other => Err(format!("unexpected reply from the limiter script: {other:?}")),
+            other => Err(format!(
+                "unexpected reply from the limiter script: {other:?}"
+            )),
         }
     }
 

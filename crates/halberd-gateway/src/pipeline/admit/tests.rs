@@ -56,7 +56,9 @@ fn a_minute_of_requests_at_once_then_one_per_interval() {
     assert!(admitted(&limiter, &s, t1));
     match admit(&limiter, &s, t1) {
         Err(GatewayError::RateLimited {
-            retry_after, rate, what,
+            retry_after,
+            rate,
+            what,
         }) => {
             assert_eq!(retry_after, Duration::from_secs(3));
             assert_eq!(rate.map(|r| r.remaining), Some(0));
@@ -80,13 +82,25 @@ fn every_rate_of_a_scope_applies() {
         ..KeyLimits::default()
     });
     let t = Instant::now();
-    assert_eq!((0..10).filter(|_| admitted(&limiter, &s, t)).count(), 2, "per second");
+    assert_eq!(
+        (0..10).filter(|_| admitted(&limiter, &s, t)).count(),
+        2,
+        "per second"
+    );
     let t = t + Duration::from_secs(1);
     assert_eq!((0..10).filter(|_| admitted(&limiter, &s, t)).count(), 2);
     let t = t + Duration::from_secs(1);
-    assert_eq!((0..10).filter(|_| admitted(&limiter, &s, t)).count(), 1, "per minute");
+    assert_eq!(
+        (0..10).filter(|_| admitted(&limiter, &s, t)).count(),
+        1,
+        "per minute"
+    );
     let t = t + Duration::from_secs(60);
-    assert_eq!((0..10).filter(|_| admitted(&limiter, &s, t)).count(), 1, "per day");
+    assert_eq!(
+        (0..10).filter(|_| admitted(&limiter, &s, t)).count(),
+        1,
+        "per day"
+    );
     match admit(&limiter, &s, t + Duration::from_secs(3600)) {
         Err(GatewayError::RateLimited { what, .. }) => {
             assert_eq!(what, "requests per day of this API key");
@@ -237,7 +251,11 @@ fn token_reservations_hold_until_settled() {
     ));
     // The first used 150 tokens: 450 come back, and 600 fit again.
     first.settle(150, Usd::ZERO);
-    assert!(reserve(&limiter, &s, 100, 500, Usd::ZERO).unwrap().is_some());
+    assert!(
+        reserve(&limiter, &s, 100, 500, Usd::ZERO)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -251,7 +269,11 @@ fn a_request_larger_than_a_token_rate_is_a_client_error() {
         reserve(&limiter, &small, 50, 100, Usd::ZERO),
         Err(GatewayError::InvalidRequest { .. })
     ));
-    assert!(reserve(&limiter, &key_scope(rpm(5)), 50, 100, Usd::ZERO).unwrap().is_none());
+    assert!(
+        reserve(&limiter, &key_scope(rpm(5)), 50, 100, Usd::ZERO)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -273,8 +295,14 @@ fn a_cost_budget_is_never_exceeded_by_concurrent_reservations() {
             assert_eq!(e.code(), "budget_exceeded");
             assert_eq!(e.status(), http::StatusCode::PAYMENT_REQUIRED);
             let message = e.message();
-            assert!(message.contains("daily cost budget of this API key"), "{message}");
-            assert!(message.contains("$0.30") && message.contains("$1.00"), "{message}");
+            assert!(
+                message.contains("daily cost budget of this API key"),
+                "{message}"
+            );
+            assert!(
+                message.contains("$0.30") && message.contains("$1.00"),
+                "{message}"
+            );
         }
         other => panic!("expected budget_exceeded, got {other:?}"),
     }
@@ -308,8 +336,16 @@ fn token_budgets_and_usage_above_the_reservation() {
     let r = reserve(&limiter, &s, 100, 300, Usd::ZERO).unwrap().unwrap();
     // The provider counted more than the estimate: the excess is charged.
     r.settle(700, Usd::ZERO);
-    assert!(reserve(&limiter, &s, 100, 300, Usd::ZERO).is_err(), "700 + 400 > 1000");
-    assert!(reserve(&limiter, &s, 100, 200, Usd::ZERO).unwrap().is_some(), "700 + 300 fits");
+    assert!(
+        reserve(&limiter, &s, 100, 300, Usd::ZERO).is_err(),
+        "700 + 400 > 1000"
+    );
+    assert!(
+        reserve(&limiter, &s, 100, 200, Usd::ZERO)
+            .unwrap()
+            .is_some(),
+        "700 + 300 fits"
+    );
 }
 
 #[test]
