@@ -134,25 +134,32 @@ impl Store {
         })
     }
 
-    /// Connects to a Postgres server without touching its schema (tests use
-    /// this to create a database per test).
-    #[cfg(test)]
-    pub(crate) async fn open_postgres_unmigrated(url: &str) -> Result<Store, StoreError> {
+    /// For tests: creates a new, empty database on the Postgres server at
+    /// `server_url` and returns the URL of that database. The name is a prefix
+    /// and random letters, so parallel tests never share one.
+    #[doc(hidden)]
+    pub async fn create_test_database(server_url: &str) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|_| StoreError::Random)?;
+        let name: String = bytes.iter().map(|b| char::from(b'a' + b % 26)).collect();
+        let name = format!("halberd_test_{name}");
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(PgConnectOptions::from_str(url)?)
+            .connect_with(PgConnectOptions::from_str(server_url)?)
             .await?;
-        Ok(Store {
-            pool: Pool::Postgres(pool),
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        let (base, query) = server_url
+            .split_once('?')
+            .map_or((server_url, ""), |(b, q)| (b, q));
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        Ok(if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{query}")
         })
-    }
-
-    #[cfg(test)]
-    pub(crate) async fn create_database(&self, name: &str) -> Result<(), StoreError> {
-        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-        let sql = format!("CREATE DATABASE {name}");
-        on_pool!(self, p => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(p).await.map(drop))?;
-        Ok(())
     }
 
     /// Opens the store a URL names: `postgres://…` / `postgresql://…`, or a

@@ -45,7 +45,10 @@ async fn admin_get(gw: &TestGateway, path: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// The key's usage report once `requests` records are written (they are
@@ -94,12 +97,18 @@ async fn a_cost_budget_is_spent_exactly_then_refused_with_402_in_each_dialect() 
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=86_400).contains(&retry_after), "renews at midnight UTC: {retry_after}");
+    assert!(
+        (1..=86_400).contains(&retry_after),
+        "renews at midnight UTC: {retry_after}"
+    );
     let v: Value = refused.json().await.unwrap();
     assert_eq!(v["error"]["code"], "budget_exceeded");
     assert_eq!(v["error"]["type"], "insufficient_quota");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("daily cost budget of this API key"), "{message}");
+    assert!(
+        message.contains("daily cost budget of this API key"),
+        "{message}"
+    );
     assert!(message.contains("$0.00005"), "{message}");
 
     // The recorded spend is exactly what was settled: admitted × $0.000003,
@@ -188,12 +197,26 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
     let text = halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await);
     assert_eq!(text, reply);
     usage_after(&gw, &id, 1).await;
-    let records = gw.state.keyring.store().usage_records(&id, 1).await.unwrap();
+    let records = gw
+        .state
+        .keyring
+        .store()
+        .usage_records(&id, 1)
+        .await
+        .unwrap();
     let r = &records[0];
     assert!(r.estimated);
     let encoding = halberd_guard::tokens::Encoding::for_model(false, "mock-1");
-    assert_eq!(r.output_tokens, encoding.count(reply), "the relayed text, counted");
-    assert_eq!(r.input_tokens, encoding.count_parts(["status?"]), "the prompt as counted for the reservation");
+    assert_eq!(
+        r.output_tokens,
+        encoding.count(reply),
+        "the relayed text, counted"
+    );
+    assert_eq!(
+        r.input_tokens,
+        encoding.count_parts(["status?"]),
+        "the prompt as counted for the reservation"
+    );
     assert_eq!(r.outcome, "completed");
 
     // A client that did not ask for usage is still metered with the
@@ -207,10 +230,22 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
         .await
         .unwrap();
     let data = halberd_testkit::sse_data(resp).await;
-    assert!(!data.iter().any(|d| d.contains("\"usage\":{")), "no usage chunk for this client");
+    assert!(
+        !data.iter().any(|d| d.contains("\"usage\":{")),
+        "no usage chunk for this client"
+    );
     usage_after(&gw, &id, 2).await;
-    let r = &gw.state.keyring.store().usage_records(&id, 1).await.unwrap()[0];
-    assert_eq!((r.input_tokens, r.output_tokens, r.estimated), (7, 11, false));
+    let r = &gw
+        .state
+        .keyring
+        .store()
+        .usage_records(&id, 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (r.input_tokens, r.output_tokens, r.estimated),
+        (7, 11, false)
+    );
     // Mock price: 7 × $1/M + 11 × $2/M.
     assert_eq!(r.cost, Usd(7_000 + 22_000));
 }
@@ -239,10 +274,17 @@ async fn user_limits_from_the_admin_api_apply_across_the_users_keys() {
     assert_eq!(resp.status(), 429);
     let v: Value = resp.json().await.unwrap();
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("user \"ann\""),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user \"ann\""),
         "{v}"
     );
-    assert_eq!(send(&gw, &other, &chat(5), "1,1").await.status(), 200, "bob has no limits");
+    assert_eq!(
+        send(&gw, &other, &chat(5), "1,1").await.status(),
+        200,
+        "bob has no limits"
+    );
 
     let (status, v) = admin_get(&gw, "/admin/users").await;
     assert_eq!(status, 200);
@@ -276,7 +318,13 @@ async fn rate_headers_are_on_error_responses_after_admission() {
         },
     )
     .await;
-    let resp = send(&gw, &key, &json!({"model": "mock-1", "messages": "not a list"}), "1,1").await;
+    let resp = send(
+        &gw,
+        &key,
+        &json!({"model": "mock-1", "messages": "not a list"}),
+        "1,1",
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "5");
     assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "4");
@@ -298,11 +346,22 @@ async fn a_cost_budget_on_a_model_without_a_price_is_refused_clearly() {
         },
     )
     .await;
-    let resp = send(&gw, &key, &json!({"model": "house-model", "messages": [{"role": "user", "content": "hi"}]}), "1,1").await;
+    let resp = send(
+        &gw,
+        &key,
+        &json!({"model": "house-model", "messages": [{"role": "user", "content": "hi"}]}),
+        "1,1",
+    )
+    .await;
     assert_eq!(resp.status(), 403);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "model_not_priced");
-    assert!(v["error"]["message"].as_str().unwrap().contains("house-llm-7b"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("house-llm-7b")
+    );
     // A token budget needs no price.
     let (_, key) = key_with(
         &gw,
@@ -313,6 +372,12 @@ async fn a_cost_budget_on_a_model_without_a_price_is_refused_clearly() {
         },
     )
     .await;
-    let resp = send(&gw, &key, &json!({"model": "house-model", "messages": [{"role": "user", "content": "hi"}]}), "1,1").await;
+    let resp = send(
+        &gw,
+        &key,
+        &json!({"model": "house-model", "messages": [{"role": "user", "content": "hi"}]}),
+        "1,1",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }

@@ -4,16 +4,11 @@
 //! when it is back. These tests need `HALBERD_TEST_REDIS_URL` (set by `.ci/run`,
 //! which runs them with `--ignored`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use halberd_store::{KeyLimits, KeySpec};
 use halberd_testkit::TestGateway;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
 
-use crate::client;
+use crate::{Switch, client};
 
 fn redis_url() -> String {
     std::env::var("HALBERD_TEST_REDIS_URL")
@@ -116,55 +111,6 @@ async fn concurrency_slots_are_shared_and_given_back() {
     assert!(slow.text().await.unwrap().contains("[DONE]"));
     let last = crate::post_until_ok(&b.url("/v1/chat/completions"), &key, chat(), 50).await;
     assert_eq!(last, 200, "the slot came back through Redis");
-}
-
-/// A TCP relay to Redis that can be cut and restored, to stop "Redis" without
-/// stopping the machine's shared server.
-struct Switch {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-}
-
-impl Switch {
-    async fn start(target: &str) -> Switch {
-        let target: SocketAddr = target
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !flag.load(Ordering::SeqCst) {
-                    continue; // dropped: connection refused in effect
-                }
-                let flag = flag.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    let watch = async {
-                        while flag.load(Ordering::SeqCst) {
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        }
-                    };
-                    tokio::select! { _ = copy => {}, _ = watch => {} }
-                });
-            }
-        });
-        Switch { addr, up }
-    }
-
-    fn set(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test]

@@ -12,9 +12,15 @@ mod injection;
 mod limits;
 mod limits_redis;
 mod passthrough;
+mod replicas;
 mod sensitive;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
@@ -43,4 +49,53 @@ pub async fn post_until_ok(url: &str, key: &str, body: Value, tries: usize) -> u
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     status
+}
+
+/// A TCP relay to Redis that can be cut and restored, to stop "Redis" without
+/// stopping the machine's shared server.
+pub struct Switch {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Switch {
+    pub async fn start(target: &str) -> Switch {
+        let target: SocketAddr = target
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = watch => {} }
+                });
+            }
+        });
+        Switch { addr, up }
+    }
+
+    pub fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
 }

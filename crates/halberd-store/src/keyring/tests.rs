@@ -9,19 +9,8 @@ pub(crate) async fn fresh_store(backend: &str) -> Store {
         _ => {
             let url = std::env::var("HALBERD_TEST_POSTGRES_URL")
                 .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
-            let name = format!("halberd_test_{}", new_key().unwrap().0.to_lowercase());
-            let admin = Store::open_postgres_unmigrated(&url).await.unwrap();
-            admin.create_database(&name).await.unwrap();
-            let (base, query) = url
-                .split_once('?')
-                .map_or((url.as_str(), ""), |(b, q)| (b, q));
-            let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-            let url = if query.is_empty() {
-                format!("{base}/{name}")
-            } else {
-                format!("{base}/{name}?{query}")
-            };
-            Store::open(&url).await.unwrap()
+            let db = Store::create_test_database(&url).await.unwrap();
+            Store::open(&db).await.unwrap()
         }
     }
 }
