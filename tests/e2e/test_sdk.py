@@ -205,3 +205,43 @@ def test_token_limited_key_reports_token_headers(gateway):
         assert raw.parse().choices[0].message.content == "hi"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="mock-1", max_completion_tokens=5000, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_cost_budget_from_the_cli_ends_in_the_sdks_402(gateway):
+    created = gateway.create_key("budgeted", "--budget-usd-daily", "0.00005")
+    assert created["limits"]["budget_usd_daily"] == "0.00005"
+    client = openai.OpenAI(base_url=gateway.base + "/v1", api_key=created["key"], max_retries=2)
+    admitted = 0
+    with pytest.raises(openai.APIStatusError) as e:
+        for _ in range(50):
+            # The mock reports 1 + 1 tokens: $0.000003 at its price.
+            client.chat.completions.create(
+                model="mock-1", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-mock-usage": "1,1"},
+            )
+            admitted += 1
+    assert e.value.status_code == 402
+    assert e.value.code == "budget_exceeded"
+    assert e.value.response.headers["x-should-retry"] == "false"
+    assert admitted >= 2
+    usage = gateway.cli("users", "usage", "--key", created["id"])
+    assert usage["daily"]["requests"] == admitted
+    assert usage["daily"]["cost_usd"] == f"{admitted * 3 / 1_000_000:.6f}".rstrip("0")
+    with pytest.raises(anthropic.APIStatusError) as e:
+        anthropic.Anthropic(base_url=gateway.base, api_key=created["key"], max_retries=0).messages.create(
+            model="mock-1", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert e.value.status_code == 402
+    assert e.value.body["error"]["type"] == "billing_error"
+
+
+def test_user_limits_from_the_cli_apply_to_every_key_of_the_user(gateway):
+    out = gateway.cli("users", "limits", "e2e-carol", "--rpm", "2")
+    assert out["limits"] == {"rpm": 2}
+    keys = [gateway.create_key(f"carol-{i}", "--user", "e2e-carol")["key"] for i in range(2)]
+    clients = [openai.OpenAI(base_url=gateway.base + "/v1", api_key=k, max_retries=0) for k in keys]
+    for c in clients:
+        c.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as e:
+        clients[0].chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    assert 'user "e2e-carol"' in e.value.message

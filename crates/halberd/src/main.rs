@@ -253,6 +253,9 @@ enum UsersCommand {
         user: Option<String>,
         #[arg(long, conflicts_with = "user")]
         key: Option<String>,
+        /// Accepted for symmetry: the report is always JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -656,7 +659,7 @@ async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
                 }
             }
         }
-        UsersCommand::Usage { user, key } => {
+        UsersCommand::Usage { user, key, .. } => {
             let scope = match (&user, &key) {
                 (Some(u), None) => halberd_store::UsageScope::User(u),
                 (None, Some(k)) => halberd_store::UsageScope::Key(k),
