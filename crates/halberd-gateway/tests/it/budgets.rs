@@ -381,3 +381,45 @@ async fn a_cost_budget_on_a_model_without_a_price_is_refused_clearly() {
     .await;
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_stream_is_charged_for_what_was_relayed() {
+    let gw = TestGateway::start("").await;
+    let (id, key) = key_with(
+        &gw,
+        None,
+        KeyLimits {
+            budget_tokens_daily: Some(1_000_000),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
+    let reply = "word ".repeat(200);
+    let mut resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-reply", reply.trim_end())
+        .header("x-mock-chunk-bytes", "10")
+        .header("x-mock-delay-ms", "20")
+        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "talk"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Read a few events, then go away.
+    let mut seen = 0;
+    while seen < 300 {
+        seen += resp.chunk().await.unwrap().unwrap().len();
+    }
+    drop(resp);
+    usage_after(&gw, &id, 1).await;
+    let r = &gw.state.keyring.store().usage_records(&id, 1).await.unwrap()[0];
+    assert_eq!(r.outcome, "client_disconnected");
+    assert!(r.estimated);
+    let full = halberd_guard::tokens::Encoding::for_model(false, "mock-1").count(reply.trim_end());
+    assert!(
+        r.output_tokens > 0 && r.output_tokens < full,
+        "charged {} of {full} tokens for a stream cut short",
+        r.output_tokens
+    );
+}
