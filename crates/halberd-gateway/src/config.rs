@@ -138,6 +138,10 @@ pub struct ContentLimits {
     pub max_opaque_parts: Option<u64>,
     /// Request body size in bytes.
     pub max_request_bytes: Option<u64>,
+    /// Output tokens a request may ask for: a larger `max_tokens` is lowered
+    /// to this, and it is set when the client sets none. For keys with token
+    /// limits or budgets, the lower of this and `[limits] max_output_tokens`.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Actions on sensitive data, per finding type, for each direction. Keys are
@@ -794,7 +798,14 @@ fn build_policies(
                     with_canary_leak(output, action)
                 }
             }),
-            content: p.content,
+            content: if p.content.max_output_tokens == Some(0) {
+                return Err(err(
+                    format!("{at}.content.max_output_tokens"),
+                    "must be at least 1",
+                ));
+            } else {
+                p.content
+            },
             limits: p.limits,
             injection: build_injection(&format!("{at}.injection"), &p.injection)?,
         };

@@ -286,12 +286,12 @@ async fn admitted(
     let prompt = encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
     inspect_input::check_content(&policy.content, &value, &exchange, bytes.len(), || prompt)?;
     let price = app.config.rate_limits.prices.get(&route.upstream_model);
+    let policy_cap = policy.content.max_output_tokens;
     let reservation = if scopes.iter().any(|s| s.limits.counts_tokens()) {
-        let max_output = admit::cap_output(
-            &mut value,
-            &exchange,
-            app.config.rate_limits.max_output_tokens,
-        );
+        let cap = policy_cap.map_or(app.config.rate_limits.max_output_tokens, |p| {
+            p.min(app.config.rate_limits.max_output_tokens)
+        });
+        let max_output = admit::cap_output(&mut value, &exchange, cap);
         let cost =
             admit::worst_case_cost(scopes, price, &route.upstream_model, prompt, max_output)?;
         app.limiter
@@ -306,6 +306,9 @@ async fn admitted(
             .await
             .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?
     } else {
+        if let Some(cap) = policy_cap {
+            admit::cap_output(&mut value, &exchange, cap);
+        }
         None
     };
     if let Some(rate) = reservation.as_ref().and_then(|r| r.rate) {

@@ -413,7 +413,13 @@ async fn a_client_that_goes_away_mid_stream_is_charged_for_what_was_relayed() {
     }
     drop(resp);
     usage_after(&gw, &id, 1).await;
-    let r = &gw.state.keyring.store().usage_records(&id, 1).await.unwrap()[0];
+    let r = &gw
+        .state
+        .keyring
+        .store()
+        .usage_records(&id, 1)
+        .await
+        .unwrap()[0];
     assert_eq!(r.outcome, "client_disconnected");
     assert!(r.estimated);
     let full = halberd_guard::tokens::Encoding::for_model(false, "mock-1").count(reply.trim_end());

@@ -364,6 +364,48 @@ async fn the_output_cap_is_injected_for_token_limited_keys() {
 }
 
 #[tokio::test]
+async fn a_policy_caps_output_for_every_key_under_it() {
+    let (addr, seen) = crate::passthrough::start_capture().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k"), "sk-x").unwrap();
+    let config = format!(
+        "[limits]\nmax_output_tokens = 256\n[[providers]]\nname = \"cap\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nallow_http = true\napi_key_file = \"{}\"\n[[models]]\nname = \"m\"\nprovider = \"cap\"\n[[policies]]\nname = \"default\"\n[policies.content]\nmax_output_tokens = 100\n",
+        dir.path().join("k").display()
+    );
+    let gw = TestGateway::start(&config).await;
+    let url = gw.url("/v1/chat/completions");
+    let free = gw.any_key().await;
+    let body =
+        json!({"model": "m", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(crate::post(&url, &free, body).await.status(), 200);
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        sent["max_tokens"], 100,
+        "a key without limits is capped by its policy"
+    );
+    let body =
+        json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(crate::post(&url, &free, body).await.status(), 200);
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["max_tokens"], 50, "a smaller ask is kept");
+    // A token-limited key gets the lower of the policy's and the global cap.
+    let key = token_key(&gw, 10_000).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(crate::post(&url, &key, body).await.status(), 200);
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["max_completion_tokens"], 100);
+    assert!(
+        halberd_gateway::config::ConfigFile::parse(
+            "[[policies]]\nname = \"default\"\n[policies.content]\nmax_output_tokens = 0"
+        )
+        .unwrap()
+        .build(std::path::Path::new("/tmp"), &|_| None)
+        .is_err(),
+        "a cap of zero is refused"
+    );
+}
+
+#[tokio::test]
 async fn content_limits_of_the_policy_refuse_oversized_requests_clearly() {
     let gw = TestGateway::start(
         "[[policies]]\nname = \"small\"\n[policies.content]\nmax_messages = 2\nmax_tools = 1\nmax_prompt_tokens = 40\nmax_request_bytes = 2000\nmax_opaque_parts = 0\n",
