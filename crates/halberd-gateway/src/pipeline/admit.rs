@@ -216,6 +216,13 @@ struct Local {
     counters: HashMap<String, (u64, i64)>,
 }
 
+/// What a decided check writes once all checks have room.
+enum Write<'a> {
+    Tat(&'a String, Instant),
+    Slot(&'a String),
+    Counter(&'a String, u64, i64),
+}
+
 /// Entries kept before expired ones are swept.
 const SWEEP_AT: usize = 100_000;
 
@@ -225,7 +232,9 @@ impl Local {
             self.tats.retain(|_, t| *t > now);
             self.counters.retain(|_, (_, end)| *end > unix);
         }
+        // Decide every check first, keeping what each would write...
         let mut out = Vec::with_capacity(checks.len());
+        let mut writes = Vec::with_capacity(checks.len());
         let mut need = Vec::new();
         for (i, c) in checks.iter().enumerate() {
             match c {
@@ -247,17 +256,19 @@ impl Local {
                         };
                     }
                     out.push((left(*period, ahead, *limit), ahead));
+                    writes.push(Write::Tat(name, next));
                 }
                 Check::Slot { name, max, .. } => {
-                    if self.slots.get(name).copied().unwrap_or(0) >= *max {
+                    let used = self.slots.get(name).copied().unwrap_or(0);
+                    if used >= *max {
                         return Outcome::Refused {
                             index: i,
                             retry_after: Duration::from_secs(1),
                             reset: Duration::ZERO,
                         };
                     }
-                    let used = self.slots.get(name).copied().unwrap_or(0) + 1;
-                    out.push((u64::from(max - used), Duration::ZERO));
+                    out.push((u64::from(max - used - 1), Duration::ZERO));
+                    writes.push(Write::Slot(name));
                 }
                 Check::Budget {
                     name,
@@ -280,39 +291,22 @@ impl Local {
                         };
                     }
                     out.push((limit - spent - amount, until));
+                    writes.push(Write::Counter(name, spent + amount, *end));
                 }
             }
         }
         if !need.is_empty() {
             return Outcome::NeedSeed(need);
         }
-        // Every check has room: take from all of them.
-        for c in checks {
-            match c {
-                Check::Rate {
-                    name,
-                    limit,
-                    period,
-                    cost,
-                    ..
-                } => {
-                    let tat = self.tats.get(name).map_or(now, |t| (*t).max(now));
-                    self.tats
-                        .insert(name.clone(), tat + cells(*period, *cost, *limit));
+        // ...then, every check having room, write them all.
+        for w in writes {
+            match w {
+                Write::Tat(name, next) => {
+                    self.tats.insert(name.clone(), next);
                 }
-                Check::Slot { name, .. } => *self.slots.entry(name.clone()).or_insert(0) += 1,
-                Check::Budget {
-                    name,
-                    amount,
-                    end,
-                    seed,
-                    ..
-                } => {
-                    let entry = self
-                        .counters
-                        .entry(name.clone())
-                        .or_insert((seed.unwrap_or(0), *end));
-                    entry.0 = entry.0.saturating_add(*amount);
+                Write::Slot(name) => *self.slots.entry(name.clone()).or_insert(0) += 1,
+                Write::Counter(name, value, end) => {
+                    self.counters.insert(name.clone(), (value, end));
                 }
             }
         }

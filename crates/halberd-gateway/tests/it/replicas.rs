@@ -72,6 +72,16 @@ async fn a_rate_limit_holds_across_replicas_on_postgres() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (20, 40), "{statuses:?}");
+    let ready: Value = client()
+        .get(b.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["limits"], "redis");
+    assert_eq!(ready["checks"]["store"], "ok");
 }
 
 #[tokio::test]
