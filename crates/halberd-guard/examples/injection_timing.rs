@@ -34,6 +34,15 @@ fn main() {
     time("normalize simple", &|| {
         black_box(normalize(black_box(&simple)));
     });
+    let typographic = text
+        .replace("Could you", "\u{201c}Could you")
+        .replace("out?", "out?\u{201d} \u{2014}");
+    time("normalize typogr.", &|| {
+        black_box(normalize(black_box(&typographic)));
+    });
+    time("decode typogr.", &|| {
+        black_box(decode::payloads(black_box(&typographic)));
+    });
     time("copy+lowercase", &|| {
         black_box(black_box(&text).to_ascii_lowercase());
     });

@@ -109,9 +109,23 @@ fn find(text: &str, depth: u8, out: &mut Vec<Payload>, budget: &mut usize) {
 
 /// Bytes that can be part of an encoded token (base64 of both alphabets, hex,
 /// percent escapes).
+#[inline(always)]
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'%' | b'.')
+    TOKEN_BYTE[usize::from(b)]
 }
+
+/// [`is_token_byte`] as a table: one lookup per byte of every text scanned.
+static TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_' | b'%' | b'.');
+        b += 1;
+    }
+    t
+};
 
 /// Decodes one token: the encoding, the decoded text, and whether it reads as
 /// text (an encoded token that decodes to another token is kept for the next
@@ -261,15 +275,15 @@ fn rot13_payload(text: &str) -> Option<Payload> {
         offset += line.len();
         // English has about twice as many `e` as `r`; rot13 swaps them. Lines
         // that fail this byte count are not read word by word.
-        let (mut e, mut r, mut letters) = (0usize, 0usize, 0usize);
+        // A histogram of the bytes folded to lower case: ASCII letters land
+        // on a..z and nothing else does.
+        let mut counts = [0u32; 256];
         for &b in line.as_bytes() {
-            match b | 0x20 {
-                b'e' => e += 1,
-                b'r' => r += 1,
-                _ => {}
-            }
-            letters += usize::from(b.is_ascii_alphabetic());
+            counts[usize::from(b | 0x20)] += 1;
         }
+        let e = counts[usize::from(b'e')];
+        let r = counts[usize::from(b'r')];
+        let letters: u32 = counts[usize::from(b'a')..=usize::from(b'z')].iter().sum();
         if letters < 16 || r <= e || !line.is_ascii() {
             continue;
         }

@@ -32,12 +32,19 @@ pub struct Tokens {
     /// Per token: 0 word, 1 CJK character, 2 punctuation of one kind (`...`),
     /// 3 mixed punctuation (`]$.`, `<=`), which adversarial suffixes are full of.
     pub kinds: Vec<u8>,
-    /// Character 4-gram hashes of the words (with word-boundary marks).
-    pub grams: Vec<u64>,
+    /// Weight buckets of the words' character 4-grams (with word-boundary
+    /// marks), computed once here rather than once per head.
+    pub grams: Vec<u32>,
     /// `grams_end[i]`: how many grams tokens `0..=i` have.
     pub grams_end: Vec<u32>,
     /// Start indices of segments (sentences or lines), ascending, first is 0.
     pub breaks: Vec<usize>,
+}
+
+/// The weight bucket of a feature hash.
+#[inline(always)]
+const fn bucket(h: u64) -> u32 {
+    (h >> (64 - BITS as u32)) as u32
 }
 
 const fn fx(h: u64, x: u64) -> u64 {
@@ -72,7 +79,7 @@ impl Tokens {
         for (k, b) in bytes.enumerate() {
             window = (window << 8) | u32::from(b);
             if k >= 2 {
-                self.grams.push(fx(5, u64::from(window)));
+                self.grams.push(bucket(fx(fx(5, u64::from(window)), 17)));
             }
         }
     }
@@ -123,6 +130,26 @@ pub fn tokenize(text: &str) -> Tokens {
         if c.is_whitespace() {
             i += len;
             continue;
+        }
+        if b.is_ascii_alphanumeric() {
+            // The common case, ASCII words, in a loop of its own: one byte
+            // test and one hash step per byte. It ends where the general loop
+            // below would, except that it hands a word that continues in
+            // non-ASCII letters (`naïve`) back to that loop from the start.
+            let start = i;
+            let mut h = fx(1, u64::from(b));
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j].is_ascii_alphanumeric() {
+                h = fx(h, u64::from(bytes[j]));
+                j += 1;
+            }
+            if j == bytes.len() || bytes[j].is_ascii() {
+                tokens.word_grams(&bytes[start..j]);
+                tokens.push(h, 0);
+                sentence_end = false;
+                i = j;
+                continue;
+            }
         }
         let alnum = c.is_alphanumeric();
         let start = i;
@@ -189,8 +216,6 @@ fn share_bucket(count: usize, total: usize) -> u64 {
 /// (`features`) and scoring (`Head::range_logit`) alike.
 #[inline(always)]
 fn for_each_feature(tokens: &Tokens, start: usize, end: usize, mut each: impl FnMut(u32)) -> usize {
-    let shift = 64 - BITS as u32;
-    let bucket = |h: u64| (h >> shift) as u32;
     let mut prev = 0x9e37_79b9_7f4a_7c15_u64;
     for &h in &tokens.hashes[start..end] {
         each(bucket(fx(h, 11)));
@@ -206,7 +231,7 @@ fn for_each_feature(tokens: &Tokens, start: usize, end: usize, mut each: impl Fn
     };
     let (g0, g1) = (grams_before(start), grams_before(end));
     for &g in &tokens.grams[g0..g1] {
-        each(bucket(fx(g, 17)));
+        each(g);
     }
     let n = end - start;
     each(bucket(fx(

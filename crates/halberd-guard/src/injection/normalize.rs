@@ -100,11 +100,17 @@ pub fn normalize(text: &str) -> Normalized {
 
 /// ASCII text with nothing for the word folds to do (no digit running into a
 /// letter, no lone letters spaced out) only needs lower case and whitespace
-/// collapsed: one pass over the bytes. Gives exactly what the general path
-/// gives (a property test checks it).
+/// collapsed: one pass over the bytes. Typographic punctuation ([`typographic`])
+/// is allowed too, because the general path turns it into fixed text and it
+/// is never part of a word. Gives exactly what the general path gives (a
+/// property test checks it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
-    if !bytes.is_ascii() {
+    if !bytes.is_ascii()
+        && !text
+            .chars()
+            .all(|c| c.is_ascii() || typographic(c).is_some())
+    {
         return None;
     }
     // Bytes past the end read as spaces, which are neither letters nor digits.
@@ -112,23 +118,28 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     fn at(bytes: &[u8], k: usize) -> u8 {
         if k < bytes.len() { bytes[k] } else { b' ' }
     }
-    let mut prev = b' ';
-    for (i, &b0) in bytes.iter().enumerate() {
-        if b0.is_ascii_alphanumeric() {
-            let b1 = at(bytes, i + 1);
-            if b0.is_ascii_digit() && b1.is_ascii_alphabetic() {
+    // What the general path would change in ASCII text: a digit followed by
+    // a letter (leetspeak) and a single letter followed by a separator and
+    // another single letter (spaced-out letters). Either sends the text there.
+    let class = |k: usize| ASCII_CLASS[usize::from(at(bytes, k))];
+    let mut prev = 0u8;
+    for i in 0..bytes.len() {
+        let c0 = ASCII_CLASS[usize::from(bytes[i])];
+        if c0 & (DIGIT | ALPHA) != 0 {
+            let c1 = class(i + 1);
+            if c0 & DIGIT != 0 && c1 & ALPHA != 0 {
                 return None;
             }
-            if b0.is_ascii_alphabetic()
-                && !prev.is_ascii_alphanumeric()
-                && is_separator(b1 as char)
-                && at(bytes, i + 2).is_ascii_alphabetic()
-                && !at(bytes, i + 3).is_ascii_alphanumeric()
+            if c0 & ALPHA != 0
+                && prev & (DIGIT | ALPHA) == 0
+                && c1 & SEPARATOR != 0
+                && class(i + 2) & ALPHA != 0
+                && class(i + 3) & (DIGIT | ALPHA) == 0
             {
                 return None;
             }
         }
-        prev = b0;
+        prev = c0;
     }
     // Written by index into buffers sized for the worst case: no capacity
     // checks in the loop.
@@ -138,7 +149,12 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     // A whitespace run pending output: 0 none, else b' ' or b'\n', and the
     // offset of the run's first byte.
     let (mut pending, mut pending_at) = (0u8, 0u32);
+    let mut skip = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         if matches!(b, b'\t'..=b'\r' | b' ') {
             if b == b'\n' || b == b'\r' {
                 if pending == 0 {
@@ -158,6 +174,27 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
                 k += 1;
             }
             pending = 0;
+        }
+        if b >= 0x80 {
+            let c = text[i..].chars().next()?;
+            skip = c.len_utf8() - 1;
+            let mut buf = [0u8; 4];
+            let replacement = typographic(c)?;
+            let written = match replacement {
+                Some(ascii) => {
+                    buf[0] = ascii;
+                    1
+                }
+                None => c.encode_utf8(&mut buf).len(),
+            };
+            // The general path writes a character's bytes, each mapped to
+            // the character's offset; no output is longer than its input.
+            for &o in &buf[..written] {
+                out[k] = o;
+                map[k] = i as u32;
+                k += 1;
+            }
+            continue;
         }
         out[k] = b.to_ascii_lowercase();
         map[k] = i as u32;
@@ -281,7 +318,44 @@ fn normalize_general(text: &str) -> Normalized {
     }
 }
 
-fn is_separator(c: char) -> bool {
+/// Punctuation the general path leaves as one fixed character and never
+/// folds into a word: `Some(Some(b))` becomes the ASCII byte `b` (curly
+/// quotes), `Some(None)` stays as it is (dashes, bullets, guillemets, signs).
+/// Characters with a compatibility decomposition, whitespace and anything
+/// alphanumeric are not here: they go the general way.
+fn typographic(c: char) -> Option<Option<u8>> {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' => Some(Some(b'\'')),
+        '\u{201C}' | '\u{201D}' | '\u{201F}' | '\u{2033}' => Some(Some(b'"')),
+        '\u{2013}' | '\u{2014}' | '\u{2022}' | '\u{00AB}' | '\u{00BB}' | '\u{00B7}'
+        | '\u{20AC}' | '\u{00A3}' | '\u{00B0}' | '\u{00D7}' | '\u{00A7}' | '\u{00B6}' => Some(None),
+        _ => None,
+    }
+}
+
+const DIGIT: u8 = 1;
+const ALPHA: u8 = 2;
+const SEPARATOR: u8 = 4;
+
+/// Classes of ASCII bytes for the fast path, one lookup per byte.
+static ASCII_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_digit() {
+            t[b] = DIGIT;
+        } else if c.is_ascii_alphabetic() {
+            t[b] = ALPHA;
+        } else if is_separator(c as char) {
+            t[b] = SEPARATOR;
+        }
+        b += 1;
+    }
+    t
+};
+
+const fn is_separator(c: char) -> bool {
     matches!(c, ' ' | '.' | '-' | '_' | '*' | '|' | '/' | '+' | '~')
 }
 
@@ -500,7 +574,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t]{0,40}") {
+        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}]{0,40}") {
             if let Some(fast) = ascii_fast_path(&s) {
                 let general = normalize_general(&s);
                 proptest::prop_assert_eq!(&fast.text, &general.text);
@@ -517,6 +591,22 @@ mod tests {
                 proptest::prop_assert!(a <= b && b <= s.len());
             }
         }
+    }
+
+    #[test]
+    fn typographic_punctuation_takes_the_fast_path() {
+        let text = "\u{201C}Could you \u{2014} please\u{2019}s \u{00AB}plan\u{00BB}? \u{20AC}5 \u{00D7} 2\u{201D}";
+        let fast = ascii_fast_path(text).expect("typographic text takes the fast path");
+        let general = normalize_general(text);
+        assert_eq!(fast.text, general.text);
+        assert_eq!(fast.map, general.map);
+        assert_eq!(
+            fast.text,
+            "\"could you \u{2014} please's \u{00AB}plan\u{00BB}? \u{20AC}5 \u{00D7} 2\""
+        );
+        // Anything else still goes the general way.
+        assert!(ascii_fast_path("caf\u{00E9}").is_none());
+        assert!(ascii_fast_path("a\u{2026}").is_none());
     }
 
     #[test]
