@@ -334,6 +334,25 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
                 attacks.len()
             );
         }
+        // What each benign source costs at a few thresholds: which source
+        // decides the threshold, and by how much.
+        for t in [0.6f32, 0.7, 0.73, 0.8, 0.9] {
+            let per: Vec<String> = sources
+                .iter()
+                .map(|(name, v)| {
+                    format!(
+                        "{name} {:.3}",
+                        ratio(v.iter().filter(|&&s| s >= t).count(), v.len())
+                    )
+                })
+                .collect();
+            let recall = ratio(attacks.iter().filter(|&&s| s >= t).count(), attacks.len());
+            println!(
+                "  {:<9} at {t:.2}: recall {recall:.3}; false positives {}",
+                trust.as_str(),
+                per.join(", ")
+            );
+        }
     }
     Ok(())
 }
