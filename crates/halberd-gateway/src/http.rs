@@ -281,13 +281,18 @@ async fn admitted(
     let anthropic =
         app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
     let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
-    // Counted once: for content limits, reservations, and the usage record
-    // when the provider reports none.
-    let prompt = encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
-    inspect_input::check_content(&policy.content, &value, &exchange, bytes.len(), || prompt)?;
+    // Counted once, and only when a token limit, a budget or a prompt-size
+    // limit needs it now; otherwise only if the provider reports no usage.
+    let counts_tokens = scopes.iter().any(|s| s.limits.counts_tokens());
+    let count = || encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+    let counted = (counts_tokens || policy.content.max_prompt_tokens.is_some()).then(count);
+    inspect_input::check_content(&policy.content, &value, &exchange, bytes.len(), || {
+        counted.unwrap_or_else(count)
+    })?;
+    let prompt = counted.unwrap_or(0);
     let price = app.config.rate_limits.prices.get(&route.upstream_model);
     let policy_cap = policy.content.max_output_tokens;
-    let reservation = if scopes.iter().any(|s| s.limits.counts_tokens()) {
+    let reservation = if counts_tokens {
         let cap = policy_cap.map_or(app.config.rate_limits.max_output_tokens, |p| {
             p.min(app.config.rate_limits.max_output_tokens)
         });
@@ -321,7 +326,12 @@ async fn admitted(
         price,
         reservation,
         encoding,
-        prompt_tokens: prompt,
+        prompt: match counted {
+            Some(n) => finish::Prompt::Counted(n),
+            None => {
+                finish::Prompt::Uncounted(exchange.parts.iter().map(|p| p.text.clone()).collect())
+            }
+        },
     };
     let mut resp = forward::forward(
         app,

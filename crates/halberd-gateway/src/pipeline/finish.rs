@@ -45,8 +45,17 @@ pub struct Accounting {
     pub reservation: Option<super::admit::Reservation>,
     /// Counts the relayed text when the provider reports no usage.
     pub encoding: halberd_guard::tokens::Encoding,
-    /// The prompt, counted before the call.
-    pub prompt_tokens: u64,
+    pub prompt: Prompt,
+}
+
+/// The prompt's tokens: counted before the call when a limit or a content
+/// check needed them, else kept as text and counted only if the provider never
+/// reports usage (counting costs tens of microseconds per 4 KiB; most
+/// exchanges never need it).
+#[derive(Debug)]
+pub enum Prompt {
+    Counted(u64),
+    Uncounted(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +162,12 @@ impl Drop for Finish {
             let usage = match self.usage {
                 Some(u) => u,
                 None if answered => Usage {
-                    input_tokens: a.prompt_tokens,
+                    input_tokens: match &a.prompt {
+                        Prompt::Counted(n) => *n,
+                        Prompt::Uncounted(parts) => {
+                            a.encoding.count_parts(parts.iter().map(String::as_str))
+                        }
+                    },
                     cached_input_tokens: 0,
                     output_tokens: self.relayed_tokens,
                 },

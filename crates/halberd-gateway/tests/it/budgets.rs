@@ -219,6 +219,36 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
     );
     assert_eq!(r.outcome, "completed");
 
+    // A key without limits has its prompt counted only now, at the end, and
+    // gets the same figures.
+    let (free_id, free) = key_with(&gw, None, KeyLimits::default()).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&free)
+        .header("x-mock-usage", "none")
+        .header("x-mock-reply", reply)
+        .header("x-mock-chunk-bytes", "4096")
+        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "status?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await),
+        reply
+    );
+    usage_after(&gw, &free_id, 1).await;
+    let f = &gw
+        .state
+        .keyring
+        .store()
+        .usage_records(&free_id, 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (f.input_tokens, f.output_tokens, f.estimated),
+        (r.input_tokens, r.output_tokens, true)
+    );
+
     // A client that did not ask for usage is still metered with the
     // provider's figures (the gateway asks for them and hides the chunk).
     let resp = client()
