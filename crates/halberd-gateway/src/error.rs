@@ -113,6 +113,10 @@ pub enum GatewayError {
     RateLimited {
         /// Which limit: `requests per minute`, `concurrent requests`.
         what: String,
+        /// The limit's short name (`rpm`) and whose it is (`key`, `user`):
+        /// what logs record, naming no one.
+        limit: &'static str,
+        scope: &'static str,
         retry_after: std::time::Duration,
         rate: Option<crate::pipeline::admit::RateInfo>,
     },
@@ -120,6 +124,8 @@ pub enum GatewayError {
     BudgetExceeded {
         /// `daily cost budget of this key`, `monthly token budget of user ann`.
         what: String,
+        limit: &'static str,
+        scope: &'static str,
         /// What the request needs and what is left, in the budget's unit.
         detail: String,
         /// Until the budget's period ends.
@@ -291,6 +297,7 @@ impl GatewayError {
                 what,
                 detail,
                 retry_after,
+                ..
             } => format!(
                 "budget exhausted: the {what} does not cover this request ({detail}); it renews in {}",
                 crate::pipeline::admit::reset_text(*retry_after)

@@ -95,11 +95,14 @@ impl GuardTriggered<'_> {
 pub struct LimitHit<'a> {
     pub request_id: &'a str,
     pub key_id: &'a str,
-    pub limit: &'a str,
+    /// `rpm`, `budget_usd_daily`, ...
+    pub limit: &'static str,
+    /// `key` or `user`.
+    pub scope: &'static str,
 }
 
 impl LimitHit<'_> {
     pub fn emit(&self) {
-        tracing::warn!(target: "halberd::limits", request_id = self.request_id, key_id = self.key_id, limit = self.limit, "limit hit");
+        tracing::warn!(target: "halberd::limits", request_id = self.request_id, key_id = self.key_id, limit = self.limit, scope = self.scope, "limit hit");
     }
 }

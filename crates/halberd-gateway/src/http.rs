@@ -195,15 +195,19 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     Ok(resp)
 }
 
+/// Logs a refusal by limit name and scope kind: a user's name (which may be
+/// an email address) stays out of the log.
 fn limit_hit(request_id: &str, key_id: &str, e: &GatewayError) {
-    let limit = match e {
-        GatewayError::RateLimited { what, .. } | GatewayError::BudgetExceeded { what, .. } => what,
+    let (limit, scope) = match e {
+        GatewayError::RateLimited { limit, scope, .. }
+        | GatewayError::BudgetExceeded { limit, scope, .. } => (*limit, *scope),
         _ => return,
     };
     events::LimitHit {
         request_id,
         key_id,
         limit,
+        scope,
     }
     .emit();
 }

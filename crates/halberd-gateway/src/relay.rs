@@ -130,20 +130,23 @@ impl Relay {
     fn pass(&mut self, events: &[SseEvent]) -> Bytes {
         let mut out = BytesMut::new();
         for ev in events {
-            if self.finish.counts_text()
-                && let Some(data) = ev.data.as_deref()
-                && let Ok(v) = serde_json::from_str::<Value>(data)
-            {
-                generated_text(self.api, &v, |text| self.finish.relayed_text(text));
+            // One parse per event serves both the local token count and the
+            // usage the provider reports.
+            let has_usage = ev.data.as_deref().is_some_and(|d| d.contains("\"usage\""));
+            let parsed = match ev.data.as_deref() {
+                Some(data) if has_usage || self.finish.counts_text() => {
+                    serde_json::from_str::<Value>(data).ok()
+                }
+                _ => None,
+            };
+            if let Some(v) = &parsed {
+                generated_text(self.api, v, |text| self.finish.relayed_text(text));
             }
-            if let Some(data) = ev.data.as_deref()
-                && data.contains("\"usage\"")
-                && let Ok(v) = serde_json::from_str::<Value>(data)
-            {
-                self.observe_usage(&v);
+            if has_usage && let Some(v) = &parsed {
+                self.observe_usage(v);
                 if self.hide_usage_chunk
                     && self.api == Api::ChatCompletions
-                    && openai::is_usage_chunk(&v)
+                    && openai::is_usage_chunk(v)
                 {
                     continue;
                 }

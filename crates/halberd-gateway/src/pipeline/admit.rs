@@ -120,13 +120,14 @@ pub enum Check {
         period: Duration,
         cost: u64,
         unit: RateUnit,
-        what: String,
+        /// Index of the scope it limits.
+        scope: usize,
     },
     /// A concurrency slot, of at most `max`.
     Slot {
         name: String,
         max: u32,
-        what: String,
+        scope: usize,
     },
     /// `amount` more of a per-period counter that must stay within `limit`.
     Budget {
@@ -141,8 +142,69 @@ pub enum Check {
         /// Index of the scope, to find whose usage seeds it.
         scope: usize,
         start: i64,
-        what: String,
+        period: Period,
     },
+}
+
+impl Check {
+    /// The limit's short name, as in the key flags (`rpm`, `budget_usd_daily`),
+    /// for logs: it names no one.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Check::Slot { .. } => "max_concurrent",
+            Check::Rate { unit, period, .. } => match (unit, period.as_secs()) {
+                (RateUnit::Requests, 1) => "rps",
+                (RateUnit::Requests, 60) => "rpm",
+                (RateUnit::Requests, _) => "rpd",
+                (RateUnit::Tokens, 60) => "tpm",
+                (RateUnit::Tokens, _) => "tpd",
+            },
+            Check::Budget { unit, period, .. } => match (unit, period) {
+                (BudgetUnit::Tokens, Period::Day) => "budget_tokens_daily",
+                (BudgetUnit::Tokens, Period::Month) => "budget_tokens_monthly",
+                (BudgetUnit::Usd, Period::Day) => "budget_usd_daily",
+                (BudgetUnit::Usd, Period::Month) => "budget_usd_monthly",
+            },
+        }
+    }
+
+    fn scope(&self) -> usize {
+        match self {
+            Check::Rate { scope, .. } | Check::Slot { scope, .. } | Check::Budget { scope, .. } => {
+                *scope
+            }
+        }
+    }
+
+    /// For the caller: `requests per minute of this API key`, `daily cost
+    /// budget of user "ann"`. Built only when a check refuses.
+    fn describe(&self, scopes: &[Scope]) -> String {
+        let of = scopes
+            .get(self.scope())
+            .map_or("this API key", |s| s.label.as_str());
+        match self {
+            Check::Slot { .. } => format!("concurrent requests of {of}"),
+            Check::Rate { unit, period, .. } => {
+                let what = match unit {
+                    RateUnit::Requests => "requests",
+                    RateUnit::Tokens => "tokens",
+                };
+                let per = match period.as_secs() {
+                    1 => "second",
+                    60 => "minute",
+                    _ => "day",
+                };
+                format!("{what} per {per} of {of}")
+            }
+            Check::Budget { unit, period, .. } => {
+                let what = match unit {
+                    BudgetUnit::Tokens => "token",
+                    BudgetUnit::Usd => "cost",
+                };
+                format!("{} {what} budget of {of}", period.as_str())
+            }
+        }
+    }
 }
 
 /// What a budget counts.
@@ -301,13 +363,25 @@ impl Local {
         // ...then, every check having room, write them all.
         for w in writes {
             match w {
-                Write::Tat(name, next) => {
-                    self.tats.insert(name.clone(), next);
-                }
-                Write::Slot(name) => *self.slots.entry(name.clone()).or_insert(0) += 1,
-                Write::Counter(name, value, end) => {
-                    self.counters.insert(name.clone(), (value, end));
-                }
+                // A key's state is allocated once; later requests update it.
+                Write::Tat(name, next) => match self.tats.get_mut(name) {
+                    Some(tat) => *tat = next,
+                    None => {
+                        self.tats.insert(name.clone(), next);
+                    }
+                },
+                Write::Slot(name) => match self.slots.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.slots.insert(name.clone(), 1);
+                    }
+                },
+                Write::Counter(name, value, end) => match self.counters.get_mut(name) {
+                    Some(c) => *c = (value, end),
+                    None => {
+                        self.counters.insert(name.clone(), (value, end));
+                    }
+                },
             }
         }
         Outcome::Admitted(out)
@@ -491,19 +565,19 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// Request-rate and concurrency checks of the scopes.
 pub fn admission_checks(scopes: &[Scope]) -> Vec<Check> {
     let mut checks = Vec::new();
-    for s in scopes {
+    for (index, s) in scopes.iter().enumerate() {
         let l = &s.limits;
         if let Some(max) = l.max_concurrent {
             checks.push(Check::Slot {
                 name: format!("{}:slots", s.id),
                 max,
-                what: format!("concurrent requests of {}", s.label),
+                scope: index,
             });
         }
-        for (limit, period, suffix, per) in [
-            (l.rps, SECOND, "rps", "second"),
-            (l.rpm, MINUTE, "rpm", "minute"),
-            (l.rpd, DAY, "rpd", "day"),
+        for (limit, period, suffix) in [
+            (l.rps, SECOND, "rps"),
+            (l.rpm, MINUTE, "rpm"),
+            (l.rpd, DAY, "rpd"),
         ] {
             if let Some(limit) = limit {
                 checks.push(Check::Rate {
@@ -512,7 +586,7 @@ pub fn admission_checks(scopes: &[Scope]) -> Vec<Check> {
                     period,
                     cost: 1,
                     unit: RateUnit::Requests,
-                    what: format!("requests per {per} of {}", s.label),
+                    scope: index,
                 });
             }
         }
@@ -526,10 +600,8 @@ pub fn reservation_checks(scopes: &[Scope], tokens: u64, cost: Usd, unix: i64) -
     let mut checks = Vec::new();
     for (index, s) in scopes.iter().enumerate() {
         let l = &s.limits;
-        for (limit, period, suffix, per) in [
-            (l.tpm.map(u64::from), MINUTE, "tpm", "minute"),
-            (l.tpd, DAY, "tpd", "day"),
-        ] {
+        for (limit, period, suffix) in [(l.tpm.map(u64::from), MINUTE, "tpm"), (l.tpd, DAY, "tpd")]
+        {
             if let Some(limit) = limit {
                 checks.push(Check::Rate {
                     name: format!("{}:{suffix}", s.id),
@@ -537,7 +609,7 @@ pub fn reservation_checks(scopes: &[Scope], tokens: u64, cost: Usd, unix: i64) -
                     period,
                     cost: tokens,
                     unit: RateUnit::Tokens,
-                    what: format!("tokens per {per} of {}", s.label),
+                    scope: index,
                 });
             }
         }
@@ -582,15 +654,7 @@ pub fn reservation_checks(scopes: &[Scope], tokens: u64, cost: Usd, unix: i64) -
                     unit,
                     scope: index,
                     start,
-                    what: format!(
-                        "{} {} budget of {}",
-                        period.as_str(),
-                        match unit {
-                            BudgetUnit::Tokens => "token",
-                            BudgetUnit::Usd => "cost",
-                        },
-                        s.label
-                    ),
+                    period,
                 });
             }
         }
@@ -650,7 +714,7 @@ impl Limiter {
             None => return Ok(permit),
         };
         let Outcome::Admitted(results) = outcome else {
-            return Err(refusal(&checks, &outcome));
+            return Err(refusal(&checks, scopes, &outcome));
         };
         permit.backend = backend;
         permit.slots = checks
@@ -684,9 +748,8 @@ impl Limiter {
         // What can never fit is a clear error, not a wait that never ends.
         for c in &checks {
             match c {
-                Check::Rate {
-                    limit, cost, what, ..
-                } if cost > limit => {
+                Check::Rate { limit, cost, .. } if cost > limit => {
+                    let what = c.describe(scopes);
                     return Err(GatewayError::InvalidRequest {
                         message: format!(
                             "this request needs up to {tokens} tokens ({prompt} prompt + {max_output} output), more than the limit of {limit} {what}; lower max_tokens or shorten the prompt"
@@ -699,8 +762,7 @@ impl Limiter {
         }
         let mut seeded = false;
         loop {
-            let Some((backend, taken, outcome)) = self.run(checks.clone(), "", now, true).await?
-            else {
+            let Some((backend, taken, outcome)) = self.run(checks, "", now, true).await? else {
                 return Ok(None);
             };
             match outcome {
@@ -715,12 +777,15 @@ impl Limiter {
                         cost,
                     }));
                 }
+                // Only the executor that asked runs them again: a fallback
+                // never holds budgets, so it never asks.
                 Outcome::NeedSeed(indices) if !seeded => {
                     seeded = true;
+                    checks = taken;
                     self.seed(scopes, &mut checks, &indices).await?;
                 }
                 Outcome::NeedSeed(_) => return Err(GatewayError::Internal),
-                refused => return Err(refusal(&taken, &refused)),
+                refused => return Err(refusal(&taken, scopes, &refused)),
             }
         }
     }
@@ -804,32 +869,16 @@ impl Limiter {
             FailMode::Closed => Err(limits_unavailable()),
             FailMode::Local => {
                 let share = |n: u64| n.div_ceil(u64::from(self.replicas)).max(1);
-                let shared: Vec<Check> = rest
-                    .into_iter()
-                    .map(|c| match c {
-                        Check::Rate {
-                            name,
-                            limit,
-                            period,
-                            cost,
-                            unit,
-                            what,
-                        } => Check::Rate {
-                            name,
-                            limit: share(limit),
-                            period,
-                            cost,
-                            unit,
-                            what,
-                        },
-                        Check::Slot { name, max, what } => Check::Slot {
-                            name,
-                            max: u32::try_from(share(u64::from(max))).unwrap_or(max),
-                            what,
-                        },
-                        budget => budget,
-                    })
-                    .collect();
+                let mut shared = rest;
+                for c in &mut shared {
+                    match c {
+                        Check::Rate { limit, .. } => *limit = share(*limit),
+                        Check::Slot { max, .. } => {
+                            *max = u32::try_from(share(u64::from(*max))).unwrap_or(*max);
+                        }
+                        Check::Budget { .. } => {}
+                    }
+                }
                 let outcome = self.run_local(&shared, now, unix)?;
                 Ok(Some((Backend::Local, shared, outcome)))
             }
@@ -888,7 +937,7 @@ fn tightest(checks: &[Check], results: &[(u64, Duration)], unit: RateUnit) -> Op
 }
 
 /// The error for a refused check.
-fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
+fn refusal(checks: &[Check], scopes: &[Scope], outcome: &Outcome) -> GatewayError {
     let Outcome::Refused {
         index,
         retry_after,
@@ -897,11 +946,20 @@ fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
     else {
         return GatewayError::Internal;
     };
-    match checks.get(*index) {
-        Some(Check::Rate {
-            limit, unit, what, ..
-        }) => GatewayError::RateLimited {
-            what: what.clone(),
+    let Some(check) = checks.get(*index) else {
+        return GatewayError::Internal;
+    };
+    let what = check.describe(scopes);
+    let limit_name = check.limit();
+    let scope = match scopes.get(check.scope()).map(|s| &s.owner) {
+        Some(Owner::User(_)) => "user",
+        _ => "key",
+    };
+    match check {
+        Check::Rate { limit, unit, .. } => GatewayError::RateLimited {
+            what,
+            limit: limit_name,
+            scope,
             retry_after: *retry_after,
             rate: Some(RateInfo {
                 unit: *unit,
@@ -910,18 +968,19 @@ fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
                 reset: *reset,
             }),
         },
-        Some(Check::Slot { what, .. }) => GatewayError::RateLimited {
-            what: what.clone(),
+        Check::Slot { .. } => GatewayError::RateLimited {
+            what,
+            limit: limit_name,
+            scope,
             retry_after: *retry_after,
             rate: None,
         },
-        Some(Check::Budget {
+        Check::Budget {
             limit,
             amount,
             unit,
-            what,
             ..
-        }) => {
+        } => {
             let detail = match unit {
                 BudgetUnit::Tokens => {
                     format!("it needs up to {amount} tokens of a budget of {limit}")
@@ -933,12 +992,13 @@ fn refusal(checks: &[Check], outcome: &Outcome) -> GatewayError {
                 ),
             };
             GatewayError::BudgetExceeded {
-                what: what.clone(),
+                what,
+                limit: limit_name,
+                scope,
                 detail,
                 retry_after: *retry_after,
             }
         }
-        None => GatewayError::Internal,
     }
 }
 

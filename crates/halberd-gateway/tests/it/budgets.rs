@@ -38,6 +38,26 @@ async fn send(gw: &TestGateway, key: &str, body: &Value, usage: &str) -> reqwest
         .unwrap()
 }
 
+/// A streamed chat request with these mock knobs.
+async fn stream(
+    gw: &TestGateway,
+    key: &str,
+    headers: &[(&str, &str)],
+    content: &str,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": content}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn admin_get(gw: &TestGateway, path: &str) -> (u16, Value) {
     let resp = client()
         .get(gw.admin_url(path))
@@ -183,16 +203,17 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
     )
     .await;
     let reply = "The quarterly numbers look steady; shipping resumes on Monday.";
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-mock-usage", "none")
-        .header("x-mock-reply", reply)
-        .header("x-mock-chunk-bytes", "4096")
-        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "status?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = stream(
+        &gw,
+        &key,
+        &[
+            ("x-mock-usage", "none"),
+            ("x-mock-reply", reply),
+            ("x-mock-chunk-bytes", "4096"),
+        ],
+        "status?",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let text = halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await);
     assert_eq!(text, reply);
@@ -222,16 +243,17 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
     // A key without limits has its prompt counted only now, at the end, and
     // gets the same figures.
     let (free_id, free) = key_with(&gw, None, KeyLimits::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&free)
-        .header("x-mock-usage", "none")
-        .header("x-mock-reply", reply)
-        .header("x-mock-chunk-bytes", "4096")
-        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "status?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = stream(
+        &gw,
+        &free,
+        &[
+            ("x-mock-usage", "none"),
+            ("x-mock-reply", reply),
+            ("x-mock-chunk-bytes", "4096"),
+        ],
+        "status?",
+    )
+    .await;
     assert_eq!(
         halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await),
         reply
@@ -251,14 +273,7 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
 
     // A client that did not ask for usage is still metered with the
     // provider's figures (the gateway asks for them and hides the chunk).
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-mock-usage", "7,11")
-        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "again"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = stream(&gw, &key, &[("x-mock-usage", "7,11")], "again").await;
     let data = halberd_testkit::sse_data(resp).await;
     assert!(
         !data.iter().any(|d| d.contains("\"usage\":{")),
@@ -425,16 +440,17 @@ async fn a_client_that_goes_away_mid_stream_is_charged_for_what_was_relayed() {
     )
     .await;
     let reply = "word ".repeat(200);
-    let mut resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-mock-reply", reply.trim_end())
-        .header("x-mock-chunk-bytes", "10")
-        .header("x-mock-delay-ms", "20")
-        .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "talk"}]}))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = stream(
+        &gw,
+        &key,
+        &[
+            ("x-mock-reply", reply.trim_end()),
+            ("x-mock-chunk-bytes", "10"),
+            ("x-mock-delay-ms", "20"),
+        ],
+        "talk",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     // Read a few events, then go away.
     let mut seen = 0;

@@ -4,7 +4,7 @@
 //! when it is back. These tests need `HALBERD_TEST_REDIS_URL` (set by `.ci/run`,
 //! which runs them with `--ignored`).
 
-use halberd_store::{KeyLimits, KeySpec};
+use halberd_store::KeyLimits;
 use halberd_testkit::TestGateway;
 use serde_json::{Value, json};
 
@@ -40,17 +40,15 @@ async fn concurrency_slots_are_shared_and_given_back() {
     let redis = redis_url();
     let a = TestGateway::start(&config(shared.path(), &redis, "")).await;
     let b = TestGateway::start(&config(shared.path(), &redis, "")).await;
-    let key = a
-        .key(KeySpec {
-            name: "slots".into(),
-            limits: KeyLimits {
-                max_concurrent: Some(1),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::limited_key(
+        &a,
+        "slots",
+        KeyLimits {
+            max_concurrent: Some(1),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     let slow = client()
         .post(a.url("/v1/chat/completions"))
         .bearer_auth(&key)
@@ -83,17 +81,15 @@ async fn redis_going_away_falls_back_to_local_shares_and_recovers() {
         "replicas = 2\nredis_timeout = \"200ms\"",
     ))
     .await;
-    let key = gw
-        .key(KeySpec {
-            name: "fallback".into(),
-            limits: KeyLimits {
-                rpm: Some(4),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::limited_key(
+        &gw,
+        "fallback",
+        KeyLimits {
+            rpm: Some(4),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     assert_eq!(status(&gw, &key).await, 200, "through Redis");
 
     switch.set(false);
@@ -159,17 +155,15 @@ async fn closed_fail_mode_refuses_while_redis_is_away() {
         "rate_fail_mode = \"closed\"\nredis_timeout = \"100ms\"",
     ))
     .await;
-    let key = gw
-        .key(KeySpec {
-            name: "closed".into(),
-            limits: KeyLimits {
-                rpm: Some(100),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::limited_key(
+        &gw,
+        "closed",
+        KeyLimits {
+            rpm: Some(100),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     let resp = crate::post(&gw.url("/v1/chat/completions"), &key, chat()).await;
     assert_eq!(resp.status(), 503);
     let v: Value = resp.json().await.unwrap();
@@ -186,17 +180,15 @@ async fn token_reservations_are_shared_and_settled_through_redis() {
     let redis = redis_url();
     let a = TestGateway::start(&config(shared.path(), &redis, "")).await;
     let b = TestGateway::start(&config(shared.path(), &redis, "")).await;
-    let key = a
-        .key(KeySpec {
-            name: "tokens".into(),
-            limits: KeyLimits {
-                tpm: Some(1_000),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::limited_key(
+        &a,
+        "tokens",
+        KeyLimits {
+            tpm: Some(1_000),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     let body = |stream: bool| json!({"model": "mock-1", "stream": stream, "max_completion_tokens": 600, "messages": [{"role": "user", "content": "hi there"}]});
     let slow = client()
         .post(a.url("/v1/chat/completions"))

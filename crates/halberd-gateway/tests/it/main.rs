@@ -37,6 +37,21 @@ pub async fn post(url: &str, key: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// A new key of `gw` with these limits; its secret.
+pub async fn limited_key(
+    gw: &halberd_testkit::TestGateway,
+    name: &str,
+    limits: halberd_store::KeyLimits,
+) -> String {
+    gw.key(halberd_store::KeySpec {
+        name: name.into(),
+        limits,
+        ..halberd_store::KeySpec::default()
+    })
+    .await
+    .key
+}
+
 /// POSTs until the answer is 200, at most `tries` times 20 ms apart (for what
 /// another task or replica gives back); returns the last status.
 pub async fn post_until_ok(url: &str, key: &str, body: Value, tries: usize) -> u16 {

@@ -48,17 +48,15 @@ fn chat() -> Value {
 async fn a_rate_limit_holds_across_replicas_on_postgres() {
     let (a, b, _pepper) = pair("").await;
     assert_eq!(a.state.keyring.store().backend(), "postgres");
-    let key = a
-        .key(KeySpec {
-            name: "shared".into(),
-            limits: KeyLimits {
-                rpm: Some(20),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::limited_key(
+        &a,
+        "shared",
+        KeyLimits {
+            rpm: Some(20),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     let requests = (0..60).map(|i| {
         let url = if i % 2 == 0 {
             a.url("/v1/chat/completions")
@@ -248,28 +246,24 @@ async fn redis_going_away_fails_budgets_closed_and_sharing_resumes() {
     )
     .await;
     let gw = TestGateway::start(&config).await;
-    let budgeted = gw
-        .key(KeySpec {
-            name: "budgeted".into(),
-            limits: KeyLimits {
-                budget_tokens_daily: Some(100_000),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
-    let rated = gw
-        .key(KeySpec {
-            name: "rated".into(),
-            limits: KeyLimits {
-                rpm: Some(100),
-                ..KeyLimits::default()
-            },
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let budgeted = crate::limited_key(
+        &gw,
+        "budgeted",
+        KeyLimits {
+            budget_tokens_daily: Some(100_000),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
+    let rated = crate::limited_key(
+        &gw,
+        "rated",
+        KeyLimits {
+            rpm: Some(100),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
     let url = gw.url("/v1/chat/completions");
     assert_eq!(crate::post(&url, &budgeted, chat()).await.status(), 200);
 

@@ -59,7 +59,10 @@ fn a_minute_of_requests_at_once_then_one_per_interval() {
             retry_after,
             rate,
             what,
+            limit,
+            scope,
         }) => {
+            assert_eq!((limit, scope), ("rpm", "key"));
             assert_eq!(retry_after, Duration::from_secs(3));
             assert_eq!(rate.map(|r| r.remaining), Some(0));
             assert_eq!(what, "requests per minute of this API key");
@@ -183,8 +186,12 @@ fn user_limits_apply_across_the_users_keys() {
     assert_eq!((0..5).filter(|_| admitted(&limiter, &sa, t)).count(), 2);
     assert_eq!((0..5).filter(|_| admitted(&limiter, &sb, t)).count(), 1);
     match admit(&limiter, &sb, t) {
-        Err(GatewayError::RateLimited { what, .. }) => {
+        Err(GatewayError::RateLimited {
+            what, limit, scope, ..
+        }) => {
             assert_eq!(what, "requests per minute of user \"ann\"");
+            // The log fields name the limit and the kind of scope, not the user.
+            assert_eq!((limit, scope), ("rpm", "user"));
         }
         other => panic!("expected the user's limit, got {other:?}"),
     }
@@ -360,7 +367,7 @@ fn budget_counters_start_from_their_seed() {
         unit: super::BudgetUnit::Usd,
         scope: 0,
         start: 1_795_651_200,
-        what: "daily cost budget".into(),
+        period: super::Period::Day,
     };
     let now = Instant::now();
     assert_eq!(
