@@ -31,6 +31,12 @@ pub enum Check {
     Whole,
     /// The whole match, at most this many bytes.
     Capped(usize),
+    /// A PEM or PGP block of at most `max` bytes whose body holds a base64 run
+    /// of at least 16 characters (not `header="-----BEGIN …"` followed by
+    /// `footer=`).
+    PrivateKey {
+        max: usize,
+    },
     /// A run of digits and separators: a payment card, a US SSN or a phone number.
     Numeric,
     /// An IPv4 address that can point at someone: not loopback, unspecified
@@ -78,25 +84,37 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "private_key",
         kind: Kind::PrivateKey,
-        // The header, then lines that each hold a base64 run (after a log or
-        // code prefix such as `#6 0.245 ` or `+ "`, before a suffix such as
-        // `\n" +`), or `Proc-Type:`-style headers, then the footer.
+        // The header, then lines that each hold a base64 run or an armor header
+        // (`Proc-Type: 4,ENCRYPTED`, `Version: GnuPG v1.4.12 (GNU/Linux)`), then
+        // the footer, with an optional short last line before it. Every line is reached
+        // through a gap: optional trailing code or comment characters (`" +`,
+        // `*/`, `\`), at least one line break (real, or escaped as `\n` /
+        // `\\n`), more of either, and a line prefix (`  *  `, `// # /*`,
+        // `#6 0.245 `, `+ "`). The gap belongs to the line after it, so a
+        // greedy trailing part can never end the block early.
         pattern: concat!(
             r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----",
-            r#"(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16}"#,
-            r#"(?:(?:\r?\n|\r|\\{1,4}[rn])+[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}(?:[A-Za-z\-]{1,40}: [A-Za-z0-9,\-]{1,100}|[A-Za-z0-9+/=]{16,}|[A-Za-z0-9+/]{1,15}={1,2})(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16})+"#,
-            r#"(?:(?:(?:\r?\n|\r|\\{1,4}[rn])+[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}[A-Za-z0-9+/]{1,15}(?:\\{1,4}[rn]|[ \t"'+,;\\]){0,16})?(?:\r?\n|\r|\\{1,4}[rn])*[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
+            r#"(?:[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}"#,
+            r"(?:[A-Za-z\-]{1,40}: [ -\[\]-~]{1,100}|[A-Za-z0-9+/=]{16,}|=[A-Za-z0-9+/]{4}))+",
+            r#"(?:(?:[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}[A-Za-z0-9+/]{1,15}={0,2})?"#,
+            r#"[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
         ),
-        check: Check::Capped(64 * 1024),
+        check: Check::PrivateKey { max: 64 * 1024 },
         value: None,
         positives: &[
             "key:\n«-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\nKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END RSA PRIVATE KEY-----»\nthanks",
             "{\"private_key\": \"«-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----»\\n\"}",
             "«-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----»",
+            // A PGP block in a comment: per-line prefixes, an armor header with
+            // free text, a blank line, a trailing `*/`, the checksum line.
+            "/*\n *  «-----BEGIN PGP PRIVATE KEY BLOCK-----\n *  Version: Halberd 1.0 (test/none)\n\n *  PtYgjmUhBel31iEl2hpChYgCfrL1spNxnyVmihA/2O76UMFxFkM/R5Kjp1vRt+1f\n // # /*jORS/6ilI8ihN5KXSc7Tvo/hBKqFYY/kv5ZJr3J1TWDtkwtDDb+xHKas1VOqg6YY*/\n *  ZYn9ZhyiA4uoRgnatmUdjAWtGSU8po+799NksnRH\n *  =9ucA\n *  -----END PGP PRIVATE KEY BLOCK-----»\n */",
+            // Code concatenation with escaped line breaks inside a line.
+            "k = \"«-----BEGIN RSA PRIVATE KEY-----\\n\" +\n\"PtYgjmUhBel31iEl2hpChYgCfrL1spNxnyVmihA\\\\\\\\njORS/6ilI8ihN5KXSc7Tvo/hBKqFYY\\\\\n\tZYn9ZhyiA4uoRgnatmUdjAWtGSU8po\\r+799NksnRH\\n-----END RSA PRIVATE KEY-----»\";",
         ],
         negatives: &[
             "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34Gkx\n-----END PUBLIC KEY-----",
             "the words BEGIN PRIVATE KEY in prose",
+            "header=\"-----BEGIN OPENSSH PRIVATE KEY-----\"\nfooter=\"-----END OPENSSH PRIVATE KEY-----\"",
         ],
     },
     Rule {
@@ -245,6 +263,19 @@ pub static RULES: &[Rule] = &[
             "hf_hmTaVsqxezyLexBWrdrgdQsOjprBGumXxYZZ",
             "hf_3478658437658347638475687346587374"
         ]
+    ),
+    secret!(
+        "grafana_token",
+        // Provisioned API keys (base64 of `{"k":"…`), service account tokens
+        // and Grafana Cloud access policy tokens.
+        r"\b(?:eyJrIjoi[A-Za-z0-9+/]{40,}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}\b|glc_eyJ[A-Za-z0-9+/]{32,}={0,2})",
+        Check::Capped(1024),
+        [
+            "token in text: «eyJrIjoiQzNKMjdYRENHMkxtbFpHRU9OWWxnQ3RqZklaNFNPY00iLCJuIjoiaGFsYmVyZC10ZXN0IiwiaWQiOjd9»",
+            "GRAFANA_TOKEN=«glsa_z9CPVNPkNa1Hedcm4pMbXDuCL1mHoOsF_02e8d28a»",
+            "policy = '«glc_eyJvIjoiMTIzNCIsIm4iOiJoYWxiZXJkLXRlc3QiLCJrIjoiejlDUFZOUGtOYTFIZWRjbTRwTWJYRHVDIn0=»'"
+        ],
+        ["eyJrIjoi alone", "glsa_short_0a2a3df7"]
     ),
     secret!(
         "twilio_api_key",
@@ -398,11 +429,12 @@ pub static RULES: &[Rule] = &[
         // A password given after a word rather than an assignment: SQL
         // `IDENTIFIED BY` / `PASSWORD '...'`, command-line `--password x`,
         // `#define password "..."`, and "my password is ...".
-        pattern: r#"(?i)(?:\bidentified(?: with [a-z_']{1,30})? by|\b(?:login )?password|\b(?:define|set|global) (?:password|passwd|pwd|token|secret|api_?key)|(?:\B-|\b)-?(?:password|passwd|pass|pwd|pw)|\bpassword is|\bpasswd is)[ \t]{1,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
+        pattern: r#"(?i)(?:\bidentified(?: with [a-z_']{1,30})? (?:by|as)|\b(?:login )?password|\b(?:define|set|global) (?:password|passwd|pwd|token|secret|api_?key)|(?:\B-|\b)-?(?:password|passwd|pass|pwd|pw)|\bpassword is|\bpasswd is)[ \t]{1,3}["'`]?[A-Za-z0-9_\-+/=.~!@#$%^&*?]{6,}"#,
         check: Check::Assignment,
         value: Some(r#"[ \t]["'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*?]+)$"#),
         positives: &[
             "CREATE USER app IDENTIFIED BY '«Vq7#zL2pWx»';",
+            "ALTER USER 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '«*3D5A0C6E2B9F41D87A6C0E5B2F9D1A4C7E8B6F30»';",
             "ALTER ROLE app WITH LOGIN PASSWORD '«Vq7#zL2pWx»';",
             "mysql --password «Vq7#zL2pWx» -u root",
             "my password is «Vq7#zL2pWx» ok",
@@ -428,19 +460,56 @@ pub static RULES: &[Rule] = &[
         negatives: &["Authorization: Bearer <token>", "the Authorization header"],
     },
     Rule {
+        id: "define_credential",
+        kind: Kind::Secret("generic_credential"),
+        // PHP `define('DB_PASSWORD', '...')`, as in WordPress's wp-config.php.
+        pattern: r#"(?i)\bdefine\([ \t]*['"][a-z0-9_]{0,30}(?:password|passwd|pwd|secret|token|api_?key|auth_?key)['"][ \t]*,[ \t]*['"][!#-&(-~]{6,}"#,
+        check: Check::Assignment,
+        value: Some(r#"['"]([!#-&(-~]+)$"#),
+        positives: &[
+            "define( 'DB_PASSWORD', '«Vq7#zL2pWx»' );",
+            "define(\"API_KEY\",\"«dEyTzAeKOmXRrvftva9AW7hipTga»\");",
+        ],
+        negatives: &[
+            "define('AUTH_KEY', 'put your unique phrase here');",
+            "define('DB_PASSWORD', getenv('DB_PASSWORD'));",
+        ],
+    },
+    Rule {
+        id: "xml_credential",
+        kind: Kind::Secret("generic_credential"),
+        // `<password>...</password>` and `<password name="x">...</password>`
+        // in XML configuration (Maven settings.xml, Ant, application servers).
+        pattern: r#"(?i)<[a-z_\-]{0,20}(?:password|passwd|pwd|secret|token|api_?key)(?:[ \t][ -;=?-~]{0,80})?>[!-;=?-~]{6,}</"#,
+        check: Check::Assignment,
+        value: Some(r#">([!-;=?-~]+)</$"#),
+        positives: &[
+            "<server><id>repo</id><password>«Vq7#zL2pWx»</password></server>",
+            "<password name=\"password\">«cackle!»</password>",
+        ],
+        negatives: &[
+            "<password>${env.REPO_PASSWORD}</password>",
+            "<token>placeholder</token>",
+        ],
+    },
+    Rule {
         id: "generic_credential",
         kind: Kind::Secret("generic_credential"),
         // A credential-like name, an assignment, an optional quote, the value.
-        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\- ]?key|auth(?:entication)?[_.\- ]?key|credentials?|client[_.\-]?secret|private[_.\-]?key|keys?)[a-z0-9_.\-]{0,20}(?:[ ][a-z]{1,12})?["')]?(?:[ \t]*:[ \t]*[A-Za-z]{1,12}[ \t]*)?[ \t]{0,3}(?:::=|:=|=>|===?|!==?|=|:)[ \t]{0,3}(?:"[!#-~]{6,}"|'[!-&(-~]{6,}'|["'`]?[A-Za-z0-9_\-+/=.~!@#$%^*?]{6,})"#,
+        pattern: r#"(?i)\b[a-z0-9_.\-]{0,30}(?:api[_.\-]?key|apikey|secret|token|pass(?:wd|word|wort|phrase)?|p(?:a?s?s?w(?:o?r)?d|w|swd)|access[_.\- ]?key|auth(?:entication)?[_.\- ]?key|authentication|authori[sz]ation|credentials?|client[_.\-]?secret|private[_.\-]?key|keys?)[a-z0-9_.\-]{0,32}(?:[ ][a-z]{1,12})?["')]?(?:[ \t]*:[ \t]*[A-Za-z]{1,12}[ \t]*)?[ \t]{0,3}(?:::=|:=|=>|===?|!==?|=|:)[ \t]{0,3}(?:"[!#-~]{6,}"|'[!-&(-~]{6,}'|(?:["'`]{1,3}|&quot;|&#34;)?[A-Za-z0-9_\-+/=.~!@#$%^*?]{6,})"#,
         check: Check::Assignment,
         value: Some(
-            r#"(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|["'`(]?([A-Za-z0-9_\-+/=.~!@#$%^*?]+))$"#,
+            r#"(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|(?:["'`(]{0,3}|&quot;|&#34;)([A-Za-z0-9_\-+/=.~!@#$%^*?]+))$"#,
         ),
         positives: &[
             "api_key = \"«I6CmuxV5EbOApZOXzcycDeZ6»\"",
             "DB_PASSWORD=«Xk9#mP2$vL7qR4w»",
             "aws_secret_access_key = «hGyiRUIQfHOJMaidDn87XG3+q+xbMtEPO6UkzYuF»",
             "token: «AKIAUJZDEGXDNCF32EPF»",
+            "<a href=\"/login?token=&quot;«dEyTzAeKOmXRrvftva9AW7hipTga»&quot;\">",
+            "key_multi = '''«dDZFlRJmCGmUXiAPyhzAnar3ZLt4bn»",
+            "var secret_that_looks_like_a_path=\"«/dDZFlRJmCGmUXiAPyhzAnar3ZLt4bn»\"",
+            "\"authorization\": \"«dEyTzAeKOmXRrvftva9AW7hipTga»\"",
         ],
         negatives: &[
             "password = \"password\"",
@@ -450,6 +519,8 @@ pub static RULES: &[Rule] = &[
             "password_reset_link = https",
             "password = ENC(2dfRFqV/cS6TzRd+JyO=)",
             "the token: is missing",
+            "authorization: required",
+            "authentication = oauth2_client_credentials",
         ],
     },
 ];

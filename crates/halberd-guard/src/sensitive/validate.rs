@@ -41,6 +41,8 @@ impl Check {
             Check::Whole => whole,
             Check::Capped(max) if end - start <= max => whole,
             Check::Capped(_) => Verdict::Reject,
+            Check::PrivateKey { max } if end - start <= max && has_key_body(candidate) => whole,
+            Check::PrivateKey { .. } => Verdict::Reject,
             Check::Ipv4 => match candidate.parse::<std::net::Ipv4Addr>() {
                 Ok(ip) if !(ip.is_loopback() || ip.is_unspecified() || ip.is_broadcast()) => whole,
                 _ => Verdict::Reject,
@@ -123,6 +125,8 @@ fn assignment(detector: &Detector, text: &str, start: usize, end: usize, rule: u
 /// ("Xk9#mP2$vL7qR4w") pass through the character-class test, tokens through
 /// the entropy test; words, placeholders and repeated characters do not.
 pub(crate) fn looks_generated(value: &str) -> bool {
+    // Longer values found only by their name are mostly encrypted blobs
+    // (SealedSecrets, Jasypt), which are meant to be shared.
     if value.len() < 8 || value.len() > 200 {
         return false;
     }
@@ -150,8 +154,13 @@ pub(crate) fn looks_generated(value: &str) -> bool {
     let letters_only = value
         .bytes()
         .all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'));
+    // Sixteen random characters almost never lack both capitals and digits
+    // (base64: p < 1e-5), while `/oauth_signature=` does.
+    let upper_or_digit = value
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     (classes >= 3 && bits >= 2.5)
-        || (classes >= 2 && !letters_only && bits >= 3.5 && value.len() >= 16)
+        || (classes >= 2 && !letters_only && upper_or_digit && bits >= 3.5 && value.len() >= 16)
 }
 
 /// The gate for values named as passwords: people choose short ones
@@ -175,7 +184,8 @@ pub(crate) fn looks_like_password(value: &str) -> bool {
 }
 
 /// Values that are code, not credentials: a dotted path such as
-/// `Base64.getMimeDecoder` or `os.environ`, or a hex literal such as `0x31c45018`.
+/// `Base64.getMimeDecoder` or `os.environ`, a hex literal such as `0x31c45018`,
+/// or a snake-case name.
 fn is_code(value: &str) -> bool {
     let identifier = |part: &str| {
         part.bytes()
@@ -194,7 +204,15 @@ fn is_code(value: &str) -> bool {
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
         .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-    dotted || hex
+    // `oauth2_client_credentials`, `read-only`: lower-case words joined by `_`
+    // or `-`, with at most two digits, name a thing rather than hide one.
+    let words = value.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && value.contains(['_', '-'])
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && value.bytes().filter(u8::is_ascii_digit).count() <= 2;
+    dotted || hex || words
 }
 
 fn is_placeholder(value: &str) -> bool {
@@ -590,4 +608,26 @@ fn is_date_or_time(run: &str) -> bool {
         [a, b] => year(a) && year(b),
         _ => false,
     }
+}
+
+/// Whether a PEM candidate holds key material after its header: a run of at
+/// least 16 base64 characters. The header itself (`-----BEGIN … KEY-----`) has
+/// none, so a header next to a footer or a placeholder is not a key.
+fn has_key_body(candidate: &str) -> bool {
+    let body = candidate
+        .get(5..)
+        .and_then(|rest| rest.find("-----").map(|at| &rest[at + 5..]))
+        .unwrap_or_default();
+    let mut run = 0;
+    for byte in body.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/' {
+            run += 1;
+            if run >= 16 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
