@@ -4,10 +4,12 @@
 //!    and [`decode`]: embedded base64 / hex / URL / rot13 payloads, scanned too.
 //! 2. [`rules`]: the rule pack (TOML, compiled in), one regex pass.
 //! 3. [`model`]: a linear classifier over hashed n-grams, trained by
-//!    `halberd train-injection` on the public data in `../shared/data`.
+//!    `halberd train-injection` on the public data in `../shared/data`;
+//!    [`suffix`]: the shape of the text's tail, for optimised adversarial
+//!    suffixes (GCG and the like) whose words the classifier cannot learn.
 //! 4. Fusion: the classifier's log-odds plus, per rule category, the weight of
-//!    the strongest rule that fired, plus weights for hiding characters and
-//!    decoded payloads, through a sigmoid into one score in [0, 1]. When a rule
+//!    the strongest rule that fired, plus weights for hiding characters,
+//!    decoded payloads and an adversarial suffix, through a sigmoid into one score in [0, 1]. When a rule
 //!    fired, the classifier's log-odds count no lower than
 //!    `MODEL_FLOOR`, so a confident "benign" from a model that never saw that
 //!    kind of attack cannot cancel specific evidence. The
@@ -19,6 +21,7 @@ pub mod decode;
 pub mod model;
 pub mod normalize;
 pub mod rules;
+pub mod suffix;
 #[cfg(test)]
 mod tests;
 pub mod train;
@@ -57,6 +60,11 @@ const HIDING_WEIGHT: f32 = 2.0;
 const MODEL_FLOOR: f32 = -1.0;
 /// Added when a payload decodes to readable text (once, whatever the count).
 const DECODED_WEIGHT: f32 = 0.5;
+/// Added when the text ends in the shape of an adversarial suffix: enough to
+/// lift a text the classifier already leans towards calling an attack (GCG
+/// requests score 0.55–0.72) over the user flag threshold, not enough to flag
+/// one it calls benign. Chosen with [`suffix::SCORE`] on out-of-fold scores.
+const SUFFIX_WEIGHT: f32 = 1.5;
 
 /// A span of the original text that contributed to the score.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +150,10 @@ impl Detector {
         let mut extra = 0.0;
         if normalized.obfuscation.hiding() {
             extra += HIDING_WEIGHT;
+        }
+        if suffix::Shape::of(text).is_some_and(|shape| shape.is_adversarial()) {
+            extra += SUFFIX_WEIGHT;
+            signals.push("suffix:adversarial".into());
         }
 
         let payloads = decode::payloads(text);
