@@ -16,6 +16,34 @@ REDACTED = (
     "Mail [EMAIL] or call [PHONE]; card [CREDIT_CARD], SSN [US_SSN], "
     "IBAN [IBAN], key [SECRET:aws_access_key_id], from [IP_ADDRESS]."
 )
+# Secrets of several families over several lines, as pasted code: an
+# assignment, a URL password, provider tokens, a JWT, an XML password and a PEM
+# key inside a comment block. All made up for this test.
+SECRETS = (
+    "config.py:\n"
+    'DB_PASSWORD = "Xk9#mP2$vL7qR4w"\n'
+    'DATABASE_URL = "postgres://app:Vq7zL2pWx9@db.internal:5432/app"\n'
+    "GITHUB_TOKEN=ghp_kASAOsE1nYEZ9GlGHpYaax7LBejYWo6oScBV\n"
+    "GRAFANA_TOKEN=glsa_z9CPVNPkNa1Hedcm4pMbXDuCL1mHoOsF_02e8d28a\n"
+    "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJoYWxiZXJkLXRlc3QiLCJpYXQiOjE3MDAwMDAwMDB9"
+    ".q0m3xW1yT8pL4c2nVb7RkS9dF6gH5jA0zE3uY2iO1wQ\n"
+    "<password>cackle!9</password>\n"
+    "/*\n * -----BEGIN RSA PRIVATE KEY-----\n"
+    " * MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    " * KUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n"
+    " * -----END RSA PRIVATE KEY-----\n */\n"
+)
+SECRETS_REDACTED = (
+    "config.py:\n"
+    'DB_PASSWORD = "[SECRET:generic_credential]"\n'
+    'DATABASE_URL = "postgres://app:[SECRET:url_password]@db.internal:5432/app"\n'
+    "GITHUB_TOKEN=[SECRET:github_token]\n"
+    "GRAFANA_TOKEN=[SECRET:grafana_token]\n"
+    "Authorization: Bearer [JWT]\n"
+    "<password>[SECRET:generic_credential]</password>\n"
+    "/*\n * [PRIVATE_KEY]\n */\n"
+)
+SECRET_VALUES = ["Xk9#mP2", "Vq7zL2pWx9", "ghp_kAS", "glsa_", "eyJhbGci", "cackle", "MIIBOgIB", "KUpRKfFL", "BEGIN RSA"]
 VALUES = ["jane.doe@example.com", "7946 0958", "4111 1111 1111 1111", "123-45-6789", "DE89", "AKIAUJZDEGXDNCF32EPF", "192.168.1.20"]
 
 CONFIG = """
@@ -23,6 +51,12 @@ CONFIG = """
 name = "pseudo"
 [policies.sensitive]
 input = { default = "redact", email = "pseudonymize" }
+
+[[policies]]
+name = "outbound"
+[policies.sensitive]
+input = { default = "off" }
+output = { default = "redact" }
 
 [[policies]]
 name = "strict"
@@ -107,6 +141,26 @@ def test_model_output_is_redacted_when_the_prompt_was_clean(openai_client, anthr
         messages(anthropic_client, "hello", chunk, stream, reply=PII),
     ]:
         assert text == REDACTED
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+@pytest.mark.parametrize("stream", [False, True])
+def test_pasted_secrets_are_redacted_both_ways(openai_client, anthropic_client, policy_gateway, chunk, stream):
+    # Inbound: the default policy redacts the prompt before the provider sees it.
+    # Outbound: a policy that leaves prompts alone lets the mock echo the
+    # values, and the response (streamed in 1-, 3- and 7-byte deltas) is redacted.
+    key = policy_gateway.create_key(f"outbound-{chunk}-{stream}", "--policy", "outbound")["key"]
+    for client_openai, client_anthropic in [
+        (openai_client, anthropic_client),
+        (oai(policy_gateway, key), ant(policy_gateway, key)),
+    ]:
+        for text in [
+            chat(client_openai, SECRETS, chunk, stream),
+            responses(client_openai, SECRETS, chunk, stream),
+            messages(client_anthropic, SECRETS, chunk, stream),
+        ]:
+            assert text == SECRETS_REDACTED
+            assert not any(v in text for v in SECRET_VALUES)
 
 
 @pytest.mark.parametrize("stream", [False, True])
