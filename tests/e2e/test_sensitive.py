@@ -120,14 +120,19 @@ def messages(client, prompt, chunk, stream, reply=None):
     return text
 
 
+def every_api(openai_client, anthropic_client, prompt, chunk, stream, reply=None):
+    """The text as the OpenAI chat, OpenAI Responses and Anthropic SDKs get it."""
+    return [
+        chat(openai_client, prompt, chunk, stream, reply),
+        responses(openai_client, prompt, chunk, stream, reply),
+        messages(anthropic_client, prompt, chunk, stream, reply),
+    ]
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 @pytest.mark.parametrize("stream", [False, True])
 def test_echoed_prompt_arrives_redacted_on_every_api(openai_client, anthropic_client, chunk, stream):
-    for text in [
-        chat(openai_client, PII, chunk, stream),
-        responses(openai_client, PII, chunk, stream),
-        messages(anthropic_client, PII, chunk, stream),
-    ]:
+    for text in every_api(openai_client, anthropic_client, PII, chunk, stream):
         assert text == REDACTED
         assert not any(v in text for v in VALUES)
 
@@ -135,11 +140,7 @@ def test_echoed_prompt_arrives_redacted_on_every_api(openai_client, anthropic_cl
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 @pytest.mark.parametrize("stream", [False, True])
 def test_model_output_is_redacted_when_the_prompt_was_clean(openai_client, anthropic_client, chunk, stream):
-    for text in [
-        chat(openai_client, "hello", chunk, stream, reply=PII),
-        responses(openai_client, "hello", chunk, stream, reply=PII),
-        messages(anthropic_client, "hello", chunk, stream, reply=PII),
-    ]:
+    for text in every_api(openai_client, anthropic_client, "hello", chunk, stream, reply=PII):
         assert text == REDACTED
 
 
@@ -154,11 +155,7 @@ def test_pasted_secrets_are_redacted_both_ways(openai_client, anthropic_client, 
         (openai_client, anthropic_client),
         (oai(policy_gateway, key), ant(policy_gateway, key)),
     ]:
-        for text in [
-            chat(client_openai, SECRETS, chunk, stream),
-            responses(client_openai, SECRETS, chunk, stream),
-            messages(client_anthropic, SECRETS, chunk, stream),
-        ]:
+        for text in every_api(client_openai, client_anthropic, SECRETS, chunk, stream):
             assert text == SECRETS_REDACTED
             assert not any(v in text for v in SECRET_VALUES)
 
