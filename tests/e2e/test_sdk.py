@@ -224,7 +224,13 @@ def test_cost_budget_from_the_cli_ends_in_the_sdks_402(gateway):
     assert e.value.code == "budget_exceeded"
     assert e.value.response.headers["x-should-retry"] == "false"
     assert admitted >= 2
+    # Usage records are written just after each response ends, off the
+    # response path: wait (bounded) for the last one.
+    deadline = time.monotonic() + 5
     usage = gateway.cli("users", "usage", "--key", created["id"])
+    while usage["daily"]["requests"] < admitted and time.monotonic() < deadline:
+        time.sleep(0.05)
+        usage = gateway.cli("users", "usage", "--key", created["id"])
     assert usage["daily"]["requests"] == admitted
     assert usage["daily"]["cost_usd"] == f"{admitted * 3 / 1_000_000:.6f}".rstrip("0")
     with pytest.raises(anthropic.APIStatusError) as e:

@@ -777,11 +777,17 @@ fn build_policies(
             }
             Ok::<Policy, ConfigError>(policy)
         };
+        let injection = build_injection(&format!("{at}.injection"), &p.injection)?;
         let policy = GuardPolicy {
             name: p.name.clone(),
             sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
             sensitive_output: std::sync::Arc::new({
                 let output = compile("output", &p.sensitive.output)?;
+                // Only a policy that plants canaries can see one leak. Acting on
+                // the family otherwise would make every stream go through the
+                // redactor, which holds each word back until the next character
+                // arrives, even with every sensitive-data action off.
+                let plants_canaries = injection.enabled && injection.canary;
                 if p.sensitive.output.contains_key(CANARY_FAMILY) {
                     output
                 } else {
@@ -795,7 +801,11 @@ fn build_policies(
                             ));
                         }
                     };
-                    with_canary_leak(output, action)
+                    if plants_canaries {
+                        with_canary_leak(output, action)
+                    } else {
+                        output
+                    }
                 }
             }),
             content: if p.content.max_output_tokens == Some(0) {
@@ -807,7 +817,7 @@ fn build_policies(
                 p.content
             },
             limits: p.limits,
-            injection: build_injection(&format!("{at}.injection"), &p.injection)?,
+            injection,
         };
         policies.insert(p.name.clone(), std::sync::Arc::new(policy));
     }

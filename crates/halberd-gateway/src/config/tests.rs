@@ -308,6 +308,20 @@ fn injection_policy_defaults_overrides_and_errors() {
         "{described}"
     );
 
+    // Output inspection is off when every action is off and no canary is
+    // planted (then nothing holds streamed text back); planting canaries turns
+    // the leak check on.
+    let open = "[[policies]]\nname = \"p\"\n[policies.sensitive]\noutput = { default = \"off\" }";
+    let c = build(open).unwrap();
+    assert!(c.policies["p"].sensitive_output.is_off());
+    let c = build(&format!("{open}\n[policies.injection]\ncanary = true")).unwrap();
+    assert!(!c.policies["p"].sensitive_output.is_off());
+    let c = build(&format!(
+        "{open}\n[policies.injection]\ncanary = true\naction = \"off\""
+    ))
+    .unwrap();
+    assert!(c.policies["p"].sensitive_output.is_off());
+
     for (text, needle) in [
         ("action = \"maybe\"", "policies[0].injection.action"),
         ("user = { flag = 1.5 }", "policies[0].injection.user.flag"),
