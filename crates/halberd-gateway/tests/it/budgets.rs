@@ -84,6 +84,19 @@ async fn usage_after(gw: &TestGateway, key_id: &str, requests: u64) -> Value {
     panic!("usage of {key_id} never reached {requests} records");
 }
 
+/// The key's newest usage record, once `requests` records are written.
+async fn last_record(gw: &TestGateway, key_id: &str, requests: u64) -> halberd_store::UsageRecord {
+    usage_after(gw, key_id, requests).await;
+    let mut records = gw
+        .state
+        .keyring
+        .store()
+        .usage_records(key_id, 1)
+        .await
+        .unwrap();
+    records.remove(0)
+}
+
 #[tokio::test]
 async fn a_cost_budget_is_spent_exactly_then_refused_with_402_in_each_dialect() {
     let gw = TestGateway::start("").await;
@@ -217,15 +230,7 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
     assert_eq!(resp.status(), 200);
     let text = halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await);
     assert_eq!(text, reply);
-    usage_after(&gw, &id, 1).await;
-    let records = gw
-        .state
-        .keyring
-        .store()
-        .usage_records(&id, 1)
-        .await
-        .unwrap();
-    let r = &records[0];
+    let r = &last_record(&gw, &id, 1).await;
     assert!(r.estimated);
     let encoding = halberd_guard::tokens::Encoding::for_model(false, "mock-1");
     assert_eq!(
@@ -258,14 +263,7 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
         halberd_testkit::chat_delta_text(&halberd_testkit::sse_data(resp).await),
         reply
     );
-    usage_after(&gw, &free_id, 1).await;
-    let f = &gw
-        .state
-        .keyring
-        .store()
-        .usage_records(&free_id, 1)
-        .await
-        .unwrap()[0];
+    let f = &last_record(&gw, &free_id, 1).await;
     assert_eq!(
         (f.input_tokens, f.output_tokens, f.estimated),
         (r.input_tokens, r.output_tokens, true)
@@ -279,14 +277,7 @@ async fn a_stream_without_reported_usage_is_metered_from_what_was_relayed() {
         !data.iter().any(|d| d.contains("\"usage\":{")),
         "no usage chunk for this client"
     );
-    usage_after(&gw, &id, 2).await;
-    let r = &gw
-        .state
-        .keyring
-        .store()
-        .usage_records(&id, 1)
-        .await
-        .unwrap()[0];
+    let r = &last_record(&gw, &id, 2).await;
     assert_eq!(
         (r.input_tokens, r.output_tokens, r.estimated),
         (7, 11, false)
@@ -458,14 +449,7 @@ async fn a_client_that_goes_away_mid_stream_is_charged_for_what_was_relayed() {
         seen += resp.chunk().await.unwrap().unwrap().len();
     }
     drop(resp);
-    usage_after(&gw, &id, 1).await;
-    let r = &gw
-        .state
-        .keyring
-        .store()
-        .usage_records(&id, 1)
-        .await
-        .unwrap()[0];
+    let r = &last_record(&gw, &id, 1).await;
     assert_eq!(r.outcome, "client_disconnected");
     assert!(r.estimated);
     let full = halberd_guard::tokens::Encoding::for_model(false, "mock-1").count(reply.trim_end());

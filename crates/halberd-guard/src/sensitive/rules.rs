@@ -80,24 +80,35 @@ macro_rules! secret {
     };
 }
 
+/// The way from one line of a PEM block to the next: optional trailing code
+/// or comment characters (`" +`, `*/`, `\`), a line break (real, or escaped as
+/// `\n` / `\\n`), more of either, and the next line's prefix (`  *  `,
+/// `// # /*`, `#6 0.245 `, `+ "`).
+macro_rules! pem_gap {
+    () => {
+        r#"[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}"#
+    };
+}
+
 pub static RULES: &[Rule] = &[
     Rule {
         id: "private_key",
         kind: Kind::PrivateKey,
         // The header, then lines that each hold a base64 run or an armor header
         // (`Proc-Type: 4,ENCRYPTED`, `Version: GnuPG v1.4.12 (GNU/Linux)`), then
-        // the footer, with an optional short last line before it. Every line is reached
-        // through a gap: optional trailing code or comment characters (`" +`,
-        // `*/`, `\`), at least one line break (real, or escaped as `\n` /
-        // `\\n`), more of either, and a line prefix (`  *  `, `// # /*`,
-        // `#6 0.245 `, `+ "`). The gap belongs to the line after it, so a
+        // the footer, with an optional short last line before it. Every line is
+        // reached through a `pem_gap!`, which belongs to the line after it, so a
         // greedy trailing part can never end the block early.
         pattern: concat!(
             r"-----BEGIN[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----",
-            r#"(?:[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}"#,
+            "(?:",
+            pem_gap!(),
             r"(?:[A-Za-z\-]{1,40}: [ -\[\]-~]{1,100}|[A-Za-z0-9+/=]{16,}|=[A-Za-z0-9+/]{4}))+",
-            r#"(?:(?:[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}[A-Za-z0-9+/]{1,15}={0,2})?"#,
-            r#"[ \t"'+,;*/\\]{0,16}(?:\r?\n|\r|\\{1,4}[rn])(?:[ \t"'+,;*/\\]|\r?\n|\r|\\{1,4}[rn]){0,32}[ \t"'+#0-9.:\-\[\]|,;*/]{0,40}-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"#,
+            "(?:(?:",
+            pem_gap!(),
+            "[A-Za-z0-9+/]{1,15}={0,2})?",
+            pem_gap!(),
+            "-----END[ A-Z0-9_]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
         ),
         check: Check::PrivateKey { max: 64 * 1024 },
         value: None,
