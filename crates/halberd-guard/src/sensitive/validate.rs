@@ -247,14 +247,22 @@ pub(crate) fn entropy(value: &str) -> f32 {
         counts[usize::from(byte)] += 1;
     }
     let len = value.len() as f32;
-    counts
-        .iter()
-        .filter(|count| **count > 0)
-        .map(|count| {
-            let p = *count as f32 / len;
-            -p * p.log2()
-        })
-        .sum()
+    // Summed in byte order, as a plain pass over the 256 counts would, so the
+    // result is the same to the last bit; only the bytes present are visited.
+    let mut present = [0u64; 4];
+    for byte in value.bytes() {
+        present[usize::from(byte >> 6)] |= 1 << (byte & 63);
+    }
+    let mut sum = 0f32;
+    for (word, mut bits) in present.into_iter().enumerate() {
+        while bits != 0 {
+            let byte = word * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let p = counts[byte] as f32 / len;
+            sum += -p * p.log2();
+        }
+    }
+    sum
 }
 
 fn ipv6(candidate: &str, kind: Kind, start: usize) -> Verdict {
@@ -477,8 +485,11 @@ const PHONE_LABELS: &[&str] = &["office", "fax", "mobile", "cell", "home", "work
 fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     let run = &text[start..end];
     // Split off a trailing label ("office"), which is context, not value.
-    let lower = run.to_ascii_lowercase();
-    let (number, labelled) = match PHONE_LABELS.iter().find(|label| lower.ends_with(*label)) {
+    let ends_with_label = |label: &str| {
+        run.len() >= label.len()
+            && run.as_bytes()[run.len() - label.len()..].eq_ignore_ascii_case(label.as_bytes())
+    };
+    let (number, labelled) = match PHONE_LABELS.iter().find(|label| ends_with_label(label)) {
         Some(label) => (
             run[..run.len() - label.len()].trim_end_matches([' ', '-']),
             true,
@@ -486,17 +497,32 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
         None => (run, false),
     };
     // And an extension ("x459", "ext. 12").
-    let lower_number = number.to_ascii_lowercase();
-    let main = match lower_number.find(['x', 'e']) {
+    let main = match number
+        .bytes()
+        .position(|b| matches!(b, b'x' | b'X' | b'e' | b'E'))
+    {
         Some(at) => number[..at].trim_end(),
         None => number,
     };
-    let digits: Vec<u8> = main
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect();
-    let separators: Vec<u8> = main.bytes().filter(|b| !b.is_ascii_digit()).collect();
+    // The pattern bounds the number before its extension to 27 bytes, so
+    // these fixed buffers (no allocation per candidate) always suffice.
+    const MAX: usize = 64;
+    if main.len() > MAX {
+        return Verdict::RejectWhole;
+    }
+    let (mut digit_buf, mut separator_buf) = ([0u8; MAX], [0u8; MAX]);
+    let (mut n_digits, mut n_separators) = (0, 0);
+    for b in main.bytes() {
+        if b.is_ascii_digit() {
+            digit_buf[n_digits] = b - b'0';
+            n_digits += 1;
+        } else {
+            separator_buf[n_separators] = b;
+            n_separators += 1;
+        }
+    }
+    let digits = &digit_buf[..n_digits];
+    let separators = &separator_buf[..n_separators];
     let accept = |kind, len: usize| {
         Verdict::Accept(Finding {
             kind,
@@ -504,7 +530,6 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
             end: start + len,
         })
     };
-
     if main.starts_with('(') && !main.contains(')') {
         // "(555 1234" is text in parentheses, not a number; try after the bracket.
         return Verdict::RejectWhole;
@@ -533,7 +558,7 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
         let uniform = separators.is_empty()
             || separators.iter().all(|s| *s == b' ')
             || separators.iter().all(|s| *s == b'-');
-        if uniform && card_network(&digits) && luhn(&digits) {
+        if uniform && card_network(digits) && luhn(digits) {
             return accept(Kind::CreditCard, main.len());
         }
     }
@@ -544,12 +569,20 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // A single dot between digits is a decimal number; dotted numbers need
     // groups of two or more digits (`03.93.92.16.85`, not `9.9.392.1.3`); a
     // double space is a table, not a number.
-    let groups: Vec<&str> = main
+    // The groups of digits: how many, the first one's length, the shortest.
+    let (mut groups, mut first_group, mut shortest_group) = (0usize, 0usize, usize::MAX);
+    for group in main
         .split([' ', '-', '.', '/', '(', ')'])
         .filter(|g| !g.is_empty())
-        .collect();
+    {
+        if groups == 0 {
+            first_group = group.len();
+        }
+        shortest_group = shortest_group.min(group.len());
+        groups += 1;
+    }
     if separators == [b'.']
-        || (separators.contains(&b'.') && groups.iter().any(|g| g.len() < 2))
+        || (separators.contains(&b'.') && shortest_group < 2)
         || main.contains("  ")
     {
         return Verdict::RejectWhole;
@@ -569,8 +602,8 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // "03.93.92.16.85", "07700 063 966").
     // Two groups only when the first is an area code: `030 901820`, not a
     // document number such as `0401000-02`.
-    let area_code = groups.len() == 2 && (3..=6).contains(&groups[0].len()) && separators == [b' '];
-    if digits[0] == 0 && (groups.len() >= 3 || area_code) && (9..=12).contains(&digits.len()) {
+    let area_code = groups == 2 && (3..=6).contains(&first_group) && separators == [b' '];
+    if digits[0] == 0 && (groups >= 3 || area_code) && (9..=12).contains(&digits.len()) {
         return phone();
     }
     // Anything else needs context: a label after it or a phone word before it;
@@ -594,14 +627,21 @@ fn has_phone_context(text: &str, start: usize) -> bool {
 /// 2024-01-31, 31/01/2024, 31.01.2024 (optionally followed by an hour) and
 /// year ranges such as 1990-2024.
 fn is_date_or_time(run: &str) -> bool {
-    let groups: Vec<&str> = run
-        .split([' ', '-', '/', '.'])
-        .filter(|g| !g.is_empty())
-        .collect();
+    // At most 8 groups are kept: every shape below has at most 4, so a longer
+    // list fails them all whether or not it is cut.
+    let mut kept = [""; 8];
+    let mut n = 0;
+    for group in run.split([' ', '-', '/', '.']).filter(|g| !g.is_empty()) {
+        if n < kept.len() {
+            kept[n] = group;
+        }
+        n += 1;
+    }
+    let groups = &kept[..n.min(kept.len())];
     let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
     let small =
         |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
-    match groups.as_slice() {
+    match groups {
         [y, m, d, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
         [d, m, y, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
         [m, d, y, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
