@@ -40,6 +40,13 @@ fn main() {
     time("normalize typogr.", &|| {
         black_box(normalize(black_box(&typographic)));
     });
+    let accented = "Der Kunde möchte die Lieferung am Montag früh; la réunion est prévue à quatorze heures, après le déjeuner. ".repeat(40);
+    time("normalize accented", &|| {
+        black_box(normalize(black_box(&accented)));
+    });
+    time("assess accented", &|| {
+        black_box(detector.assess(black_box(&accented), Trust::User));
+    });
     time("decode typogr.", &|| {
         black_box(decode::payloads(black_box(&typographic)));
     });

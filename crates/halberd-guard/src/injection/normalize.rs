@@ -102,44 +102,34 @@ pub fn normalize(text: &str) -> Normalized {
 /// letter, no lone letters spaced out) only needs lower case and whitespace
 /// collapsed: one pass over the bytes. Typographic punctuation ([`typographic`])
 /// is allowed too, because the general path turns it into fixed text and it
-/// is never part of a word. Gives exactly what the general path gives (a
+/// is never part of a word, and so are Latin letters with diacritics that
+/// become one ASCII letter ([`latin_fold`]), so German, French, Spanish or
+/// Portuguese prose stays here. Gives exactly what the general path gives (a
 /// property test checks it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
-    if !bytes.is_ascii()
-        && !text
-            .chars()
-            .all(|c| c.is_ascii() || typographic(c).is_some())
-    {
-        return None;
-    }
-    // Bytes past the end read as spaces, which are neither letters nor digits.
-    #[inline(always)]
-    fn at(bytes: &[u8], k: usize) -> u8 {
-        if k < bytes.len() { bytes[k] } else { b' ' }
-    }
-    // What the general path would change in ASCII text: a digit followed by
-    // a letter (leetspeak) and a single letter followed by a separator and
-    // another single letter (spaced-out letters). Either sends the text there.
-    let class = |k: usize| ASCII_CLASS[usize::from(at(bytes, k))];
-    let mut prev = 0u8;
-    for i in 0..bytes.len() {
-        let c0 = ASCII_CLASS[usize::from(bytes[i])];
-        if c0 & (DIGIT | ALPHA) != 0 {
-            let c1 = class(i + 1);
-            if c0 & DIGIT != 0 && c1 & ALPHA != 0 {
-                return None;
-            }
-            if c0 & ALPHA != 0
-                && prev & (DIGIT | ALPHA) == 0
-                && c1 & SEPARATOR != 0
-                && class(i + 2) & ALPHA != 0
-                && class(i + 3) & (DIGIT | ALPHA) == 0
-            {
-                return None;
-            }
+    if bytes.is_ascii() {
+        if has_word_folds(bytes.len(), |k| ASCII_CLASS[usize::from(bytes[k])]) {
+            return None;
         }
-        prev = c0;
+    } else {
+        // Per character: ASCII by its class, a foldable Latin letter as the
+        // letter it becomes, typographic punctuation as nothing.
+        let mut classes = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            classes.push(if c.is_ascii() {
+                ASCII_CLASS[c as usize]
+            } else if latin_fold(c).is_some() {
+                ALPHA
+            } else if typographic(c).is_some() {
+                0
+            } else {
+                return None;
+            });
+        }
+        if has_word_folds(classes.len(), |k| classes[k]) {
+            return None;
+        }
     }
     // Written by index into buffers sized for the worst case: no capacity
     // checks in the loop.
@@ -179,7 +169,14 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             let c = text[i..].chars().next()?;
             skip = c.len_utf8() - 1;
             let mut buf = [0u8; 4];
-            let replacement = typographic(c)?;
+            let Some(replacement) = typographic(c) else {
+                // Checked above: a Latin letter that folds to one ASCII
+                // letter, two bytes in, one out.
+                out[k] = latin_fold(c)?;
+                map[k] = i as u32;
+                k += 1;
+                continue;
+            };
             let written = match replacement {
                 Some(ascii) => {
                     buf[0] = ascii;
@@ -209,6 +206,88 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
         map,
         obfuscation: Obfuscation::default(),
     })
+}
+
+/// What the general path would change in text of ASCII characters and
+/// foldable letters, given each character's class (`class(k)` for `k < n`):
+/// a digit followed by a letter (leetspeak) and a single letter followed by a
+/// separator and another single letter (spaced-out letters). Past the end
+/// reads as a space.
+#[inline(always)]
+fn has_word_folds(n: usize, class: impl Fn(usize) -> u8) -> bool {
+    let at = |k: usize| {
+        if k < n {
+            class(k)
+        } else {
+            ASCII_CLASS[usize::from(b' ')]
+        }
+    };
+    let mut prev = 0u8;
+    for i in 0..n {
+        let c0 = class(i);
+        if c0 & (DIGIT | ALPHA) != 0 {
+            let c1 = at(i + 1);
+            if c0 & DIGIT != 0 && c1 & ALPHA != 0 {
+                return true;
+            }
+            if c0 & ALPHA != 0
+                && prev & (DIGIT | ALPHA) == 0
+                && c1 & SEPARATOR != 0
+                && at(i + 2) & ALPHA != 0
+                && at(i + 3) & (DIGIT | ALPHA) == 0
+            {
+                return true;
+            }
+        }
+        prev = c0;
+    }
+    false
+}
+
+/// The first code point after the Latin-1 controls and the end of Latin
+/// Extended-B: the letters with diacritics European languages write.
+const LATIN_FIRST: u32 = 0xC0;
+const LATIN_END: u32 = 0x250;
+
+/// For each code point in `LATIN_FIRST..LATIN_END`, the ASCII letter the
+/// general path makes of it (`é` → `e`, `Å` → `a`, `ſ` → `s`), or 0 when it
+/// makes something else (`ß`, `ø`, `Ĳ` → `ij`). Computed with the general
+/// path's own steps (compatibility decomposition, marks dropped, lower case),
+/// so the two paths cannot disagree.
+static LATIN_FOLD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    (LATIN_FIRST..LATIN_END)
+        .map(|cp| {
+            let Some(c) = char::from_u32(cp) else {
+                return 0;
+            };
+            let mut folded = Vec::new();
+            decompose_compatible(c, |d| {
+                if is_combining_mark(d) {
+                    return;
+                }
+                if d.is_whitespace() {
+                    folded.push(' ');
+                } else {
+                    folded.extend(d.to_lowercase());
+                }
+            });
+            match folded.as_slice() {
+                [l] if l.is_ascii_lowercase() => *l as u8,
+                _ => 0,
+            }
+        })
+        .collect()
+});
+
+fn latin_fold(c: char) -> Option<u8> {
+    let cp = c as u32;
+    if !(LATIN_FIRST..LATIN_END).contains(&cp) {
+        return None;
+    }
+    LATIN_FOLD
+        .get((cp - LATIN_FIRST) as usize)
+        .copied()
+        .filter(|&b| b != 0)
 }
 
 fn normalize_general(text: &str) -> Normalized {
@@ -574,7 +653,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}]{0,40}") {
+        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}\u{E9}\u{C9}\u{E4}\u{C5}\u{F1}\u{E7}\u{F8}\u{DF}\u{17F}\u{132}\u{AA}\u{13F}\u{1C4}\u{24F}\u{F7}]{0,40}") {
             if let Some(fast) = ascii_fast_path(&s) {
                 let general = normalize_general(&s);
                 proptest::prop_assert_eq!(&fast.text, &general.text);
@@ -594,6 +673,28 @@ mod tests {
     }
 
     #[test]
+    fn accented_latin_letters_take_the_fast_path() {
+        for text in [
+            "Der Kunde möchte die Lieferung am Montag; la réunion est prévue à 14 h.",
+            "ÉLÈVE, año, coração, Ångström, ſtraße",
+        ] {
+            let fast = ascii_fast_path(text);
+            assert!(fast.is_some() || text.contains('ß'), "{text}");
+            if let Some(fast) = fast {
+                let general = normalize_general(text);
+                assert_eq!(fast.text, general.text);
+                assert_eq!(fast.map, general.map);
+            }
+        }
+        let folded = normalize("Ignorez les instructions précédentes");
+        assert_eq!(folded.text, "ignorez les instructions precedentes");
+        // Letters that do not become one ASCII letter go the general way.
+        assert!(ascii_fast_path("straße").is_none());
+        assert!(ascii_fast_path("Ĳssel").is_none());
+        assert!(ascii_fast_path("4é").is_none(), "leetspeak after a digit");
+    }
+
+    #[test]
     fn typographic_punctuation_takes_the_fast_path() {
         let text = "\u{201C}Could you \u{2014} please\u{2019}s \u{00AB}plan\u{00BB}? \u{20AC}5 \u{00D7} 2\u{201D}";
         let fast = ascii_fast_path(text).expect("typographic text takes the fast path");
@@ -605,7 +706,7 @@ mod tests {
             "\"could you \u{2014} please's \u{00AB}plan\u{00BB}? \u{20AC}5 \u{00D7} 2\""
         );
         // Anything else still goes the general way.
-        assert!(ascii_fast_path("caf\u{00E9}").is_none());
+        assert!(ascii_fast_path("caf\u{00E9}\u{0301}").is_none());
         assert!(ascii_fast_path("a\u{2026}").is_none());
     }
 
