@@ -252,8 +252,7 @@ const LATIN_END: u32 = 0x250;
 /// For each code point in `LATIN_FIRST..LATIN_END`, the ASCII letter the
 /// general path makes of it (`é` → `e`, `Å` → `a`, `ſ` → `s`), or 0 when it
 /// makes something else (`ß`, `ø`, `Ĳ` → `ij`). Computed with the general
-/// path's own steps (compatibility decomposition, marks dropped, lower case),
-/// so the two paths cannot disagree.
+/// path's own [`fold_compatible`], so the two paths cannot disagree.
 static LATIN_FOLD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     (LATIN_FIRST..LATIN_END)
         .map(|cp| {
@@ -261,16 +260,7 @@ static LATIN_FOLD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
                 return 0;
             };
             let mut folded = Vec::new();
-            decompose_compatible(c, |d| {
-                if is_combining_mark(d) {
-                    return;
-                }
-                if d.is_whitespace() {
-                    folded.push(' ');
-                } else {
-                    folded.extend(d.to_lowercase());
-                }
-            });
+            fold_compatible(c, |d| folded.push(d));
             match folded.as_slice() {
                 [l] if l.is_ascii_lowercase() => *l as u8,
                 _ => 0,
@@ -278,6 +268,27 @@ static LATIN_FOLD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
         })
         .collect()
 });
+
+/// The general path's way with a character that has no case of its own:
+/// compatibility decomposition, combining marks dropped, whitespace as one
+/// space or line break, everything else in lower case. [`LATIN_FOLD`] is built
+/// from it too.
+fn fold_compatible(c: char, mut push: impl FnMut(char)) {
+    decompose_compatible(c, |d| {
+        if is_combining_mark(d) {
+            return;
+        }
+        if d.is_whitespace() {
+            push(if d == '\u{2028}' || d == '\u{2029}' {
+                '\n'
+            } else {
+                ' '
+            });
+        } else {
+            d.to_lowercase().for_each(&mut push);
+        }
+    });
+}
 
 fn latin_fold(c: char) -> Option<u8> {
     let cp = c as u32;
@@ -341,25 +352,7 @@ fn normalize_general(text: &str) -> Normalized {
             | 0x1160
             | 0x3164
             | 0xFFA0 => obfuscation.invisible += 1,
-            _ => decompose_compatible(c, |d| {
-                if is_combining_mark(d) {
-                    return;
-                }
-                if d.is_whitespace() {
-                    chars.push((
-                        if d == '\u{2028}' || d == '\u{2029}' {
-                            '\n'
-                        } else {
-                            ' '
-                        },
-                        offset,
-                    ));
-                } else {
-                    for l in d.to_lowercase() {
-                        chars.push((l, offset));
-                    }
-                }
-            }),
+            _ => fold_compatible(c, |d| chars.push((d, offset))),
         }
     }
     // Pass 2: letter spacing, then words (confusables, leetspeak), then whitespace.
