@@ -336,4 +336,31 @@ proptest! {
         let (streamed, _) = stream(&text, &cuts, &policy);
         prop_assert_eq!(streamed, batch);
     }
+    /// The scan's own two-half search (forward, then one pattern's reverse)
+    /// finds exactly the match the meta regex finds, from any starting point,
+    /// on text glued together from every rule's examples.
+    #[test]
+    fn pattern_reverse_search_equals_the_meta_search(
+        parts in proptest::collection::vec(
+            (0..RULES.len(), any::<bool>(), 0usize..4),
+            1..12,
+        ),
+        glue in proptest::collection::vec(r#"[a-zA-Z0-9 .:=@_+\n"'-]{0,6}"#, 12),
+        cursor in 0usize..600,
+    ) {
+        let mut text = String::new();
+        for (i, (rule, positive, which)) in parts.iter().enumerate() {
+            let examples = if *positive { RULES[*rule].positives } else { RULES[*rule].negatives };
+            if !examples.is_empty() {
+                text.push_str(&unmark(examples[which % examples.len()]).0);
+            }
+            text.push_str(&glue[i]);
+        }
+        let mut cursor = cursor.min(text.len());
+        while !text.is_char_boundary(cursor) {
+            cursor -= 1;
+        }
+        let d = detector();
+        prop_assert_eq!(d.find(&text, cursor, text.len()), d.meta_search(&text, cursor, text.len()));
+    }
 }
