@@ -308,8 +308,44 @@ fn streaming_releases_ordinary_text_at_once() {
     assert_eq!(redactor.finish().unwrap(), "and");
 }
 
+/// The textbook definition, for comparison with the table-driven one.
+fn naive_entropy(value: &str) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for b in value.bytes() {
+        *counts.entry(b).or_insert(0usize) += 1;
+    }
+    let n = value.len() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[test]
+fn entropy_of_known_distributions() {
+    use super::validate::entropy;
+    assert_eq!(entropy(""), 0.0);
+    assert_eq!(entropy("aaaaaaaa"), 0.0);
+    assert_eq!(entropy("abcd"), 2.0);
+    assert_eq!(entropy("aabb"), 1.0);
+    assert_eq!(entropy("abcdefgh"), 3.0);
+    assert_eq!(entropy(&"abcdefgh".repeat(2)), 3.0);
+    // Past 255 bytes the counts no longer fit the one-pass table.
+    assert_eq!(entropy(&"abcd".repeat(100)), 2.0);
+    assert_eq!(entropy(&"a".repeat(300)), 0.0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn entropy_matches_the_definition(value in "[a-f0-9A-Z]{0,40}|[ -~]{200,300}|(ab){100,150}") {
+        let fast = f64::from(super::validate::entropy(&value));
+        prop_assert!((fast - naive_entropy(&value)).abs() < 1e-5, "{} vs {}", fast, naive_entropy(&value));
+    }
 
     #[test]
     fn streaming_equals_batch_for_every_split(cuts in proptest::collection::btree_set(1usize..MIXED.len(), 0..40)) {

@@ -240,30 +240,47 @@ fn is_placeholder(value: &str) -> bool {
         || lower.starts_with("enc(")
 }
 
-/// Shannon entropy in bits per byte.
+/// Shannon entropy in bits per byte: `log2(n) - sum(c * log2(c)) / n` over the
+/// count `c` of each distinct byte. For values shorter than 256 bytes (all but a
+/// few) the sum is built in one pass: a byte seen `k` times before adds
+/// `(k+1)·log2(k+1) − k·log2(k)`, read from a table, so there is no logarithm per
+/// byte and no second pass over the counts.
 pub(crate) fn entropy(value: &str) -> f32 {
-    let mut counts = [0u32; 256];
-    for byte in value.bytes() {
-        counts[usize::from(byte)] += 1;
+    let bytes = value.as_bytes();
+    let n = bytes.len();
+    if n == 0 {
+        return 0.0;
     }
-    let len = value.len() as f32;
-    // Summed in byte order, as a plain pass over the 256 counts would, so the
-    // result is the same to the last bit; only the bytes present are visited.
-    let mut present = [0u64; 4];
-    for byte in value.bytes() {
-        present[usize::from(byte >> 6)] |= 1 << (byte & 63);
-    }
-    let mut sum = 0f32;
-    for (word, mut bits) in present.into_iter().enumerate() {
-        while bits != 0 {
-            let byte = word * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let p = counts[byte] as f32 / len;
-            sum += -p * p.log2();
+    let sum = if n < 256 {
+        let delta = &*ENTROPY_DELTA;
+        let mut counts = [0u8; 256];
+        let mut sum = 0f64;
+        for &byte in bytes {
+            let count = &mut counts[usize::from(byte)];
+            sum += delta[usize::from(*count)];
+            *count += 1;
         }
-    }
-    sum
+        sum
+    } else {
+        let mut counts = [0u32; 256];
+        for &byte in bytes {
+            counts[usize::from(byte)] += 1;
+        }
+        counts
+            .iter()
+            .filter(|c| **c > 1)
+            .map(|&c| f64::from(c) * f64::from(c).log2())
+            .sum()
+    };
+    let n = n as f64;
+    (n.log2() - sum / n) as f32
 }
+
+/// `(k+1)·log2(k+1) − k·log2(k)` for `k` in `0..256`.
+static ENTROPY_DELTA: LazyLock<[f64; 256]> = LazyLock::new(|| {
+    let term = |k: f64| if k > 0.0 { k * k.log2() } else { 0.0 };
+    std::array::from_fn(|k| term(k as f64 + 1.0) - term(k as f64))
+});
 
 fn ipv6(candidate: &str, kind: Kind, start: usize) -> Verdict {
     let groups = candidate.split(':').filter(|g| !g.is_empty()).count();
