@@ -341,6 +341,33 @@ fn entropy_of_known_distributions() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
+    /// The generic rule's value, read from the shape of its value regex, is the
+    /// group the regex's own captures give, on candidates the rule produces
+    /// and on odd ones around them.
+    #[test]
+    fn generic_value_equals_the_regex_captures(
+        name in "[a-z_]{0,8}(api_key|token|password|secret)[A-Z_]{0,3}",
+        separator in prop_oneof![Just("="), Just(":"), Just(" = "), Just(": "), Just("\t=\t"), Just("=>"), Just(" \u{a0}:"), Just("==")],
+        open in prop_oneof![Just(""), Just("\""), Just("'"), Just("`"), Just("(("), Just("\"'`("), Just("&quot;"), Just("&#34;"), Just(" ")],
+        value in "[A-Za-z0-9_+/=.~!@#$%^*?&;'\"( -]{1,24}",
+        close in prop_oneof![Just(""), Just("\""), Just("'"), Just("&quot;")],
+    ) {
+        let candidate = format!("{name}{separator}{open}{value}{close}");
+        let index = RULES.iter().position(|r| r.id == "generic_credential").unwrap();
+        let regex = regex::Regex::new(RULES[index].value.unwrap()).unwrap();
+        let expected = super::validate::captured_value_span(&regex, &candidate);
+        let shaped = regex.find(&candidate).and_then(|m| {
+            super::validate::generic_value(m.as_str()).map(|(s, e)| (m.start() + s, m.start() + e))
+        });
+        // The shape may decline (the caller then uses the captures), but where
+        // it answers, it must agree; and it must answer for the usual shapes.
+        if let Some(shaped) = shaped {
+            prop_assert_eq!(Some(shaped), expected, "{:?}", candidate);
+        } else {
+            prop_assert!(expected.is_none() || open.len() > 3 || value.starts_with(['"', '\'', '`', '(']), "declined {:?}", candidate);
+        }
+    }
+
     #[test]
     fn entropy_matches_the_definition(value in "[a-f0-9A-Z]{0,40}|[ -~]{200,300}|(ab){100,150}") {
         let fast = f64::from(super::validate::entropy(&value));

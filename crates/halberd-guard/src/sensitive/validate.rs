@@ -75,9 +75,74 @@ impl Check {
 
 fn value_span(rule: usize, candidate: &str) -> Option<(usize, usize)> {
     let regex = VALUES.get(rule)?.as_ref()?;
+    // The generic rule matches most often (every `key = value` in code and
+    // configuration). Its value regex has a fixed shape, so once the regex has
+    // found where the match starts (a reverse DFA run from the end, cheap), the
+    // group follows from that shape without running the backtracker.
+    if RULES[rule].id == "generic_credential"
+        && let Some(found) = regex.find(candidate)
+        && let Some((start, end)) = generic_value(&candidate[found.start()..found.end()])
+    {
+        return Some((found.start() + start, found.start() + end));
+    }
+    captured_value_span(regex, candidate)
+}
+
+/// The first participating group of the leftmost-first match.
+pub(crate) fn captured_value_span(regex: &regex::Regex, candidate: &str) -> Option<(usize, usize)> {
     let captures = regex.captures(candidate)?;
     let group = captures.iter().skip(1).flatten().next()?;
     Some((group.start(), group.end()))
+}
+
+/// The value group of the generic rule's value regex, given that regex's whole
+/// match `m`:
+/// `(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|(?:["'`(]{0,3}|&quot;|&#34;)([…]+))$`.
+///
+/// The separator is the first character. `[ \t]*` takes every space and tab
+/// after it, since no alternative can start with one. The alternatives are then
+/// tried in the regex's order: a double-quoted value, a single-quoted value,
+/// then a bare value after at most three opening quotes or brackets (the greedy
+/// repetition can only succeed with all of them, as the value class excludes
+/// them) or an HTML-escaped quote. `None` where the shape does not hold; the
+/// caller then asks the backtracker. A property test checks this against the
+/// regex's own captures.
+pub(crate) fn generic_value(m: &str) -> Option<(usize, usize)> {
+    let separator = m.chars().next()?.len_utf8();
+    let after = &m[separator..];
+    let body_at = separator + after.len() - after.trim_start_matches([' ', '\t']).len();
+    let body = &m[body_at..];
+    let run =
+        |inner: &str, allowed: fn(u8) -> bool| !inner.is_empty() && inner.bytes().all(allowed);
+    let quoted = |quote: char| body.len() >= 3 && body.starts_with(quote) && body.ends_with(quote);
+    if quoted('"')
+        && run(&body[1..body.len() - 1], |b| {
+            b == b'!' || (b'#'..=b'~').contains(&b)
+        })
+    {
+        return Some((body_at + 1, m.len() - 1));
+    }
+    if quoted('\'')
+        && run(&body[1..body.len() - 1], |b| {
+            (b'!'..=b'&').contains(&b) || (b'('..=b'~').contains(&b)
+        })
+    {
+        return Some((body_at + 1, m.len() - 1));
+    }
+    let quotes = body
+        .bytes()
+        .take_while(|b| matches!(b, b'"' | b'\'' | b'`' | b'('))
+        .count();
+    let prefix = match quotes {
+        0 if body.starts_with("&quot;") => 6,
+        0 if body.starts_with("&#34;") => 5,
+        0..=3 => quotes,
+        _ => return None,
+    };
+    run(&body[prefix..], |b| {
+        b.is_ascii_alphanumeric() || b"_-+/=.~!@#$%^*?".contains(&b)
+    })
+    .then_some((body_at + prefix, m.len()))
 }
 
 /// `name = value`: a value that a specific rule matches exactly takes that
