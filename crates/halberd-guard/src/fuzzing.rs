@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use crate::sensitive::{Detector, Policy, Pseudonyms, StreamRedactor, redact};
+use crate::sensitive::{Action, Detector, Policy, Pseudonyms, StreamRedactor, redact};
 
 /// The input's first byte picks chunk sizes; the rest is the text (invalid
 /// UTF-8 replaced). Findings must be sorted, disjoint and on character
 /// boundaries, and streaming the text in those chunks must give exactly the
-/// batch redaction.
+/// batch redaction. Under a policy that only flags, the stream must come out
+/// unchanged and its findings must be the batch findings.
 pub fn stream_redactor(data: &[u8]) {
     let Some((&seed, rest)) = data.split_first() else {
         return;
@@ -30,11 +31,21 @@ pub fn stream_redactor(data: &[u8]) {
     let batch = redact(&text, &findings, &policy, &mut Pseudonyms::default()).text;
 
     let mut redactor = StreamRedactor::new(detector, policy);
+    assert_eq!(stream(&mut redactor, &text, seed), batch);
+
+    let mut flagging = StreamRedactor::new(detector, Arc::new(Policy::uniform(Action::Flag)));
+    assert_eq!(stream(&mut flagging, &text, seed), text);
+    let flagged: Vec<_> = flagging.edits().iter().map(|e| e.finding).collect();
+    assert_eq!(flagged, findings);
+}
+
+/// Streams `text` in chunk sizes 1..=16 cycling through a pattern picked by
+/// the seed.
+fn stream(redactor: &mut StreamRedactor<'_>, text: &str, seed: u8) -> String {
     let mut streamed = String::new();
     let mut at = 0;
     let mut step = 0usize;
     while at < text.len() {
-        // Chunk sizes 1..=16 cycling through a pattern picked by the seed.
         let size = 1 + ((usize::from(seed) >> (step % 4)) + step * 7) % 16;
         step += 1;
         let mut end = (at + size).min(text.len());
@@ -45,7 +56,7 @@ pub fn stream_redactor(data: &[u8]) {
         at = end;
     }
     streamed.push_str(&redactor.finish().unwrap_or_default());
-    assert_eq!(streamed, batch);
+    streamed
 }
 
 /// The prompt-injection layers on arbitrary text (invalid UTF-8 replaced): the

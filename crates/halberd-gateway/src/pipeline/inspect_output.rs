@@ -9,8 +9,9 @@
 //! `arguments`; Responses `*.delta` events; Anthropic `text_delta`,
 //! `thinking_delta` and `input_json_delta`) go through one streaming redactor per
 //! text stream, which holds back only what could still be the start of a
-//! finding, so a value split across events is caught and time to first token is
-//! unchanged. Held text is released in the delta of a later event of the same
+//! finding, so a value split across events is caught and the first text waits
+//! at most for the end of its word (under a policy that only flags, for
+//! nothing). Held text is released in the delta of a later event of the same
 //! stream, or in an event synthesised just before the one that ends the stream
 //! (the chunk with `finish_reason`, `*.done`, `content_block_stop`, `[DONE]`).
 //! Events keep their type, their `id:` and their order; events that carry whole

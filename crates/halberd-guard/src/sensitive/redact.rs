@@ -166,6 +166,16 @@ impl Policy {
             && self.by_secret.values().all(|a| *a == Action::Off)
     }
 
+    /// Whether some finding would change or stop the text (an editing action or
+    /// `block`). A streamed text under a policy that only flags or ignores
+    /// findings is released as it arrives.
+    pub fn changes_text(&self) -> bool {
+        self.by_type
+            .values()
+            .chain(self.by_secret.values())
+            .any(|a| a.edits() || *a == Action::Block)
+    }
+
     fn hash(&self, value: &str) -> String {
         let digest: Vec<u8> = match Hmac::<Sha256>::new_from_slice(&self.hash_key) {
             Ok(mut mac) => {

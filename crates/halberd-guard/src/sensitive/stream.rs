@@ -12,6 +12,11 @@
 //! The state is bounded: the held-back bytes (at most `MAX_HOLD`; beyond that the
 //! held text is withheld from the client, never released unchecked) plus
 //! `CONTEXT_BEFORE` bytes of released text for the validators' look-behind.
+//!
+//! Under a policy that only flags or ignores findings nothing needs holding
+//! back: no finding would change the text. Every piece is then released as it
+//! arrives, and the scanner keeps the unresolved text to itself, so the findings
+//! (and their counts) are still exactly those of the whole text.
 
 use std::sync::Arc;
 
@@ -30,6 +35,8 @@ pub const WITHHELD: &str = "[WITHHELD]";
 pub struct StreamRedactor<'d> {
     detector: &'d Detector,
     policy: Arc<Policy>,
+    /// Whether the policy can change the text; if not, nothing is held back.
+    holds: bool,
     cache: regex_automata::hybrid::dfa::Cache,
     /// Released context followed by held text.
     buf: String,
@@ -52,6 +59,7 @@ impl<'d> StreamRedactor<'d> {
     pub fn new(detector: &'d Detector, policy: Arc<Policy>) -> Self {
         StreamRedactor {
             detector,
+            holds: policy.changes_text(),
             policy,
             cache: detector.dfa_cache(),
             buf: String::new(),
@@ -104,7 +112,18 @@ impl<'d> StreamRedactor<'d> {
             self.cursor = step.resume;
         }
         let mut out = String::new();
-        if !last && hold < len && len - hold > MAX_HOLD {
+        if !self.holds {
+            // Nothing to change: release everything, keep scanning from the
+            // cursor. A candidate that never resolves is given up after
+            // MAX_HOLD bytes, which bounds the state as in the other case.
+            self.release(len, &mut out)?;
+            if !last && hold < len && len - hold > MAX_HOLD {
+                self.cursor = len;
+                self.dead_until = len;
+            } else {
+                self.cursor = self.cursor.max(hold);
+            }
+        } else if !last && hold < len && len - hold > MAX_HOLD {
             // A candidate that never resolves: fail closed on the held text.
             self.release(hold, &mut out)?;
             out.push_str(WITHHELD);
@@ -197,9 +216,13 @@ impl<'d> StreamRedactor<'d> {
         Ok(())
     }
 
-    /// Drop released text beyond the look-behind context.
+    /// Drop released and scanned text beyond the look-behind context.
     fn trim(&mut self) {
-        let Some(mut cut) = self.released.checked_sub(CONTEXT_BEFORE + 4) else {
+        let Some(mut cut) = self
+            .released
+            .min(self.cursor)
+            .checked_sub(CONTEXT_BEFORE + 4)
+        else {
             return;
         };
         while cut > 0 && !self.buf.is_char_boundary(cut) {

@@ -338,8 +338,47 @@ fn entropy_of_known_distributions() {
     assert_eq!(entropy(&"a".repeat(300)), 0.0);
 }
 
+/// Streams `text` under a policy that only flags: every piece must come out
+/// as it went in, at once, and the findings must be those of the whole text.
+fn stream_flagged(text: &str, cuts: &[usize]) -> Result<(), TestCaseError> {
+    let policy = std::sync::Arc::new(Policy::uniform(Action::Flag));
+    let mut redactor = StreamRedactor::new(detector(), policy);
+    let mut last = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&text.len())) {
+        let piece = &text[last..cut];
+        prop_assert_eq!(redactor.push(piece).unwrap(), piece);
+        prop_assert_eq!(redactor.held(), 0);
+        last = cut;
+    }
+    prop_assert_eq!(redactor.finish().unwrap(), "");
+    let streamed: Vec<Finding> = redactor.edits().iter().map(|e| e.finding).collect();
+    prop_assert_eq!(streamed, detector().scan(text));
+    prop_assert!(redactor.edits().iter().all(|e| e.action == Action::Flag));
+    Ok(())
+}
+
+#[test]
+fn flagging_releases_every_piece_at_once() {
+    let cuts: Vec<usize> = (1..MIXED.len())
+        .filter(|i| i % 3 == 0 && MIXED.is_char_boundary(*i))
+        .collect();
+    stream_flagged(MIXED, &cuts).unwrap();
+    // Long enough for the scanner to drop text it has released and resolved.
+    let long = MIXED.repeat(24);
+    let cuts: Vec<usize> = (1..long.len())
+        .filter(|i| i % 37 == 0 && long.is_char_boundary(*i))
+        .collect();
+    stream_flagged(&long, &cuts).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn flagging_streams_equal_batch_findings(cuts in proptest::collection::btree_set(1usize..MIXED.len(), 0..40)) {
+        let cuts: Vec<usize> = cuts.into_iter().filter(|c| MIXED.is_char_boundary(*c)).collect();
+        stream_flagged(MIXED, &cuts)?;
+    }
 
     /// The generic rule's value, read from the shape of its value regex, is the
     /// group the regex's own captures give, on candidates the rule produces

@@ -127,6 +127,39 @@ fn chat_held_text_is_released_with_the_finish_reason() {
 }
 
 #[test]
+fn a_flag_only_policy_holds_nothing_back_and_still_counts_split_values() {
+    let policy = Policy::uniform(halberd_guard::sensitive::Action::Flag);
+    let mut inspector = OutputInspector::new(Arc::new(policy), Pseudonyms::default());
+    let pieces = ["Cert", "ainly, call +44 20 ", "7946 0958", " today"];
+    let mut raw = String::new();
+    for piece in pieces {
+        raw += &format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+        );
+    }
+    raw += "data: [DONE]\n\n";
+    let events = run(&mut inspector, Api::ChatCompletions, &raw).unwrap();
+    let deltas: Vec<String> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    // Each event carries its own text, the first word included: nothing waits.
+    assert_eq!(deltas, pieces);
+    assert_eq!(
+        inspector.counts.get("phone"),
+        Some(&1),
+        "{:?}",
+        inspector.counts
+    );
+}
+
+#[test]
 fn an_event_that_cannot_be_parsed_ends_the_stream() {
     let raw = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: not json jane@example.com\n\n";
     assert_eq!(
