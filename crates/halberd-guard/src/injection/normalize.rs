@@ -99,35 +99,41 @@ pub fn normalize(text: &str) -> Normalized {
 }
 
 /// ASCII text with nothing for the word folds to do (no digit running into a
-/// letter, no lone letters spaced out) only needs lower case and whitespace
-/// collapsed: one pass over the bytes. Typographic punctuation ([`typographic`])
-/// is allowed too, because the general path turns it into fixed text and it
-/// is never part of a word, and so are Latin letters with diacritics that
-/// become one ASCII letter ([`latin_fold`]), so German, French, Spanish or
-/// Portuguese prose stays here. Gives exactly what the general path gives (a
-/// property test checks it).
+/// letter, no lone letters spaced out, no word mixing Latin letters with
+/// look-alikes) only needs lower case and whitespace collapsed: one pass over
+/// the bytes. Typographic punctuation ([`typographic`]) is allowed too, because
+/// the general path turns it into fixed text and it is never part of a word,
+/// and so are Latin letters with diacritics that become one ASCII letter
+/// ([`latin_fold`]), so German, French, Spanish or Portuguese prose stays here,
+/// and any other character of the Basic Multilingual Plane that the general
+/// path turns into one character no longer than itself ([`bmp_class`]):
+/// Chinese, Japanese, Cyrillic, Greek, Arabic, symbols. Gives exactly what the
+/// general path gives (a property test checks it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
     if bytes.is_ascii() {
-        if has_word_folds(bytes.len(), |k| ASCII_CLASS[usize::from(bytes[k])]) {
+        if has_word_folds(bytes.len(), false, |k| ASCII_CLASS[usize::from(bytes[k])]) {
             return None;
         }
     } else {
         // Per character: ASCII by its class, a foldable Latin letter as the
         // letter it becomes, typographic punctuation as nothing.
         let mut classes = Vec::with_capacity(text.len());
+        let mut confusables = false;
         for c in text.chars() {
             classes.push(if c.is_ascii() {
                 ASCII_CLASS[c as usize]
             } else if latin_fold(c).is_some() {
-                ALPHA
+                ALPHA | LATIN
             } else if typographic(c).is_some() {
                 0
             } else {
-                return None;
+                let class = bmp_class(c)?;
+                confusables |= class & CONFUSABLE != 0;
+                class
             });
         }
-        if has_word_folds(classes.len(), |k| classes[k]) {
+        if has_word_folds(classes.len(), confusables, |k| classes[k]) {
             return None;
         }
     }
@@ -169,20 +175,29 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             let c = text[i..].chars().next()?;
             skip = c.len_utf8() - 1;
             let mut buf = [0u8; 4];
-            let Some(replacement) = typographic(c) else {
-                // Checked above: a Latin letter that folds to one ASCII
-                // letter, two bytes in, one out.
-                out[k] = latin_fold(c)?;
-                map[k] = i as u32;
-                k += 1;
-                continue;
-            };
-            let written = match replacement {
-                Some(ascii) => {
+            let written = match typographic(c) {
+                Some(Some(ascii)) => {
                     buf[0] = ascii;
                     1
                 }
-                None => c.encode_utf8(&mut buf).len(),
+                Some(None) => c.encode_utf8(&mut buf).len(),
+                None => {
+                    if let Some(letter) = latin_fold(c) {
+                        // A Latin letter that folds to one ASCII letter, two
+                        // bytes in, one out.
+                        out[k] = letter;
+                        map[k] = i as u32;
+                        k += 1;
+                        continue;
+                    }
+                    // Checked above: one character, no longer than `c`.
+                    let class = bmp_class(c)?;
+                    let mut folded = c;
+                    if class & CHANGED != 0 {
+                        fold_compatible(c, |d| folded = d);
+                    }
+                    folded.encode_utf8(&mut buf).len()
+                }
             };
             // The general path writes a character's bytes, each mapped to
             // the character's offset; no output is longer than its input.
@@ -210,11 +225,23 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
 
 /// What the general path would change in text of ASCII characters and
 /// foldable letters, given each character's class (`class(k)` for `k < n`):
-/// a digit followed by a letter (leetspeak) and a single letter followed by a
-/// separator and another single letter (spaced-out letters). Past the end
-/// reads as a space.
+/// leetspeak in a word (as `fold_words` decides it), a word mixing Latin
+/// letters with look-alikes, and runs of at least four single letters each
+/// after one separator (spaced-out letters). Past the end reads as a space.
+///
+/// Most texts have neither a digit running into a letter nor two lone letters
+/// in a row, so a cheap pass that looks for those first ([`may_fold`]) settles
+/// them; the exact rules run only on the rest. The look-alike check is needed
+/// only when the text has a look-alike (`confusables`).
 #[inline(always)]
-fn has_word_folds(n: usize, class: impl Fn(usize) -> u8) -> bool {
+fn has_word_folds(n: usize, confusables: bool, class: impl Fn(usize) -> u8) -> bool {
+    (confusables || may_fold(n, &class)) && folds_exactly(n, &class)
+}
+
+/// A necessary condition for leetspeak and spaced letters: a digit followed by
+/// a letter, or a lone letter, a separator and another letter.
+#[inline(always)]
+fn may_fold(n: usize, class: &impl Fn(usize) -> u8) -> bool {
     let at = |k: usize| {
         if k < n {
             class(k)
@@ -236,6 +263,72 @@ fn has_word_folds(n: usize, class: impl Fn(usize) -> u8) -> bool {
                 && at(i + 2) & ALPHA != 0
                 && at(i + 3) & (DIGIT | ALPHA) == 0
             {
+                return true;
+            }
+        }
+        prev = c0;
+    }
+    false
+}
+
+#[inline(always)]
+fn folds_exactly(n: usize, class: &impl Fn(usize) -> u8) -> bool {
+    let at = |k: usize| {
+        if k < n {
+            class(k)
+        } else {
+            ASCII_CLASS[usize::from(b' ')]
+        }
+    };
+    let mut prev = 0u8;
+    // The current word (run of letters and digits): the kinds of letter seen,
+    // counts of letters and ASCII digits, the first leet digit and the last
+    // letter.
+    let mut kinds = 0u8;
+    let (mut letters, mut digits) = (0usize, 0usize);
+    let (mut first_leet, mut last_letter) = (usize::MAX, 0usize);
+    for i in 0..=n {
+        let c0 = if i < n { class(i) } else { 0 };
+        if c0 & (DIGIT | ALPHA) == 0 {
+            // The word ends: would `fold_words` read leetspeak in it?
+            if letters >= 2 && letters >= digits && first_leet < last_letter {
+                return true;
+            }
+            kinds = 0;
+            (letters, digits, first_leet) = (0, 0, usize::MAX);
+            if i == n {
+                break;
+            }
+        } else {
+            kinds |= c0;
+            if kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
+                // The general path folds the look-alikes of a mixed word.
+                return true;
+            }
+            if c0 & ALPHA != 0 {
+                letters += 1;
+                last_letter = i;
+            }
+            if c0 & ASCII_DIGIT != 0 {
+                digits += 1;
+                if c0 & LEET != 0 && first_leet == usize::MAX {
+                    first_leet = i;
+                }
+            }
+        }
+        // A lone letter starting a run of at least four, each after one
+        // separator (`join_spaced_letters`); the walk stops at the fourth.
+        if c0 & ALPHA != 0 && prev & (DIGIT | ALPHA) == 0 && at(i + 1) & (DIGIT | ALPHA) == 0 {
+            let (mut j, mut count) = (i, 1);
+            while count < 4
+                && at(j + 1) & SEPARATOR != 0
+                && at(j + 2) & ALPHA != 0
+                && at(j + 3) & (DIGIT | ALPHA) == 0
+            {
+                j += 2;
+                count += 1;
+            }
+            if count >= 4 {
                 return true;
             }
         }
@@ -405,9 +498,87 @@ fn typographic(c: char) -> Option<Option<u8>> {
     }
 }
 
+/// Character classes for the fast path. `DIGIT`: alphanumeric but not
+/// alphabetic (what the word folds count as a digit or leave alone); `ALPHA`:
+/// alphabetic; `LATIN`: becomes an ASCII letter; `CONFUSABLE`: a Cyrillic or
+/// Greek look-alike of one; `CHANGED`: becomes another single character
+/// (lower case, compatibility form).
 const DIGIT: u8 = 1;
 const ALPHA: u8 = 2;
 const SEPARATOR: u8 = 4;
+const LATIN: u8 = 8;
+const CONFUSABLE: u8 = 16;
+const CHANGED: u8 = 32;
+/// An ASCII digit, and one that leetspeak reads as a letter.
+const ASCII_DIGIT: u8 = 64;
+const LEET: u8 = 128;
+/// Not for the fast path.
+const GENERAL: u8 = 0xFF;
+
+/// The fast-path class of a non-ASCII character of the Basic Multilingual
+/// Plane, or `None` when only the general path can handle it: it is hidden or
+/// counted there (invisible, bidi, tags), it becomes whitespace, several
+/// characters or a longer one, or it lies outside the plane. A character that
+/// becomes ASCII (full-width forms) takes the class of what it becomes.
+fn bmp_class(c: char) -> Option<u8> {
+    let class = *BMP_CLASS.get(c as usize)?;
+    (class != GENERAL).then_some(class)
+}
+
+/// Computed once (65,536 characters through [`fold_compatible`], a few
+/// milliseconds) with the general path's own steps, so the two paths cannot
+/// disagree.
+static BMP_CLASS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    (0u32..0x1_0000)
+        .map(|cp| {
+            let Some(c) = char::from_u32(cp) else {
+                return GENERAL;
+            };
+            if c.is_ascii() || hidden_or_counted(cp) {
+                return GENERAL;
+            }
+            let mut folded = Vec::new();
+            fold_compatible(c, |d| folded.push(d));
+            let [d] = folded[..] else {
+                return GENERAL;
+            };
+            if d.is_whitespace() || d.is_ascii_control() || d.len_utf8() > c.len_utf8() {
+                return GENERAL;
+            }
+            if d.is_ascii() {
+                // Full-width forms: `，` → `,`, `Ａ` → `a`.
+                return ASCII_CLASS[d as usize] | CHANGED;
+            }
+            let mut class = if d.is_alphabetic() {
+                ALPHA
+            } else if d.is_alphanumeric() {
+                DIGIT
+            } else {
+                0
+            };
+            if confusable(d).is_some() {
+                class |= CONFUSABLE;
+            }
+            if d != c {
+                class |= CHANGED;
+            }
+            class
+        })
+        .collect()
+});
+
+/// The characters the general path's first pass hides or counts instead of
+/// folding (see `normalize_general`).
+fn hidden_or_counted(cp: u32) -> bool {
+    matches!(
+        cp,
+        0x2018 | 0x2019 | 0x201B | 0x2032 | 0x201C | 0x201D | 0x201F | 0x2033
+            | 0xE0000..=0xE007F
+            | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 | 0x061C
+            | 0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x180E | 0x034F
+            | 0x00AD | 0x115F | 0x1160 | 0x3164 | 0xFFA0
+    )
+}
 
 /// Classes of ASCII bytes for the fast path, one lookup per byte.
 static ASCII_CLASS: [u8; 256] = {
@@ -416,9 +587,12 @@ static ASCII_CLASS: [u8; 256] = {
     while b < 128 {
         let c = b as u8;
         if c.is_ascii_digit() {
-            t[b] = DIGIT;
+            t[b] = DIGIT | ASCII_DIGIT;
+            if matches!(c, b'0' | b'1' | b'3' | b'4' | b'5' | b'7') {
+                t[b] |= LEET;
+            }
         } else if c.is_ascii_alphabetic() {
-            t[b] = ALPHA;
+            t[b] = ALPHA | LATIN;
         } else if is_separator(c as char) {
             t[b] = SEPARATOR;
         }
@@ -646,7 +820,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}\u{E9}\u{C9}\u{E4}\u{C5}\u{F1}\u{E7}\u{F8}\u{DF}\u{17F}\u{132}\u{AA}\u{13F}\u{1C4}\u{24F}\u{F7}]{0,40}") {
+        fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}\u{E9}\u{C9}\u{E4}\u{C5}\u{F1}\u{E7}\u{F8}\u{DF}\u{17F}\u{132}\u{AA}\u{13F}\u{1C4}\u{24F}\u{F7}\u{7684}\u{4E00}\u{430}\u{431}\u{414}\u{451}\u{3B1}\u{3A9}\u{2126}\u{C9C4}\u{663}\u{3002}\u{FF0C}\u{A9}\u{FB01}\u{216B}\u{A0}\u{200B}\u{202E}\u{23A}\u{B2}\u{B5}\u{3000}\u{1F600}\u{FF21}\u{FF11}\u{FF0E}\u{FF0D}]{0,40}") {
             if let Some(fast) = ascii_fast_path(&s) {
                 let general = normalize_general(&s);
                 proptest::prop_assert_eq!(&fast.text, &general.text);
@@ -681,10 +855,73 @@ mod tests {
         }
         let folded = normalize("Ignorez les instructions précédentes");
         assert_eq!(folded.text, "ignorez les instructions precedentes");
-        // Letters that do not become one ASCII letter go the general way.
-        assert!(ascii_fast_path("straße").is_none());
+        // Letters that become several go the general way; `ß` stays `ß`.
         assert!(ascii_fast_path("Ĳssel").is_none());
-        assert!(ascii_fast_path("4é").is_none(), "leetspeak after a digit");
+        assert_eq!(
+            ascii_fast_path("straße").map(|n| n.text).as_deref(),
+            Some("straße")
+        );
+        assert!(ascii_fast_path("h4ćk").is_none(), "leetspeak");
+        assert_eq!(normalize("h4ćk").text, "hack");
+        // A digit next to a letter is not leetspeak by itself.
+        for text in ["4é", "the 2nd of 6px", "x86 h264 mp3 2nd"] {
+            let fast = ascii_fast_path(text).expect(text);
+            assert_eq!(fast.text, normalize_general(text).text);
+        }
+    }
+
+    /// Every character of the plane, in a few contexts: wherever the fast path
+    /// answers, it answers as the general path does.
+    #[test]
+    fn fast_path_agrees_on_every_bmp_character() {
+        let mut fast_taken = 0;
+        for cp in 0x80u32..0x1_0000 {
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
+            for text in [
+                format!("{c}"),
+                format!("ab{c}cd"),
+                format!("x {c} y"),
+                format!("1{c}"),
+                format!("{c}{c} the"),
+                format!("4{c}x a3{c} {c}1b"),
+            ] {
+                if let Some(fast) = ascii_fast_path(&text) {
+                    fast_taken += 1;
+                    let general = normalize_general(&text);
+                    assert_eq!(fast.text, general.text, "U+{cp:04X} in {text:?}");
+                    assert_eq!(fast.map, general.map, "U+{cp:04X} in {text:?}");
+                    assert_eq!(fast.obfuscation, general.obfuscation, "U+{cp:04X}");
+                }
+            }
+        }
+        assert!(fast_taken > 100_000, "{fast_taken}");
+    }
+
+    #[test]
+    fn other_scripts_take_the_fast_path_unless_a_fold_applies() {
+        for text in [
+            "请以歌曲创作者的身份，对修改的歌词提出修改意见。",
+            "Сеттинг ролевой игры: Ёлка и Дом",
+            "Ο άνθρωπος, a person; μ and © 2024",
+            "mixed \u{0662}\u{0663} digits",
+        ] {
+            let fast = ascii_fast_path(text).expect(text);
+            let general = normalize_general(text);
+            assert_eq!(fast.text, general.text);
+            assert_eq!(fast.map, general.map);
+        }
+        // A Latin word with a Cyrillic look-alike is folded by the general path.
+        assert!(ascii_fast_path("ignоre").is_none());
+        assert_eq!(normalize("ignоre").text, "ignore");
+        // Several characters out (Hangul syllables to jamo, ligatures) or a
+        // hidden one: the general path.
+        assert!(ascii_fast_path("진행").is_none());
+        assert!(ascii_fast_path("\u{FB01}le").is_none());
+        assert!(ascii_fast_path("a\u{200B}b").is_none());
+        // Spaced-out letters of any script are joined by the general path.
+        assert!(ascii_fast_path("и г н о р").is_none());
     }
 
     #[test]
