@@ -449,8 +449,17 @@ fn normalize_general(text: &str) -> Normalized {
         }
     }
     // Pass 2: letter spacing, then words (confusables, leetspeak), then whitespace.
-    let chars = join_spaced_letters(chars, &mut obfuscation);
-    let chars = fold_words(chars, &mut obfuscation);
+    // Each character's class once: `is_alphabetic` outside ASCII is a table
+    // search, and both passes ask it several times per character.
+    let classes: Vec<u8> = chars.iter().map(|&(c, _)| letter_class(c)).collect();
+    let (chars, classes) = match join_spaced_letters(&chars, &classes, &mut obfuscation) {
+        Some(joined) => {
+            let classes = joined.iter().map(|&(c, _)| letter_class(c)).collect();
+            (joined, classes)
+        }
+        None => (chars, classes),
+    };
+    let chars = fold_words(chars, &classes, &mut obfuscation);
     let mut out = String::with_capacity(chars.len());
     let mut map = Vec::with_capacity(chars.len() + 1);
     let mut pending_space: Option<(char, u32)> = None;
@@ -606,13 +615,32 @@ const fn is_separator(c: char) -> bool {
 }
 
 /// Joins runs of at least four single letters separated by one separator each.
-fn join_spaced_letters(chars: Vec<(char, u32)>, ob: &mut Obfuscation) -> Vec<(char, u32)> {
+/// `ALPHA` for an alphabetic character, `DIGIT` for another alphanumeric one.
+fn letter_class(c: char) -> u8 {
+    if c.is_ascii() {
+        ASCII_CLASS[c as usize] & (ALPHA | DIGIT)
+    } else if c.is_alphabetic() {
+        ALPHA
+    } else if c.is_alphanumeric() {
+        DIGIT
+    } else {
+        0
+    }
+}
+
+/// The text with the runs joined, or `None` when there is none. `classes`
+/// holds each character's [`letter_class`].
+fn join_spaced_letters(
+    chars: &[(char, u32)],
+    classes: &[u8],
+    ob: &mut Obfuscation,
+) -> Option<Vec<(char, u32)>> {
     let n = chars.len();
-    let letter = |k: usize| k < n && chars[k].0.is_alphabetic();
-    let alnum = |k: usize| k < n && chars[k].0.is_alphanumeric();
+    let letter = |k: usize| k < n && classes[k] & ALPHA != 0;
+    let alnum = |k: usize| k < n && classes[k] & (ALPHA | DIGIT) != 0;
     // A run starts at a lone letter; find runs first and copy only if one exists.
     let run_at = |i: usize| -> Option<usize> {
-        let starts = letter(i) && (i == 0 || !chars[i - 1].0.is_alphanumeric());
+        let starts = letter(i) && (i == 0 || !alnum(i - 1));
         if !starts || alnum(i + 1) {
             return None;
         }
@@ -624,9 +652,7 @@ fn join_spaced_letters(chars: Vec<(char, u32)>, ob: &mut Obfuscation) -> Vec<(ch
         }
         (count >= 4).then_some(j)
     };
-    let Some(first) = (0..n).find(|&i| chars[i].0 != ' ' && run_at(i).is_some()) else {
-        return chars;
-    };
+    let first = (0..n).find(|&i| chars[i].0 != ' ' && run_at(i).is_some())?;
     let mut out = Vec::with_capacity(n);
     out.extend_from_slice(&chars[..first]);
     let mut i = first;
@@ -640,7 +666,7 @@ fn join_spaced_letters(chars: Vec<(char, u32)>, ob: &mut Obfuscation) -> Vec<(ch
         out.push(chars[i]);
         i += 1;
     }
-    out
+    Some(out)
 }
 
 fn leet(c: char) -> Option<char> {
@@ -686,11 +712,15 @@ fn confusable(c: char) -> Option<char> {
 }
 
 /// Folds confusables and leetspeak inside words (runs of letters and digits).
-fn fold_words(mut chars: Vec<(char, u32)>, ob: &mut Obfuscation) -> Vec<(char, u32)> {
+fn fold_words(
+    mut chars: Vec<(char, u32)>,
+    classes: &[u8],
+    ob: &mut Obfuscation,
+) -> Vec<(char, u32)> {
     let n = chars.len();
     let mut i = 0;
     while i < n {
-        if !chars[i].0.is_alphanumeric() {
+        if classes[i] & (ALPHA | DIGIT) == 0 {
             i += 1;
             continue;
         }
@@ -709,8 +739,8 @@ fn fold_words(mut chars: Vec<(char, u32)>, ob: &mut Obfuscation) -> Vec<(char, u
                 if first_leet.is_none() && leet(c).is_some() {
                     first_leet = Some(j);
                 }
-            } else if c.is_alphanumeric() {
-                if c.is_alphabetic() {
+            } else if classes[j] & (ALPHA | DIGIT) != 0 {
+                if classes[j] & ALPHA != 0 {
                     letters += 1;
                     last_letter = Some(j);
                 }
