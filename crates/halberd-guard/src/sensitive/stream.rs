@@ -37,7 +37,8 @@ pub struct StreamRedactor<'d> {
     policy: Arc<Policy>,
     /// Whether the policy can change the text; if not, nothing is held back.
     holds: bool,
-    cache: regex_automata::hybrid::dfa::Cache,
+    /// Taken from the detector on creation, given back on drop.
+    cache: Option<regex_automata::hybrid::dfa::Cache>,
     /// Released context followed by held text.
     buf: String,
     /// Absolute offset of `buf[0]` in the whole stream.
@@ -61,7 +62,7 @@ impl<'d> StreamRedactor<'d> {
             detector,
             holds: policy.changes_text(),
             policy,
-            cache: detector.dfa_cache(),
+            cache: Some(detector.dfa_cache()),
             buf: String::new(),
             base: 0,
             released: 0,
@@ -152,7 +153,8 @@ impl<'d> StreamRedactor<'d> {
     fn first_live(&mut self) -> usize {
         let mut at = self.cursor.max(self.dead_until);
         while at < self.buf.len() {
-            if self.detector.could_continue(&mut self.cache, &self.buf, at) {
+            let cache = self.cache.get_or_insert_with(|| self.detector.dfa_cache());
+            if self.detector.could_continue(cache, &self.buf, at) {
                 return at;
             }
             at = super::next_boundary(&self.buf, at);
@@ -240,6 +242,14 @@ impl<'d> StreamRedactor<'d> {
         for finding in &mut self.queued {
             finding.start -= cut;
             finding.end -= cut;
+        }
+    }
+}
+
+impl Drop for StreamRedactor<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            self.detector.give_back(cache);
         }
     }
 }
