@@ -98,10 +98,11 @@ pub fn normalize(text: &str) -> Normalized {
     ascii_fast_path(text).unwrap_or_else(|| normalize_general(text))
 }
 
-/// ASCII text with nothing for the word folds to do (no digit running into a
-/// letter, no lone letters spaced out, no word mixing Latin letters with
-/// look-alikes) only needs lower case and whitespace collapsed: one pass over
-/// the bytes. Typographic punctuation ([`typographic`]) is allowed too, because
+/// Text with no lone letters spaced out and no word mixing Latin letters with
+/// look-alikes only needs lower case, whitespace collapsed and leetspeak
+/// folded ([`fold_leet`], byte for byte): one pass over the bytes, and one
+/// over the words where a digit runs into a letter. Most texts are checked
+/// with a cheap necessary condition ([`may_fold`]) before the exact one. Typographic punctuation ([`typographic`]) is allowed too, because
 /// the general path turns it into fixed text and it is never part of a word,
 /// and so are Latin letters with diacritics that become one ASCII letter
 /// ([`latin_fold`]), so German, French, Spanish or Portuguese prose stays here,
@@ -111,9 +112,16 @@ pub fn normalize(text: &str) -> Normalized {
 /// general path gives (a property test checks it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
+    // Leetspeak is folded here, after the copy (`fold_leet`); the other
+    // folds send the text down the general path.
+    let mut leet_possible = false;
     if bytes.is_ascii() {
-        if has_word_folds(bytes.len(), false, |k| ASCII_CLASS[usize::from(bytes[k])]) {
-            return None;
+        let class = |k: usize| ASCII_CLASS[usize::from(bytes[k])];
+        if may_fold(bytes.len(), &class) {
+            if spaced_letters(bytes.len(), &class) {
+                return None;
+            }
+            leet_possible = true;
         }
     } else {
         // Per character: ASCII by its class, a foldable Latin letter as the
@@ -133,8 +141,15 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
                 class
             });
         }
-        if has_word_folds(classes.len(), confusables, |k| classes[k]) {
+        let class = |k: usize| classes[k];
+        if confusables && mixed_words(classes.len(), &class) {
             return None;
+        }
+        if may_fold(classes.len(), &class) {
+            if spaced_letters(classes.len(), &class) {
+                return None;
+            }
+            leet_possible = true;
         }
     }
     // Written by index into buffers sized for the worst case: no capacity
@@ -215,27 +230,74 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     out.truncate(k);
     map[k] = text.len() as u32;
     map.truncate(k + 1);
+    let mut obfuscation = Obfuscation::default();
+    if leet_possible {
+        fold_leet(&mut out, &mut obfuscation);
+    }
     let text = String::from_utf8(out).ok()?;
     Some(Normalized {
         text,
         map,
-        obfuscation: Obfuscation::default(),
+        obfuscation,
     })
 }
 
-/// What the general path would change in text of ASCII characters and
-/// foldable letters, given each character's class (`class(k)` for `k < n`):
-/// leetspeak in a word (as `fold_words` decides it), a word mixing Latin
-/// letters with look-alikes, and runs of at least four single letters each
-/// after one separator (spaced-out letters). Past the end reads as a space.
-///
-/// Most texts have neither a digit running into a letter nor two lone letters
-/// in a row, so a cheap pass that looks for those first ([`may_fold`]) settles
-/// them; the exact rules run only on the rest. The look-alike check is needed
-/// only when the text has a look-alike (`confusables`).
-#[inline(always)]
-fn has_word_folds(n: usize, confusables: bool, class: impl Fn(usize) -> u8) -> bool {
-    (confusables || may_fold(n, &class)) && folds_exactly(n, &class)
+/// `fold_words`' leetspeak rule, in place on the fast path's output: in a word
+/// (run of letters and digits) with at least two letters and no more ASCII
+/// digits than letters, where a leet digit comes before the last letter, every
+/// leet digit becomes its letter. Only ASCII digits change, byte for byte, so
+/// the offset map stays as it is.
+fn fold_leet(out: &mut [u8], ob: &mut Obfuscation) {
+    let Ok(text) = std::str::from_utf8(out) else {
+        return;
+    };
+    let bytes = text.as_bytes();
+    let mut fold: Vec<(usize, usize)> = Vec::new();
+    let mut word_start = None;
+    let (mut letters, mut digits) = (0usize, 0usize);
+    let (mut first_leet, mut last_letter) = (usize::MAX, 0usize);
+    let mut at = 0;
+    while at <= bytes.len() {
+        // Letter, other alphanumeric, or neither; ASCII by table.
+        let (class, width) = match bytes.get(at) {
+            None => (0, 1),
+            Some(&b) if b < 0x80 => (ASCII_CLASS[usize::from(b)] & (ALPHA | DIGIT), 1),
+            Some(_) => {
+                let c = text[at..].chars().next().unwrap_or(' ');
+                (letter_class(c), c.len_utf8())
+            }
+        };
+        if class != 0 {
+            word_start.get_or_insert(at);
+            if class & ALPHA != 0 {
+                letters += 1;
+                last_letter = at;
+            } else if bytes[at].is_ascii_digit() {
+                digits += 1;
+                if first_leet == usize::MAX && leet(bytes[at] as char).is_some() {
+                    first_leet = at;
+                }
+            }
+        } else {
+            if let Some(start) = word_start.take()
+                && letters >= 2
+                && letters >= digits
+                && first_leet < last_letter
+            {
+                fold.push((start, at));
+            }
+            (letters, digits, first_leet) = (0, 0, usize::MAX);
+        }
+        at += width;
+    }
+    for (start, end) in fold {
+        ob.leet += 1;
+        for b in &mut out[start..end] {
+            if let Some(l) = leet(*b as char) {
+                *b = l as u8;
+            }
+        }
+    }
 }
 
 /// A necessary condition for leetspeak and spaced letters: a digit followed by
@@ -271,8 +333,27 @@ fn may_fold(n: usize, class: &impl Fn(usize) -> u8) -> bool {
     false
 }
 
-#[inline(always)]
-fn folds_exactly(n: usize, class: &impl Fn(usize) -> u8) -> bool {
+/// A word (run of letters and digits) with both a letter that becomes ASCII
+/// and a Cyrillic or Greek look-alike: `fold_words` folds its look-alikes.
+fn mixed_words(n: usize, class: &impl Fn(usize) -> u8) -> bool {
+    let mut kinds = 0u8;
+    for i in 0..n {
+        let c0 = class(i);
+        if c0 & (DIGIT | ALPHA) == 0 {
+            kinds = 0;
+        } else {
+            kinds |= c0;
+            if kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Runs of at least four single letters, each after one separator, which
+/// `join_spaced_letters` joins.
+fn spaced_letters(n: usize, class: &impl Fn(usize) -> u8) -> bool {
     let at = |k: usize| {
         if k < n {
             class(k)
@@ -281,43 +362,8 @@ fn folds_exactly(n: usize, class: &impl Fn(usize) -> u8) -> bool {
         }
     };
     let mut prev = 0u8;
-    // The current word (run of letters and digits): the kinds of letter seen,
-    // counts of letters and ASCII digits, the first leet digit and the last
-    // letter.
-    let mut kinds = 0u8;
-    let (mut letters, mut digits) = (0usize, 0usize);
-    let (mut first_leet, mut last_letter) = (usize::MAX, 0usize);
-    for i in 0..=n {
-        let c0 = if i < n { class(i) } else { 0 };
-        if c0 & (DIGIT | ALPHA) == 0 {
-            // The word ends: would `fold_words` read leetspeak in it?
-            if letters >= 2 && letters >= digits && first_leet < last_letter {
-                return true;
-            }
-            kinds = 0;
-            (letters, digits, first_leet) = (0, 0, usize::MAX);
-            if i == n {
-                break;
-            }
-        } else {
-            kinds |= c0;
-            if kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
-                // The general path folds the look-alikes of a mixed word.
-                return true;
-            }
-            if c0 & ALPHA != 0 {
-                letters += 1;
-                last_letter = i;
-            }
-            if c0 & ASCII_DIGIT != 0 {
-                digits += 1;
-                if c0 & LEET != 0 && first_leet == usize::MAX {
-                    first_leet = i;
-                }
-            }
-        }
-        // A lone letter starting a run of at least four, each after one
-        // separator (`join_spaced_letters`); the walk stops at the fourth.
+    for i in 0..n {
+        let c0 = class(i);
         if c0 & ALPHA != 0 && prev & (DIGIT | ALPHA) == 0 && at(i + 1) & (DIGIT | ALPHA) == 0 {
             let (mut j, mut count) = (i, 1);
             while count < 4
@@ -891,8 +937,13 @@ mod tests {
             ascii_fast_path("straße").map(|n| n.text).as_deref(),
             Some("straße")
         );
-        assert!(ascii_fast_path("h4ćk").is_none(), "leetspeak");
-        assert_eq!(normalize("h4ćk").text, "hack");
+        // Leetspeak is folded on the fast path too.
+        let fast = ascii_fast_path("h4ćk and 0p3n").expect("fast");
+        assert_eq!(fast.text, "hack and open");
+        assert_eq!(
+            fast.obfuscation,
+            normalize_general("h4ćk and 0p3n").obfuscation
+        );
         // A digit next to a letter is not leetspeak by itself.
         for text in ["4é", "the 2nd of 6px", "x86 h264 mp3 2nd"] {
             let fast = ascii_fast_path(text).expect(text);
