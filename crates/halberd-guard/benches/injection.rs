@@ -7,6 +7,9 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use halberd_guard::injection::{Detector, Trust, decode, model, normalize};
 
+#[path = "common/varied.rs"]
+mod varied;
+
 const PARAGRAPH: &str = "I am planning a small vegetable garden behind our house and would \
 like some advice. The plot is about four by six metres, gets sun from late morning until \
 evening, and the soil is heavy clay that stays wet after rain. Last year I tried tomatoes \
@@ -62,6 +65,21 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("assess_user_typographic", |b| {
         b.iter(|| detector.assess(black_box(&typographic), Trust::User))
+    });
+    // 64 different 4 KiB prompts in turn (prose, code, configuration, other
+    // scripts): the time per prompt under varied traffic, where the lazy DFA
+    // and the weights are not all hot.
+    let mut rng = varied::Rng::new(11);
+    let varied: Vec<String> = (0..64).map(|_| varied::text(&mut rng, 4096, 5)).collect();
+    group.throughput(Throughput::Bytes(
+        varied.iter().map(String::len).sum::<usize>() as u64 / 64,
+    ));
+    let mut next = 0;
+    group.bench_function("assess_user_varied", |b| {
+        b.iter(|| {
+            next = (next + 1) % varied.len();
+            detector.assess(black_box(&varied[next]), Trust::User)
+        })
     });
     group.finish();
 

@@ -4,6 +4,9 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use halberd_guard::sensitive::{Detector, Policy, StreamRedactor};
 
+#[path = "common/varied.rs"]
+mod varied;
+
 /// Ordinary prose and code with a value every ~100 bytes (dense), or the same
 /// prose and code with the values only every ~2 KiB (sparse: a prompt with a
 /// pasted record in it), repeated to size.
@@ -56,6 +59,15 @@ fn bench(c: &mut Criterion) {
             b.iter(|| detector.scan(&text))
         });
     }
+    // 256 different 4 KiB texts, one value in ten sentences, scanned in turn:
+    // the lazy DFA meets new states the way it does under real traffic.
+    let mut rng = varied::Rng::new(7);
+    let texts: Vec<String> = (0..256).map(|_| varied::text(&mut rng, 4096, 10)).collect();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("scan varied 256 x 4 KiB", |b| {
+        b.iter(|| texts.iter().map(|t| detector.scan(t).len()).sum::<usize>())
+    });
     let text = mixed(64 * 1024);
     let policy = std::sync::Arc::new(Policy::redact_all());
     for chunk in [16usize, 64] {
