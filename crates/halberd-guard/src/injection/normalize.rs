@@ -300,17 +300,21 @@ fn fold_leet(out: &mut [u8], ob: &mut Obfuscation) {
     }
 }
 
+/// `class(k)`, with past the end (`k >= n`) read as a space.
+#[inline(always)]
+fn class_or_space(n: usize, class: &impl Fn(usize) -> u8, k: usize) -> u8 {
+    if k < n {
+        class(k)
+    } else {
+        ASCII_CLASS[usize::from(b' ')]
+    }
+}
+
 /// A necessary condition for leetspeak and spaced letters: a digit followed by
 /// a letter, or a lone letter, a separator and another letter.
 #[inline(always)]
 fn may_fold(n: usize, class: &impl Fn(usize) -> u8) -> bool {
-    let at = |k: usize| {
-        if k < n {
-            class(k)
-        } else {
-            ASCII_CLASS[usize::from(b' ')]
-        }
-    };
+    let at = |k: usize| class_or_space(n, class, k);
     let mut prev = 0u8;
     for i in 0..n {
         let c0 = class(i);
@@ -354,13 +358,7 @@ fn mixed_words(n: usize, class: &impl Fn(usize) -> u8) -> bool {
 /// Runs of at least four single letters, each after one separator, which
 /// `join_spaced_letters` joins.
 fn spaced_letters(n: usize, class: &impl Fn(usize) -> u8) -> bool {
-    let at = |k: usize| {
-        if k < n {
-            class(k)
-        } else {
-            ASCII_CLASS[usize::from(b' ')]
-        }
-    };
+    let at = |k: usize| class_or_space(n, class, k);
     let mut prev = 0u8;
     for i in 0..n {
         let c0 = class(i);
