@@ -102,14 +102,15 @@ pub fn normalize(text: &str) -> Normalized {
 /// look-alikes only needs lower case, whitespace collapsed and leetspeak
 /// folded ([`fold_leet`], byte for byte): one pass over the bytes, and one
 /// over the words where a digit runs into a letter. Most texts are checked
-/// with a cheap necessary condition ([`may_fold`]) before the exact one. Typographic punctuation ([`typographic`]) is allowed too, because
-/// the general path turns it into fixed text and it is never part of a word,
-/// and so are Latin letters with diacritics that become one ASCII letter
-/// ([`latin_fold`]), so German, French, Spanish or Portuguese prose stays here,
-/// and any other character of the Basic Multilingual Plane that the general
-/// path turns into one character no longer than itself ([`bmp_class`]):
-/// Chinese, Japanese, Cyrillic, Greek, Arabic, symbols. Gives exactly what the
-/// general path gives (a property test checks it).
+/// with a cheap necessary condition ([`may_fold`]) before the exact one.
+///
+/// Besides ASCII it takes typographic punctuation ([`typographic`]), which the
+/// general path turns into fixed text and which is never part of a word, and
+/// any character of the Basic Multilingual Plane that the general path turns
+/// into one character no longer than itself ([`bmp_fold`]): Latin letters with
+/// diacritics (`é` → `e`), Chinese, Japanese, Cyrillic, Greek, Arabic,
+/// full-width forms, symbols. Gives exactly what the general path gives (a
+/// property test, and a test of every BMP character, check it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
     // Leetspeak is folded here, after the copy (`fold_leet`); the other
@@ -124,19 +125,17 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             leet_possible = true;
         }
     } else {
-        // Per character: ASCII by its class, a foldable Latin letter as the
-        // letter it becomes, typographic punctuation as nothing.
+        // Per character: ASCII by its class, typographic punctuation as
+        // nothing, anything else as the character it becomes.
         let mut classes = Vec::with_capacity(text.len());
         let mut confusables = false;
         for c in text.chars() {
             classes.push(if c.is_ascii() {
                 ASCII_CLASS[c as usize]
-            } else if latin_fold(c).is_some() {
-                ALPHA | LATIN
             } else if typographic(c).is_some() {
                 0
             } else {
-                let class = bmp_class(c)?;
+                let (class, _) = bmp_fold(c)?;
                 confusables |= class & CONFUSABLE != 0;
                 class
             });
@@ -196,23 +195,8 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
                     1
                 }
                 Some(None) => c.encode_utf8(&mut buf).len(),
-                None => {
-                    if let Some(letter) = latin_fold(c) {
-                        // A Latin letter that folds to one ASCII letter, two
-                        // bytes in, one out.
-                        out[k] = letter;
-                        map[k] = i as u32;
-                        k += 1;
-                        continue;
-                    }
-                    // Checked above: one character, no longer than `c`.
-                    let class = bmp_class(c)?;
-                    let mut folded = c;
-                    if class & CHANGED != 0 {
-                        fold_compatible(c, |d| folded = d);
-                    }
-                    folded.encode_utf8(&mut buf).len()
-                }
+                // Checked above: one character, no longer than `c`.
+                None => bmp_fold(c)?.1.encode_utf8(&mut buf).len(),
             };
             // The general path writes a character's bytes, each mapped to
             // the character's offset; no output is longer than its input.
@@ -230,11 +214,11 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     out.truncate(k);
     map[k] = text.len() as u32;
     map.truncate(k + 1);
+    let mut text = String::from_utf8(out).ok()?;
     let mut obfuscation = Obfuscation::default();
     if leet_possible {
-        fold_leet(&mut out, &mut obfuscation);
+        text = fold_leet(text, &mut obfuscation);
     }
-    let text = String::from_utf8(out).ok()?;
     Some(Normalized {
         text,
         map,
@@ -242,20 +226,14 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     })
 }
 
-/// `fold_words`' leetspeak rule, in place on the fast path's output: in a word
-/// (run of letters and digits) with at least two letters and no more ASCII
-/// digits than letters, where a leet digit comes before the last letter, every
-/// leet digit becomes its letter. Only ASCII digits change, byte for byte, so
-/// the offset map stays as it is.
-fn fold_leet(out: &mut [u8], ob: &mut Obfuscation) {
-    let Ok(text) = std::str::from_utf8(out) else {
-        return;
-    };
+/// `fold_words`' leetspeak rule ([`is_leet_word`]) on the fast path's output.
+/// Only ASCII digits change, byte for byte, so the offset map stays as it is.
+fn fold_leet(text: String, ob: &mut Obfuscation) -> String {
     let bytes = text.as_bytes();
     let mut fold: Vec<(usize, usize)> = Vec::new();
     let mut word_start = None;
     let (mut letters, mut digits) = (0usize, 0usize);
-    let (mut first_leet, mut last_letter) = (usize::MAX, 0usize);
+    let (mut first_leet, mut last_letter) = (None, None);
     let mut at = 0;
     while at <= bytes.len() {
         // Letter, other alphanumeric, or neither; ASCII by table.
@@ -271,25 +249,27 @@ fn fold_leet(out: &mut [u8], ob: &mut Obfuscation) {
             word_start.get_or_insert(at);
             if class & ALPHA != 0 {
                 letters += 1;
-                last_letter = at;
+                last_letter = Some(at);
             } else if bytes[at].is_ascii_digit() {
                 digits += 1;
-                if first_leet == usize::MAX && leet(bytes[at] as char).is_some() {
-                    first_leet = at;
+                if first_leet.is_none() && leet(bytes[at] as char).is_some() {
+                    first_leet = Some(at);
                 }
             }
         } else {
             if let Some(start) = word_start.take()
-                && letters >= 2
-                && letters >= digits
-                && first_leet < last_letter
+                && is_leet_word(letters, digits, first_leet, last_letter)
             {
                 fold.push((start, at));
             }
-            (letters, digits, first_leet) = (0, 0, usize::MAX);
+            (letters, digits, first_leet, last_letter) = (0, 0, None, None);
         }
         at += width;
     }
+    if fold.is_empty() {
+        return text;
+    }
+    let mut out = text.into_bytes();
     for (start, end) in fold {
         ob.leet += 1;
         for b in &mut out[start..end] {
@@ -298,6 +278,22 @@ fn fold_leet(out: &mut [u8], ob: &mut Obfuscation) {
             }
         }
     }
+    // ASCII digits became ASCII letters: still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Leetspeak in a word: at least two letters, no more ASCII digits than
+/// letters, and a leet digit before the last letter (so `x86`, `mp3`, `h264`
+/// and `2nd` stay as they are).
+fn is_leet_word(
+    letters: usize,
+    digits: usize,
+    first_leet: Option<usize>,
+    last_letter: Option<usize>,
+) -> bool {
+    letters >= 2
+        && letters >= digits
+        && matches!((first_leet, last_letter), (Some(first), Some(last)) if first < last)
 }
 
 /// `class(k)`, with past the end (`k >= n`) read as a space.
@@ -381,34 +377,9 @@ fn spaced_letters(n: usize, class: &impl Fn(usize) -> u8) -> bool {
     false
 }
 
-/// The first code point after the Latin-1 controls and the end of Latin
-/// Extended-B: the letters with diacritics European languages write.
-const LATIN_FIRST: u32 = 0xC0;
-const LATIN_END: u32 = 0x250;
-
-/// For each code point in `LATIN_FIRST..LATIN_END`, the ASCII letter the
-/// general path makes of it (`é` → `e`, `Å` → `a`, `ſ` → `s`), or 0 when it
-/// makes something else (`ß`, `ø`, `Ĳ` → `ij`). Computed with the general
-/// path's own [`fold_compatible`], so the two paths cannot disagree.
-static LATIN_FOLD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    (LATIN_FIRST..LATIN_END)
-        .map(|cp| {
-            let Some(c) = char::from_u32(cp) else {
-                return 0;
-            };
-            let mut folded = Vec::new();
-            fold_compatible(c, |d| folded.push(d));
-            match folded.as_slice() {
-                [l] if l.is_ascii_lowercase() => *l as u8,
-                _ => 0,
-            }
-        })
-        .collect()
-});
-
 /// The general path's way with a character that has no case of its own:
 /// compatibility decomposition, combining marks dropped, whitespace as one
-/// space or line break, everything else in lower case. [`LATIN_FOLD`] is built
+/// space or line break, everything else in lower case. [`BMP_FOLD`] is built
 /// from it too.
 fn fold_compatible(c: char, mut push: impl FnMut(char)) {
     decompose_compatible(c, |d| {
@@ -425,17 +396,6 @@ fn fold_compatible(c: char, mut push: impl FnMut(char)) {
             d.to_lowercase().for_each(&mut push);
         }
     });
-}
-
-fn latin_fold(c: char) -> Option<u8> {
-    let cp = c as u32;
-    if !(LATIN_FIRST..LATIN_END).contains(&cp) {
-        return None;
-    }
-    LATIN_FOLD
-        .get((cp - LATIN_FIRST) as usize)
-        .copied()
-        .filter(|&b| b != 0)
 }
 
 fn normalize_general(text: &str) -> Normalized {
@@ -553,35 +513,34 @@ fn typographic(c: char) -> Option<Option<u8>> {
 
 /// Character classes for the fast path. `DIGIT`: alphanumeric but not
 /// alphabetic (what the word folds count as a digit or leave alone); `ALPHA`:
-/// alphabetic; `LATIN`: becomes an ASCII letter; `CONFUSABLE`: a Cyrillic or
-/// Greek look-alike of one; `CHANGED`: becomes another single character
-/// (lower case, compatibility form).
+/// alphabetic; `LATIN`: an ASCII letter, or a character that becomes one;
+/// `CONFUSABLE`: a Cyrillic or Greek look-alike of one.
 const DIGIT: u8 = 1;
 const ALPHA: u8 = 2;
 const SEPARATOR: u8 = 4;
 const LATIN: u8 = 8;
 const CONFUSABLE: u8 = 16;
-const CHANGED: u8 = 32;
-/// An ASCII digit, and one that leetspeak reads as a letter.
-const ASCII_DIGIT: u8 = 64;
-const LEET: u8 = 128;
-/// Not for the fast path.
-const GENERAL: u8 = 0xFF;
 
-/// The fast-path class of a non-ASCII character of the Basic Multilingual
-/// Plane, or `None` when only the general path can handle it: it is hidden or
+/// What the general path makes of a non-ASCII character of the Basic
+/// Multilingual Plane, as the fast path needs it: the class and the one
+/// character it becomes (itself, its lower case or compatibility form, `é` →
+/// `e`). `None` when only the general path can handle it: it is hidden or
 /// counted there (invisible, bidi, tags), it becomes whitespace, several
 /// characters or a longer one, or it lies outside the plane. A character that
-/// becomes ASCII (full-width forms) takes the class of what it becomes.
-fn bmp_class(c: char) -> Option<u8> {
-    let class = *BMP_CLASS.get(c as usize)?;
-    (class != GENERAL).then_some(class)
+/// becomes ASCII takes the class of what it becomes.
+fn bmp_fold(c: char) -> Option<(u8, char)> {
+    let entry = *BMP_FOLD.get(c as usize)?;
+    let folded = char::from_u32(entry & 0xFFFF).filter(|_| entry != GENERAL)?;
+    Some(((entry >> 16) as u8, folded))
 }
+
+/// `class << 16 | folded code point`, or `GENERAL`.
+const GENERAL: u32 = u32::MAX;
 
 /// Computed once (65,536 characters through [`fold_compatible`], a few
 /// milliseconds) with the general path's own steps, so the two paths cannot
 /// disagree.
-static BMP_CLASS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+static BMP_FOLD: std::sync::LazyLock<Vec<u32>> = std::sync::LazyLock::new(|| {
     (0u32..0x1_0000)
         .map(|cp| {
             let Some(c) = char::from_u32(cp) else {
@@ -598,24 +557,18 @@ static BMP_CLASS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
             if d.is_whitespace() || d.is_ascii_control() || d.len_utf8() > c.len_utf8() {
                 return GENERAL;
             }
-            if d.is_ascii() {
-                // Full-width forms: `，` → `,`, `Ａ` → `a`.
-                return ASCII_CLASS[d as usize] | CHANGED;
-            }
-            let mut class = if d.is_alphabetic() {
-                ALPHA
-            } else if d.is_alphanumeric() {
-                DIGIT
+            let class = if d.is_ascii() {
+                // `é` → `e`, full-width `，` → `,`.
+                ASCII_CLASS[d as usize]
             } else {
-                0
+                letter_class(d)
+                    | if confusable(d).is_some() {
+                        CONFUSABLE
+                    } else {
+                        0
+                    }
             };
-            if confusable(d).is_some() {
-                class |= CONFUSABLE;
-            }
-            if d != c {
-                class |= CHANGED;
-            }
-            class
+            u32::from(class) << 16 | d as u32
         })
         .collect()
 });
@@ -640,10 +593,7 @@ static ASCII_CLASS: [u8; 256] = {
     while b < 128 {
         let c = b as u8;
         if c.is_ascii_digit() {
-            t[b] = DIGIT | ASCII_DIGIT;
-            if matches!(c, b'0' | b'1' | b'3' | b'4' | b'5' | b'7') {
-                t[b] |= LEET;
-            }
+            t[b] = DIGIT;
         } else if c.is_ascii_alphabetic() {
             t[b] = ALPHA | LATIN;
         } else if is_separator(c as char) {
@@ -658,7 +608,6 @@ const fn is_separator(c: char) -> bool {
     matches!(c, ' ' | '.' | '-' | '_' | '*' | '|' | '/' | '+' | '~')
 }
 
-/// Joins runs of at least four single letters separated by one separator each.
 /// `ALPHA` for an alphabetic character, `DIGIT` for another alphanumeric one.
 fn letter_class(c: char) -> u8 {
     if c.is_ascii() {
@@ -672,7 +621,8 @@ fn letter_class(c: char) -> u8 {
     }
 }
 
-/// The text with the runs joined, or `None` when there is none. `classes`
+/// Joins runs of at least four single letters separated by one separator each:
+/// the text with the runs joined, or `None` when there is none. `classes`
 /// holds each character's [`letter_class`].
 fn join_spaced_letters(
     chars: &[(char, u32)],
@@ -805,14 +755,7 @@ fn fold_words(
                 }
             }
         }
-        // Leetspeak: a leet digit before the word's last letter, in a word with
-        // at least two letters and no more digits than letters (so `x86`,
-        // `mp3`, `h264` and `2nd` stay as they are).
-        if letters >= 2
-            && letters >= digits
-            && let (Some(last), Some(first)) = (last_letter, first_leet)
-            && first < last
-        {
+        if is_leet_word(letters, digits, first_leet, last_letter) {
             ob.leet += 1;
             for c in word.iter_mut() {
                 if let Some(l) = leet(c.0) {

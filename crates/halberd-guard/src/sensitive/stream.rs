@@ -113,18 +113,20 @@ impl<'d> StreamRedactor<'d> {
             self.cursor = step.resume;
         }
         let mut out = String::new();
+        // A candidate that has not resolved within MAX_HOLD bytes.
+        let stuck = !last && hold < len && len - hold > MAX_HOLD;
         if !self.holds {
             // Nothing to change: release everything, keep scanning from the
-            // cursor. A candidate that never resolves is given up after
-            // MAX_HOLD bytes, which bounds the state as in the other case.
+            // cursor. A stuck candidate is given up, which bounds the state as
+            // in the other case.
             self.release(len, &mut out)?;
-            if !last && hold < len && len - hold > MAX_HOLD {
+            if stuck {
                 self.cursor = len;
                 self.dead_until = len;
             } else {
                 self.cursor = self.cursor.max(hold);
             }
-        } else if !last && hold < len && len - hold > MAX_HOLD {
+        } else if stuck {
             // A candidate that never resolves: fail closed on the held text.
             self.release(hold, &mut out)?;
             out.push_str(WITHHELD);
