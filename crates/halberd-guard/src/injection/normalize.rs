@@ -100,9 +100,9 @@ pub fn normalize(text: &str) -> Normalized {
 
 /// Text with no lone letters spaced out and no word mixing Latin letters with
 /// look-alikes only needs lower case, whitespace collapsed and leetspeak
-/// folded ([`fold_leet`], byte for byte): one pass over the bytes, and one
-/// over the words where a digit runs into a letter. Most texts are checked
-/// with a cheap necessary condition ([`may_fold`]) before the exact one.
+/// folded ([`fold_leet`], byte for byte): one pass over the characters'
+/// classes to check that ([`needs_general`]), one to copy, and a look at the
+/// words that hold a digit.
 ///
 /// Besides ASCII it takes typographic punctuation ([`typographic`]), which the
 /// general path turns into fixed text and which is never part of a word, and
@@ -115,14 +115,10 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
     // Leetspeak is folded here, after the copy (`fold_leet`); the other
     // folds send the text down the general path.
-    let mut leet_possible = false;
     if bytes.is_ascii() {
         let class = |k: usize| ASCII_CLASS[usize::from(bytes[k])];
-        if may_fold(bytes.len(), &class) {
-            if spaced_letters(bytes.len(), &class) {
-                return None;
-            }
-            leet_possible = true;
+        if needs_general(bytes.len(), &class, false) {
+            return None;
         }
     } else {
         // Per character: ASCII by its class, typographic punctuation as
@@ -141,14 +137,8 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             });
         }
         let class = |k: usize| classes[k];
-        if confusables && mixed_words(classes.len(), &class) {
+        if needs_general(classes.len(), &class, confusables) {
             return None;
-        }
-        if may_fold(classes.len(), &class) {
-            if spaced_letters(classes.len(), &class) {
-                return None;
-            }
-            leet_possible = true;
         }
     }
     // Written by index into buffers sized for the worst case: no capacity
@@ -216,9 +206,7 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     map.truncate(k + 1);
     let mut text = String::from_utf8(out).ok()?;
     let mut obfuscation = Obfuscation::default();
-    if leet_possible {
-        text = fold_leet(text, &mut obfuscation);
-    }
+    text = fold_leet(text, &mut obfuscation);
     Some(Normalized {
         text,
         map,
@@ -228,25 +216,38 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
 
 /// `fold_words`' leetspeak rule ([`is_leet_word`]) on the fast path's output.
 /// Only ASCII digits change, byte for byte, so the offset map stays as it is.
+/// A leetspeak word holds an ASCII digit, so only the words around ASCII
+/// digits are read: text without digits costs one byte scan.
 fn fold_leet(text: String, ob: &mut Obfuscation) -> String {
     let bytes = text.as_bytes();
+    // Letter, other alphanumeric, or neither, and the width; ASCII by table.
+    let class_at = |at: usize| match bytes.get(at) {
+        None => (0, 1),
+        Some(&b) if b < 0x80 => (ASCII_CLASS[usize::from(b)] & (ALPHA | DIGIT), 1),
+        Some(_) => {
+            let c = text[at..].chars().next().unwrap_or(' ');
+            (letter_class(c), c.len_utf8())
+        }
+    };
     let mut fold: Vec<(usize, usize)> = Vec::new();
-    let mut word_start = None;
-    let (mut letters, mut digits) = (0usize, 0usize);
-    let (mut first_leet, mut last_letter) = (None, None);
-    let mut at = 0;
-    while at <= bytes.len() {
-        // Letter, other alphanumeric, or neither; ASCII by table.
-        let (class, width) = match bytes.get(at) {
-            None => (0, 1),
-            Some(&b) if b < 0x80 => (ASCII_CLASS[usize::from(b)] & (ALPHA | DIGIT), 1),
-            Some(_) => {
-                let c = text[at..].chars().next().unwrap_or(' ');
-                (letter_class(c), c.len_utf8())
+    let mut from = 0;
+    while let Some(digit) = bytes[from..].iter().position(u8::is_ascii_digit) {
+        // Back from the digit to the start of its word.
+        let mut start = from + digit;
+        while let Some(c) = text[..start].chars().next_back() {
+            if letter_class(c) == 0 {
+                break;
             }
-        };
-        if class != 0 {
-            word_start.get_or_insert(at);
+            start -= c.len_utf8();
+        }
+        let (mut letters, mut digits) = (0usize, 0usize);
+        let (mut first_leet, mut last_letter) = (None, None);
+        let mut at = start;
+        loop {
+            let (class, width) = class_at(at);
+            if class == 0 {
+                break;
+            }
             if class & ALPHA != 0 {
                 letters += 1;
                 last_letter = Some(at);
@@ -256,15 +257,13 @@ fn fold_leet(text: String, ob: &mut Obfuscation) -> String {
                     first_leet = Some(at);
                 }
             }
-        } else {
-            if let Some(start) = word_start.take()
-                && is_leet_word(letters, digits, first_leet, last_letter)
-            {
-                fold.push((start, at));
-            }
-            (letters, digits, first_leet, last_letter) = (0, 0, None, None);
+            at += width;
         }
-        at += width;
+        if is_leet_word(letters, digits, first_leet, last_letter) {
+            fold.push((start, at));
+        }
+        // The word holds the digit, so this moves forward.
+        from = at;
     }
     if fold.is_empty() {
         return text;
@@ -306,59 +305,29 @@ fn class_or_space(n: usize, class: &impl Fn(usize) -> u8, k: usize) -> u8 {
     }
 }
 
-/// A necessary condition for leetspeak and spaced letters: a digit followed by
-/// a letter, or a lone letter, a separator and another letter.
-#[inline(always)]
-fn may_fold(n: usize, class: &impl Fn(usize) -> u8) -> bool {
+/// Whether the general path must fold the text: a word (run of letters and
+/// digits) with both a letter that becomes ASCII and a Cyrillic or Greek
+/// look-alike (`fold_words` folds its look-alikes; only asked when
+/// `confusables`), or a run of at least four single letters, each after one
+/// separator (`join_spaced_letters` joins it). One pass over the classes.
+fn needs_general(n: usize, class: &impl Fn(usize) -> u8, confusables: bool) -> bool {
     let at = |k: usize| class_or_space(n, class, k);
     let mut prev = 0u8;
-    for i in 0..n {
-        let c0 = class(i);
-        if c0 & (DIGIT | ALPHA) != 0 {
-            let c1 = at(i + 1);
-            if c0 & DIGIT != 0 && c1 & ALPHA != 0 {
-                return true;
-            }
-            if c0 & ALPHA != 0
-                && prev & (DIGIT | ALPHA) == 0
-                && c1 & SEPARATOR != 0
-                && at(i + 2) & ALPHA != 0
-                && at(i + 3) & (DIGIT | ALPHA) == 0
-            {
-                return true;
-            }
-        }
-        prev = c0;
-    }
-    false
-}
-
-/// A word (run of letters and digits) with both a letter that becomes ASCII
-/// and a Cyrillic or Greek look-alike: `fold_words` folds its look-alikes.
-fn mixed_words(n: usize, class: &impl Fn(usize) -> u8) -> bool {
+    // The classes seen in the current word.
     let mut kinds = 0u8;
     for i in 0..n {
         let c0 = class(i);
         if c0 & (DIGIT | ALPHA) == 0 {
             kinds = 0;
-        } else {
-            kinds |= c0;
-            if kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
-                return true;
-            }
+            prev = c0;
+            continue;
         }
-    }
-    false
-}
-
-/// Runs of at least four single letters, each after one separator, which
-/// `join_spaced_letters` joins.
-fn spaced_letters(n: usize, class: &impl Fn(usize) -> u8) -> bool {
-    let at = |k: usize| class_or_space(n, class, k);
-    let mut prev = 0u8;
-    for i in 0..n {
-        let c0 = class(i);
-        if c0 & ALPHA != 0 && prev & (DIGIT | ALPHA) == 0 && at(i + 1) & (DIGIT | ALPHA) == 0 {
+        kinds |= c0;
+        if confusables && kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
+            return true;
+        }
+        // A lone letter before a separator may start a spaced run.
+        if c0 & ALPHA != 0 && prev & (DIGIT | ALPHA) == 0 && at(i + 1) & SEPARATOR != 0 {
             let (mut j, mut count) = (i, 1);
             while count < 4
                 && at(j + 1) & SEPARATOR != 0
