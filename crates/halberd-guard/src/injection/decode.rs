@@ -62,29 +62,55 @@ pub fn payloads(text: &str) -> Vec<Payload> {
     out
 }
 
+/// Shorter than any payload this module decodes.
+const MIN_TOKEN: usize = 12;
+
+/// The first maximal run of token bytes at least [`MIN_TOKEN`] long that
+/// starts at or after `from`, where `from == 0` or `bytes[from - 1]` is not a
+/// token byte.
+///
+/// Found by skipping, not by reading every byte: the window of `MIN_TOKEN`
+/// bytes from `i` is read from its end backwards, and a byte at `j - 1` that
+/// cannot be in a token means no long run starts before `j`, so the search
+/// moves on to `j`. Prose, whose words are short, costs about one read per few
+/// bytes.
+fn next_run(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i + MIN_TOKEN <= bytes.len() {
+        let mut j = i + MIN_TOKEN;
+        while j > i && is_token_byte(bytes[j - 1]) {
+            j -= 1;
+        }
+        if j == i {
+            // `bytes[i - 1]` is not a token byte: the run starts here.
+            let mut end = i + MIN_TOKEN;
+            while end < bytes.len() && is_token_byte(bytes[end]) {
+                end += 1;
+            }
+            return Some((i, end));
+        }
+        i = j;
+    }
+    None
+}
+
+/// Decodes every long run of token bytes ([`next_run`]).
 fn find(text: &str, depth: u8, out: &mut Vec<Payload>, budget: &mut usize) {
     let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() && out.len() < MAX_PAYLOADS {
-        let b = bytes[i];
-        if !is_token_byte(b) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && is_token_byte(bytes[i]) {
-            i += 1;
-        }
-        if i - start < 12 {
-            // Shorter than any payload this module decodes.
-            continue;
-        }
-        let token = &text[start..i];
+    let mut from = 0;
+    while out.len() < MAX_PAYLOADS {
+        let Some((start, end)) = next_run(bytes, from) else {
+            break;
+        };
+        // `bytes[end]`, if any, is not a token byte.
+        from = end + 1;
+        // Token bytes are ASCII: both ends are character boundaries.
+        let token = &text[start..end];
         if let Some((encoding, decoded, is_text)) = decode_token(token)
             && decoded.len() <= *budget
         {
             *budget -= decoded.len();
-            let (s, e) = (start, i);
+            let (s, e) = (start, end);
             let inner = decoded.clone();
             if is_text {
                 out.push(Payload {
@@ -274,17 +300,19 @@ fn rot13_payload(text: &str) -> Option<Payload> {
         let start = offset;
         offset += line.len();
         // English has about twice as many `e` as `r`; rot13 swaps them. Lines
-        // that fail this byte count are not read word by word.
-        // A histogram of the bytes folded to lower case: ASCII letters land
-        // on a..z and nothing else does.
-        let mut counts = [0u32; 256];
+        // that fail this byte count are not read word by word. Bytes folded to
+        // lower case: ASCII letters land on a..z and nothing else does. Three
+        // counters, not a histogram: a line of code is a few dozen bytes, and
+        // clearing 256 counters per line cost more than counting.
+        let (mut e, mut r, mut letters, mut high) = (0u32, 0u32, 0u32, 0u8);
         for &b in line.as_bytes() {
-            counts[usize::from(b | 0x20)] += 1;
+            let lower = b | 0x20;
+            e += u32::from(lower == b'e');
+            r += u32::from(lower == b'r');
+            letters += u32::from(lower.wrapping_sub(b'a') < 26);
+            high |= b;
         }
-        let e = counts[usize::from(b'e')];
-        let r = counts[usize::from(b'r')];
-        let letters: u32 = counts[usize::from(b'a')..=usize::from(b'z')].iter().sum();
-        if letters < 16 || r <= e || !line.is_ascii() {
+        if letters < 16 || r <= e || high >= 0x80 {
             continue;
         }
         let words = line.split_whitespace().count();
@@ -316,6 +344,32 @@ fn rot13_payload(text: &str) -> Option<Payload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_finds_every_long_run(s in "[a+= .\n%é]{0,80}") {
+            let bytes = s.as_bytes();
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                let start = i;
+                while i < bytes.len() && is_token_byte(bytes[i]) {
+                    i += 1;
+                }
+                if i - start >= MIN_TOKEN {
+                    expected.push((start, i));
+                }
+                i = i.max(start + 1);
+            }
+            let mut found = Vec::new();
+            let mut from = 0;
+            while let Some((start, end)) = next_run(bytes, from) {
+                found.push((start, end));
+                from = end + 1;
+            }
+            proptest::prop_assert_eq!(found, expected);
+        }
+    }
 
     #[test]
     fn decodes_base64_both_alphabets_with_or_without_padding() {
