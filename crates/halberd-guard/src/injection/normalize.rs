@@ -100,9 +100,10 @@ pub fn normalize(text: &str) -> Normalized {
 
 /// Text with no lone letters spaced out and no word mixing Latin letters with
 /// look-alikes only needs lower case, whitespace collapsed and leetspeak
-/// folded ([`fold_leet`], byte for byte): one pass over the characters'
-/// classes to check that ([`needs_general`]), one to copy, and a look at the
-/// words that hold a digit.
+/// folded ([`fold_leet`], byte for byte): one pass copies the text and checks
+/// on the way that no other fold applies ([`Folds`]), and leetspeak is then
+/// looked for around ASCII digits. A text that needs another fold leaves at
+/// the first sign of it, for the general path.
 ///
 /// Besides ASCII it takes typographic punctuation ([`typographic`]), which the
 /// general path turns into fixed text and which is never part of a word, and
@@ -113,34 +114,6 @@ pub fn normalize(text: &str) -> Normalized {
 /// property test, and a test of every BMP character, check it).
 fn ascii_fast_path(text: &str) -> Option<Normalized> {
     let bytes = text.as_bytes();
-    // Leetspeak is folded here, after the copy (`fold_leet`); the other
-    // folds send the text down the general path.
-    if bytes.is_ascii() {
-        let class = |k: usize| ASCII_CLASS[usize::from(bytes[k])];
-        if needs_general(bytes.len(), &class, false) {
-            return None;
-        }
-    } else {
-        // Per character: ASCII by its class, typographic punctuation as
-        // nothing, anything else as the character it becomes.
-        let mut classes = Vec::with_capacity(text.len());
-        let mut confusables = false;
-        for c in text.chars() {
-            classes.push(if c.is_ascii() {
-                ASCII_CLASS[c as usize]
-            } else if typographic(c).is_some() {
-                0
-            } else {
-                let (class, _) = bmp_fold(c)?;
-                confusables |= class & CONFUSABLE != 0;
-                class
-            });
-        }
-        let class = |k: usize| classes[k];
-        if needs_general(classes.len(), &class, confusables) {
-            return None;
-        }
-    }
     // Written by index into buffers sized for the worst case: no capacity
     // checks in the loop.
     let mut out = vec![0u8; bytes.len()];
@@ -149,23 +122,56 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     // A whitespace run pending output: 0 none, else b' ' or b'\n', and the
     // offset of the run's first byte.
     let (mut pending, mut pending_at) = (0u8, 0u32);
-    let mut skip = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if skip > 0 {
-            skip -= 1;
-            continue;
-        }
-        if matches!(b, b'\t'..=b'\r' | b' ') {
-            if b == b'\n' || b == b'\r' {
-                if pending == 0 {
+    let mut folds = Folds::default();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            let class = ASCII_CLASS[usize::from(b)];
+            if matches!(b, b'\t'..=b'\r' | b' ') {
+                if b == b'\n' || b == b'\r' {
+                    if pending == 0 {
+                        pending_at = i as u32;
+                    }
+                    pending = b'\n';
+                } else if pending == 0 {
+                    pending = b' ';
                     pending_at = i as u32;
                 }
-                pending = b'\n';
-            } else if pending == 0 {
-                pending = b' ';
-                pending_at = i as u32;
+            } else {
+                if pending != 0 {
+                    if k > 0 {
+                        out[k] = pending;
+                        map[k] = pending_at;
+                        k += 1;
+                    }
+                    pending = 0;
+                }
+                out[k] = b.to_ascii_lowercase();
+                map[k] = i as u32;
+                k += 1;
             }
+            if folds.next(class) {
+                return None;
+            }
+            i += 1;
             continue;
+        }
+        let c = text[i..].chars().next()?;
+        let mut buf = [0u8; 4];
+        let (class, written) = match typographic(c) {
+            Some(Some(ascii)) => {
+                buf[0] = ascii;
+                (0, 1)
+            }
+            Some(None) => (0, c.encode_utf8(&mut buf).len()),
+            None => {
+                let (class, folded) = bmp_fold(c)?;
+                (class, folded.encode_utf8(&mut buf).len())
+            }
+        };
+        if folds.next(class) {
+            return None;
         }
         if pending != 0 {
             if k > 0 {
@@ -175,43 +181,81 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             }
             pending = 0;
         }
-        if b >= 0x80 {
-            let c = text[i..].chars().next()?;
-            skip = c.len_utf8() - 1;
-            let mut buf = [0u8; 4];
-            let written = match typographic(c) {
-                Some(Some(ascii)) => {
-                    buf[0] = ascii;
-                    1
-                }
-                Some(None) => c.encode_utf8(&mut buf).len(),
-                // Checked above: one character, no longer than `c`.
-                None => bmp_fold(c)?.1.encode_utf8(&mut buf).len(),
-            };
-            // The general path writes a character's bytes, each mapped to
-            // the character's offset; no output is longer than its input.
-            for &o in &buf[..written] {
-                out[k] = o;
-                map[k] = i as u32;
-                k += 1;
-            }
-            continue;
+        // The general path writes a character's bytes, each mapped to the
+        // character's offset; no output is longer than its input.
+        for &o in &buf[..written] {
+            out[k] = o;
+            map[k] = i as u32;
+            k += 1;
         }
-        out[k] = b.to_ascii_lowercase();
-        map[k] = i as u32;
-        k += 1;
+        i += c.len_utf8();
+    }
+    // Past the end reads as a space.
+    if folds.next(ASCII_CLASS[usize::from(b' ')]) {
+        return None;
     }
     out.truncate(k);
     map[k] = text.len() as u32;
     map.truncate(k + 1);
-    let mut text = String::from_utf8(out).ok()?;
+    let text = String::from_utf8(out).ok()?;
     let mut obfuscation = Obfuscation::default();
-    text = fold_leet(text, &mut obfuscation);
+    let text = fold_leet(text, &mut obfuscation);
     Some(Normalized {
         text,
         map,
         obfuscation,
     })
+}
+
+/// Watches the classes of a text's characters, one at a time, for the folds
+/// only the general path makes: a word (run of letters and digits) with both
+/// a letter that becomes ASCII and a Cyrillic or Greek look-alike
+/// (`fold_words` folds its look-alikes), and a run of at least four single
+/// letters, each after one separator (`join_spaced_letters` joins it).
+#[derive(Default)]
+struct Folds {
+    /// The classes seen in the current word.
+    kinds: u8,
+    /// The last nine characters' `DIGIT | ALPHA | SEPARATOR` bits, newest
+    /// lowest, three bits each; before the text reads as punctuation.
+    recent: u32,
+}
+
+/// Per character, newest first: not alphanumeric, then letter, separator,
+/// letter, separator, letter, separator, letter, then not alphanumeric: four
+/// single letters spaced out (`join_spaced_letters`' shortest run).
+const SPACED_MASK: u32 = spaced_pattern(DIGIT | ALPHA, ALPHA, SEPARATOR);
+const SPACED_BITS: u32 = spaced_pattern(0, ALPHA, SEPARATOR);
+
+const fn spaced_pattern(edge: u8, letter: u8, separator: u8) -> u32 {
+    let slots = [
+        edge, letter, separator, letter, separator, letter, separator, letter, edge,
+    ];
+    let mut bits = 0u32;
+    let mut p = 0;
+    while p < slots.len() {
+        bits |= (slots[p] as u32) << (3 * p);
+        p += 1;
+    }
+    bits
+}
+
+impl Folds {
+    /// Takes the next character's class; true when the general path must
+    /// fold the text. A spaced run is seen one character after its last
+    /// letter, which is why the end of the text is fed in as a space.
+    #[inline(always)]
+    fn next(&mut self, class: u8) -> bool {
+        self.recent =
+            (self.recent << 3 | u32::from(class & (DIGIT | ALPHA | SEPARATOR))) & 0o777_777_777;
+        if class & (DIGIT | ALPHA) == 0 {
+            self.kinds = 0;
+        } else {
+            self.kinds |= class;
+        }
+        self.kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE
+            || self.recent & SPACED_MASK == SPACED_BITS
+    }
 }
 
 /// `fold_words`' leetspeak rule ([`is_leet_word`]) on the fast path's output.
@@ -293,57 +337,6 @@ fn is_leet_word(
     letters >= 2
         && letters >= digits
         && matches!((first_leet, last_letter), (Some(first), Some(last)) if first < last)
-}
-
-/// `class(k)`, with past the end (`k >= n`) read as a space.
-#[inline(always)]
-fn class_or_space(n: usize, class: &impl Fn(usize) -> u8, k: usize) -> u8 {
-    if k < n {
-        class(k)
-    } else {
-        ASCII_CLASS[usize::from(b' ')]
-    }
-}
-
-/// Whether the general path must fold the text: a word (run of letters and
-/// digits) with both a letter that becomes ASCII and a Cyrillic or Greek
-/// look-alike (`fold_words` folds its look-alikes; only asked when
-/// `confusables`), or a run of at least four single letters, each after one
-/// separator (`join_spaced_letters` joins it). One pass over the classes.
-fn needs_general(n: usize, class: &impl Fn(usize) -> u8, confusables: bool) -> bool {
-    let at = |k: usize| class_or_space(n, class, k);
-    let mut prev = 0u8;
-    // The classes seen in the current word.
-    let mut kinds = 0u8;
-    for i in 0..n {
-        let c0 = class(i);
-        if c0 & (DIGIT | ALPHA) == 0 {
-            kinds = 0;
-            prev = c0;
-            continue;
-        }
-        kinds |= c0;
-        if confusables && kinds & (LATIN | CONFUSABLE) == LATIN | CONFUSABLE {
-            return true;
-        }
-        // A lone letter before a separator may start a spaced run.
-        if c0 & ALPHA != 0 && prev & (DIGIT | ALPHA) == 0 && at(i + 1) & SEPARATOR != 0 {
-            let (mut j, mut count) = (i, 1);
-            while count < 4
-                && at(j + 1) & SEPARATOR != 0
-                && at(j + 2) & ALPHA != 0
-                && at(j + 3) & (DIGIT | ALPHA) == 0
-            {
-                j += 2;
-                count += 1;
-            }
-            if count >= 4 {
-                return true;
-            }
-        }
-        prev = c0;
-    }
-    false
 }
 
 /// The general path's way with a character that has no case of its own:
