@@ -47,6 +47,13 @@ const fn bucket(h: u64) -> u32 {
     (h >> (64 - BITS as u32)) as u32
 }
 
+/// The weight bucket of a character 4-gram: its last four bytes, oldest in
+/// the high byte.
+#[inline(always)]
+const fn gram_bucket(window: u32) -> u32 {
+    bucket(fx(fx(5, window as u64), 17))
+}
+
 const fn fx(h: u64, x: u64) -> u64 {
     (h.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
@@ -79,7 +86,7 @@ impl Tokens {
         for (k, b) in bytes.enumerate() {
             window = (window << 8) | u32::from(b);
             if k >= 2 {
-                self.grams.push(bucket(fx(fx(5, u64::from(window)), 17)));
+                self.grams.push(gram_bucket(window));
             }
         }
     }
@@ -111,8 +118,13 @@ pub fn tokenize(text: &str) -> Tokens {
             continue;
         }
         // Classify the character at i.
-        let Some(c) = text[i..].chars().next() else {
-            break;
+        let c = if b < 0x80 {
+            char::from(b)
+        } else {
+            match text[i..].chars().next() {
+                Some(c) => c,
+                None => break,
+            }
         };
         let len = c.len_utf8();
         if is_cjk(c) {
@@ -136,20 +148,34 @@ pub fn tokenize(text: &str) -> Tokens {
             // test and one hash step per byte. It ends where the general loop
             // below would, except that it hands a word that continues in
             // non-ASCII letters (`naïve`) back to that loop from the start.
-            let start = i;
+            //
+            // The word's 4-grams are hashed in the same loop as the word, so
+            // the two hash chains overlap ([`Tokens::word_grams`] gives the
+            // same grams; a test checks it).
+            let grams_before = tokens.grams.len();
             let mut h = fx(1, u64::from(b));
+            let mut window = u32::from(b'^') << 8 | u32::from(b);
             let mut j = i + 1;
             while j < bytes.len() && bytes[j].is_ascii_alphanumeric() {
                 h = fx(h, u64::from(bytes[j]));
+                window = (window << 8) | u32::from(bytes[j]);
+                if j - i >= 2 {
+                    tokens.grams.push(gram_bucket(window));
+                }
                 j += 1;
             }
             if j == bytes.len() || bytes[j].is_ascii() {
-                tokens.word_grams(&bytes[start..j]);
+                if j - i >= 3 {
+                    tokens
+                        .grams
+                        .push(gram_bucket((window << 8) | u32::from(b'$')));
+                }
                 tokens.push(h, 0);
                 sentence_end = false;
                 i = j;
                 continue;
             }
+            tokens.grams.truncate(grams_before);
         }
         let alnum = c.is_alphanumeric();
         let start = i;
@@ -473,4 +499,31 @@ pub fn segments(tokens: &Tokens) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The ASCII word loop hashes 4-grams as it goes; they must be the
+        /// grams `word_grams` gives each word, also where a word turns out
+        /// to continue in non-ASCII letters and goes the general way.
+        #[test]
+        fn words_have_the_grams_of_word_grams(
+            words in proptest::collection::vec("[a-zA-Z0-9]{0,9}(ï[a-z]{0,3})?", 0..12),
+            seps in proptest::collection::vec("( |\\. |, |\n|-)", 12),
+        ) {
+            let mut text = String::new();
+            for (word, sep) in words.iter().zip(&seps) {
+                text.push_str(word);
+                text.push_str(sep);
+            }
+            let mut expected = Tokens::default();
+            for word in text.split(|c: char| !c.is_alphanumeric()) {
+                expected.word_grams(word.as_bytes());
+            }
+            proptest::prop_assert_eq!(tokenize(&text).grams, expected.grams);
+        }
+    }
 }
