@@ -92,6 +92,42 @@ impl Tokens {
     }
 }
 
+/// The common case, an ASCII word starting at `i`, in a loop of its own: one
+/// byte test and one hash step per byte. Pushes the token and gives where it
+/// ends, where the general loop of [`tokenize`] would end it; a word that
+/// continues in non-ASCII letters (`naïve`) is left to that loop (`None`).
+///
+/// The word's 4-grams are hashed in the same loop as the word, so the two
+/// hash chains overlap ([`Tokens::word_grams`] gives the same grams; a test
+/// checks it).
+#[inline(always)]
+fn ascii_word(tokens: &mut Tokens, bytes: &[u8], i: usize) -> Option<usize> {
+    let grams_before = tokens.grams.len();
+    let b = bytes[i];
+    let mut h = fx(1, u64::from(b));
+    let mut window = u32::from(b'^') << 8 | u32::from(b);
+    let mut j = i + 1;
+    while j < bytes.len() && bytes[j].is_ascii_alphanumeric() {
+        h = fx(h, u64::from(bytes[j]));
+        window = (window << 8) | u32::from(bytes[j]);
+        if j - i >= 2 {
+            tokens.grams.push(gram_bucket(window));
+        }
+        j += 1;
+    }
+    if j < bytes.len() && !bytes[j].is_ascii() {
+        tokens.grams.truncate(grams_before);
+        return None;
+    }
+    if j - i >= 3 {
+        tokens
+            .grams
+            .push(gram_bucket((window << 8) | u32::from(b'$')));
+    }
+    tokens.push(h, 0);
+    Some(j)
+}
+
 /// Tokenises normalised text. Hashes include the token class, so a word and a
 /// punctuation run never collide by construction.
 pub fn tokenize(text: &str) -> Tokens {
@@ -107,76 +143,53 @@ pub fn tokenize(text: &str) -> Tokens {
     let mut sentence_end = false;
     while i < bytes.len() {
         let b = bytes[i];
-        if b == b'\n' || (b == b' ' && sentence_end) {
-            sentence_end = false;
-            tokens.sentence_break();
-            i += 1;
-            continue;
-        }
-        if b == b' ' || b == b'\t' || b == b'\r' {
-            i += 1;
-            continue;
-        }
-        // Classify the character at i.
-        let c = if b < 0x80 {
-            char::from(b)
-        } else {
-            match text[i..].chars().next() {
-                Some(c) => c,
-                None => break,
-            }
-        };
-        let len = c.len_utf8();
-        if is_cjk(c) {
-            tokens.push(fx(3, c as u64), 1);
-            sentence_end = false;
-            i += len;
-            continue;
-        }
-        if matches!(c, '。' | '！' | '？') {
-            tokens.push(fx(4, c as u64), 2);
-            tokens.sentence_break();
-            i += len;
-            continue;
-        }
-        if c.is_whitespace() {
-            i += len;
-            continue;
-        }
+        let c;
         if b.is_ascii_alphanumeric() {
-            // The common case, ASCII words, in a loop of its own: one byte
-            // test and one hash step per byte. It ends where the general loop
-            // below would, except that it hands a word that continues in
-            // non-ASCII letters (`naïve`) back to that loop from the start.
-            //
-            // The word's 4-grams are hashed in the same loop as the word, so
-            // the two hash chains overlap ([`Tokens::word_grams`] gives the
-            // same grams; a test checks it).
-            let grams_before = tokens.grams.len();
-            let mut h = fx(1, u64::from(b));
-            let mut window = u32::from(b'^') << 8 | u32::from(b);
-            let mut j = i + 1;
-            while j < bytes.len() && bytes[j].is_ascii_alphanumeric() {
-                h = fx(h, u64::from(bytes[j]));
-                window = (window << 8) | u32::from(bytes[j]);
-                if j - i >= 2 {
-                    tokens.grams.push(gram_bucket(window));
-                }
-                j += 1;
-            }
-            if j == bytes.len() || bytes[j].is_ascii() {
-                if j - i >= 3 {
-                    tokens
-                        .grams
-                        .push(gram_bucket((window << 8) | u32::from(b'$')));
-                }
-                tokens.push(h, 0);
+            // The common case first, with no other test in front of it.
+            if let Some(end) = ascii_word(&mut tokens, bytes, i) {
                 sentence_end = false;
-                i = j;
+                i = end;
                 continue;
             }
-            tokens.grams.truncate(grams_before);
+            c = char::from(b);
+        } else {
+            if b == b'\n' || (b == b' ' && sentence_end) {
+                sentence_end = false;
+                tokens.sentence_break();
+                i += 1;
+                continue;
+            }
+            if b == b' ' || b == b'\t' || b == b'\r' {
+                i += 1;
+                continue;
+            }
+            // Classify the character at i.
+            c = if b < 0x80 {
+                char::from(b)
+            } else {
+                match text[i..].chars().next() {
+                    Some(c) => c,
+                    None => break,
+                }
+            };
+            if is_cjk(c) {
+                tokens.push(fx(3, c as u64), 1);
+                sentence_end = false;
+                i += c.len_utf8();
+                continue;
+            }
+            if matches!(c, '。' | '！' | '？') {
+                tokens.push(fx(4, c as u64), 2);
+                tokens.sentence_break();
+                i += c.len_utf8();
+                continue;
+            }
+            if c.is_whitespace() {
+                i += c.len_utf8();
+                continue;
+            }
         }
+        let len = c.len_utf8();
         let alnum = c.is_alphanumeric();
         let start = i;
         let mut h = fx(if alnum { 1 } else { 2 }, c as u64);
