@@ -58,6 +58,31 @@ const fn fx(h: u64, x: u64) -> u64 {
     (h.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
 
+/// `char::is_alphanumeric`, read from a bitset for the Basic Multilingual
+/// Plane: outside ASCII the standard library searches its Unicode tables on
+/// every call, and a non-Latin text asks once per character.
+#[inline]
+fn is_alnum(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric();
+    }
+    match ALNUM_BMP.get(c as usize >> 6) {
+        Some(bits) => bits >> (c as u32 & 63) & 1 != 0,
+        None => c.is_alphanumeric(),
+    }
+}
+
+/// Bit `c % 64` of word `c / 64`: whether `c` is alphanumeric (8 KiB).
+static ALNUM_BMP: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+    (0u32..1024)
+        .map(|word| {
+            (0u32..64)
+                .filter(|bit| char::from_u32(word * 64 + bit).is_some_and(char::is_alphanumeric))
+                .fold(0u64, |bits, bit| bits | 1 << bit)
+        })
+        .collect()
+});
+
 fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
 }
@@ -190,7 +215,7 @@ pub fn tokenize(text: &str) -> Tokens {
             }
         }
         let len = c.len_utf8();
-        let alnum = c.is_alphanumeric();
+        let alnum = is_alnum(c);
         let start = i;
         let mut h = fx(if alnum { 1 } else { 2 }, c as u64);
         let mut count = 1;
@@ -206,7 +231,7 @@ pub fn tokenize(text: &str) -> Tokens {
                     None => break,
                 }
             };
-            if d.is_whitespace() || is_cjk(d) || d.is_alphanumeric() != alnum {
+            if d.is_whitespace() || is_cjk(d) || is_alnum(d) != alnum {
                 break;
             }
             if !alnum {
@@ -517,6 +542,13 @@ pub fn segments(tokens: &Tokens) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alphanumeric_bitset_agrees_with_the_standard_library() {
+        for c in (0u32..0x3_0000).filter_map(char::from_u32) {
+            assert_eq!(is_alnum(c), c.is_alphanumeric(), "{:?}", c);
+        }
+    }
 
     proptest::proptest! {
         /// The ASCII word loop hashes 4-grams as it goes; they must be the
