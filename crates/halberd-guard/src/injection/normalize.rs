@@ -221,7 +221,13 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
     map.truncate(k + 1);
     let text = String::from_utf8(out).ok()?;
     let mut obfuscation = Obfuscation::default();
-    let text = fold_leet(text, &mut obfuscation);
+    // A leetspeak word has a digit before its last letter, so somewhere a
+    // digit runs into a letter; without that, there is nothing to fold.
+    let text = if folds.digit_letter {
+        fold_leet(text, &mut obfuscation)
+    } else {
+        text
+    };
     Some(Normalized {
         text,
         map,
@@ -262,6 +268,8 @@ fn plain_block(block: &[u8]) -> Option<[u8; 8]> {
 struct Folds {
     /// The classes seen in the current word.
     kinds: u8,
+    /// Whether a digit was followed by a letter.
+    digit_letter: bool,
     /// The last nine characters' `DIGIT | ALPHA | SEPARATOR` bits, newest
     /// lowest, three bits each; before the text reads as punctuation.
     recent: u32,
@@ -294,6 +302,8 @@ impl Folds {
     fn next(&mut self, class: u8) -> bool {
         self.recent =
             (self.recent << 3 | u32::from(class & (DIGIT | ALPHA | SEPARATOR))) & 0o777_777_777;
+        self.digit_letter |= self.recent & (u32::from(DIGIT) << 3 | u32::from(ALPHA))
+            == u32::from(DIGIT) << 3 | u32::from(ALPHA);
         // Cleared outside words; a mask, not a branch.
         let in_word = 0u8.wrapping_sub(u8::from(class & (DIGIT | ALPHA) != 0));
         self.kinds = (self.kinds | class) & in_word;
