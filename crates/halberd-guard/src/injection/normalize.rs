@@ -246,7 +246,7 @@ fn plain_block(block: &[u8]) -> Option<[u8; 8]> {
     }
     // With every byte below 0x80, no sum here carries into the next byte.
     let printable = (w + 0x60 * ONES) & HIGH; // byte >= 0x20
-    let not_space = ((w ^ 0x20 * ONES) + 0x7f * ONES) & HIGH;
+    let not_space = ((w ^ (0x20 * ONES)) + 0x7f * ONES) & HIGH;
     let space = !not_space & HIGH;
     if printable != HIGH || space & (space << 8) != 0 || space & (0x80 << 56) != 0 {
         return None;
