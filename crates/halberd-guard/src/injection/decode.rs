@@ -69,18 +69,19 @@ const MIN_TOKEN: usize = 12;
 /// starts at or after `from`, where `from == 0` or `bytes[from - 1]` is not a
 /// token byte.
 ///
-/// Found by skipping, not by reading every byte: the window of `MIN_TOKEN`
-/// bytes from `i` is read from its end backwards, and a byte at `j - 1` that
-/// cannot be in a token means no long run starts before `j`, so the search
-/// moves on to `j`. Prose, whose words are short, costs about one read per few
-/// bytes.
+/// Found window by window, not byte by byte: in the `MIN_TOKEN` bytes from
+/// `i`, a byte at `j - 1` that cannot be in a token means no long run starts
+/// before `j`, so the search moves on to the last such `j`. Prose, whose
+/// words are short, moves most of a window at a time.
 fn next_run(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
-    while i + MIN_TOKEN <= bytes.len() {
-        let mut j = i + MIN_TOKEN;
-        while j > i && is_token_byte(bytes[j - 1]) {
-            j -= 1;
-        }
+    while let Some(window) = bytes.get(i..i + MIN_TOKEN) {
+        // Bit k: byte `i + k` cannot be in a token. Built without a branch
+        // per byte; where the last such byte is decides the next window.
+        let outside = window.iter().enumerate().fold(0u32, |bits, (k, &b)| {
+            bits | u32::from(!is_token_byte(b)) << k
+        });
+        let j = i + (u32::BITS - outside.leading_zeros()) as usize;
         if j == i {
             // `bytes[i - 1]` is not a token byte: the run starts here.
             let mut end = i + MIN_TOKEN;
