@@ -117,10 +117,11 @@ impl Tokens {
     }
 }
 
-/// The common case, an ASCII word starting at `i`, in a loop of its own: one
-/// byte test and one hash step per byte. Pushes the token and gives where it
-/// ends, where the general loop of [`tokenize`] would end it; a word that
-/// continues in non-ASCII letters (`naïve`) is left to that loop (`None`).
+/// The common case, an ASCII word starting at `i`, in a loop of its own: per
+/// byte one test, one step of the word's hash and one 4-gram. Pushes the
+/// token and gives where it ends, where the general loop of [`tokenize`]
+/// would end it; a word that continues in non-ASCII letters (`naïve`) is left
+/// to that loop (`None`).
 ///
 /// The word's 4-grams are hashed in the same loop as the word, so the two
 /// hash chains overlap ([`Tokens::word_grams`] gives the same grams; a test

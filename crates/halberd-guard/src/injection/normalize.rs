@@ -101,9 +101,10 @@ pub fn normalize(text: &str) -> Normalized {
 /// Text with no lone letters spaced out and no word mixing Latin letters with
 /// look-alikes only needs lower case, whitespace collapsed and leetspeak
 /// folded ([`fold_leet`], byte for byte): one pass copies the text and checks
-/// on the way that no other fold applies ([`Folds`]), and leetspeak is then
-/// looked for around ASCII digits. A text that needs another fold leaves at
-/// the first sign of it, for the general path.
+/// on the way that no other fold applies ([`Folds`]); leetspeak is then
+/// folded in the words around ASCII digits, if a digit ran into a letter
+/// anywhere. A text that needs another fold leaves at the first sign of it,
+/// for the general path.
 ///
 /// Besides ASCII it takes typographic punctuation ([`typographic`]), which the
 /// general path turns into fixed text and which is never part of a word, and
@@ -129,7 +130,9 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
         // per byte on whitespace, which follows no pattern a predictor learns.
         if pending == 0
             && k > 0
-            && let Some(block) = bytes.get(i..i + 8)
+            && let Some(block) = bytes
+                .get(i..i + 8)
+                .and_then(|b| <&[u8; 8]>::try_from(b).ok())
             && let Some(lower) = plain_block(block)
         {
             if folds.next_ascii8(block) {
@@ -237,10 +240,10 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
 /// nothing is pending and something was written before, so a first space is
 /// not leading. Tests on all eight bytes at once, as one 64-bit word.
 #[inline(always)]
-fn plain_block(block: &[u8]) -> Option<[u8; 8]> {
+fn plain_block(block: &[u8; 8]) -> Option<[u8; 8]> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x80 * ONES;
-    let w = u64::from_le_bytes(block.try_into().ok()?);
+    let w = u64::from_le_bytes(*block);
     if w & HIGH != 0 {
         return None;
     }
@@ -255,11 +258,12 @@ fn plain_block(block: &[u8]) -> Option<[u8; 8]> {
     Some((w | upper >> 2).to_le_bytes())
 }
 
-/// Watches the classes of a text's characters, one at a time, for the folds
-/// only the general path makes: a word (run of letters and digits) with both
-/// a letter that becomes ASCII and a Cyrillic or Greek look-alike
-/// (`fold_words` folds its look-alikes), and a run of at least four single
-/// letters, each after one separator (`join_spaced_letters` joins it).
+/// Watches the classes of a text's characters, in order, for the folds only
+/// the general path makes: a word (run of letters and digits) with both a
+/// letter that becomes ASCII and a Cyrillic or Greek look-alike (`fold_words`
+/// folds its look-alikes), and a run of at least four single letters, each
+/// after one separator (`join_spaced_letters` joins it). Notes on the way
+/// whether leetspeak is possible at all.
 #[derive(Default)]
 struct Folds {
     /// The classes seen in the current word.
@@ -296,8 +300,8 @@ impl Folds {
     /// look-alikes, so only a word that had one before can become mixed here;
     /// that case takes the byte-at-a-time way.
     #[inline(always)]
-    fn next_ascii8(&mut self, block: &[u8]) -> bool {
-        if self.kinds & CONFUSABLE != 0 || block.len() != 8 {
+    fn next_ascii8(&mut self, block: &[u8; 8]) -> bool {
+        if self.kinds & CONFUSABLE != 0 {
             return block.iter().fold(false, |fold, &b| {
                 self.next(ASCII_CLASS[usize::from(b)]) | fold
             });
