@@ -147,7 +147,8 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             continue;
         }
         let b = bytes[i];
-        if b < 0x80 {
+        let mut buf = [0u8; 4];
+        let (class, written, width) = if b < 0x80 {
             let class = ASCII_CLASS[usize::from(b)];
             if matches!(b, b'\t'..=b'\r' | b' ') {
                 if b == b'\n' || b == b'\r' {
@@ -159,37 +160,28 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
                     pending = b' ';
                     pending_at = i as u32;
                 }
-            } else {
-                if pending != 0 {
-                    if k > 0 {
-                        out[k] = pending;
-                        map[k] = pending_at;
-                        k += 1;
-                    }
-                    pending = 0;
+                if folds.next(class) {
+                    return None;
                 }
-                out[k] = b.to_ascii_lowercase();
-                map[k] = i as u32;
-                k += 1;
+                i += 1;
+                continue;
             }
-            if folds.next(class) {
-                return None;
-            }
-            i += 1;
-            continue;
-        }
-        let c = text[i..].chars().next()?;
-        let mut buf = [0u8; 4];
-        let (class, written) = match typographic(c) {
-            Some(Some(ascii)) => {
-                buf[0] = ascii;
-                (0, 1)
-            }
-            Some(None) => (0, c.encode_utf8(&mut buf).len()),
-            None => {
-                let (class, folded) = bmp_fold(c)?;
-                (class, folded.encode_utf8(&mut buf).len())
-            }
+            buf[0] = b.to_ascii_lowercase();
+            (class, 1, 1)
+        } else {
+            let c = text[i..].chars().next()?;
+            let (class, written) = match typographic(c) {
+                Some(Some(ascii)) => {
+                    buf[0] = ascii;
+                    (0, 1)
+                }
+                Some(None) => (0, c.encode_utf8(&mut buf).len()),
+                None => {
+                    let (class, folded) = bmp_fold(c)?;
+                    (class, folded.encode_utf8(&mut buf).len())
+                }
+            };
+            (class, written, c.len_utf8())
         };
         if folds.next(class) {
             return None;
@@ -209,7 +201,7 @@ fn ascii_fast_path(text: &str) -> Option<Normalized> {
             map[k] = i as u32;
             k += 1;
         }
-        i += c.len_utf8();
+        i += width;
     }
     // Past the end reads as a space.
     if folds.next(ASCII_CLASS[usize::from(b' ')]) {
