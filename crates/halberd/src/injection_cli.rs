@@ -311,6 +311,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
         let mut candidates: Vec<f32> = benign.iter().map(|(s, _)| s + 1e-4).collect();
         candidates.push(0.5);
         candidates.sort_by(f32::total_cmp);
+        let mut at_one_percent = 1.0;
         for fpr in [0.001, 0.005, 0.01, 0.02, 0.05] {
             // The lowest threshold at which no source's false-positive rate
             // exceeds `fpr`.
@@ -325,6 +326,9 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
                 .copied()
                 .find(|&t| worst(t) <= fpr)
                 .unwrap_or(1.0);
+            if fpr == 0.01 {
+                at_one_percent = threshold;
+            }
             let recall = ratio(
                 attacks.iter().filter(|&&s| s >= threshold).count(),
                 attacks.len(),
@@ -336,6 +340,23 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
                 attacks.len()
             );
         }
+        // Which attacks the 1 % threshold misses, per source.
+        let threshold = at_one_percent;
+        let mut per_source: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (score, item) in scored.iter().filter(|(_, i)| i.trust == trust && i.attack) {
+            let entry = per_source.entry(item.source.as_str()).or_default();
+            entry.0 += usize::from(*score >= threshold);
+            entry.1 += 1;
+        }
+        let per: Vec<String> = per_source
+            .iter()
+            .map(|(name, (hit, all))| format!("{name} {:.3}", ratio(*hit, *all)))
+            .collect();
+        println!(
+            "  {:<9} recall per source at {threshold:.4}: {}",
+            trust.as_str(),
+            per.join(", ")
+        );
         // What each benign source costs at a few thresholds: which source
         // decides the threshold, and by how much.
         for t in [0.6f32, 0.7, 0.73, 0.8, 0.9] {

@@ -10,7 +10,9 @@
 //! close what was never opened, and an odd number of double quotes or
 //! backticks. Prose has few of these and code keeps its brackets and quotes
 //! balanced. The layer reads the original text (normalisation folds case),
-//! only its last line's final [`TAIL`] bytes, and adds its weight to the fused
+//! only its last line's final [`TAIL`] bytes, scores every run of words that
+//! ends there (a suffix's length is not known) and keeps the most suffix-like
+//! one. It adds its weight to the fused
 //! log-odds; it cannot flag a text on its own unless the classifier already
 //! leans towards an attack.
 
@@ -18,7 +20,7 @@
 const TAIL: usize = 220;
 /// Texts with fewer words have no room for a request and a suffix.
 const MIN_WORDS: usize = 20;
-/// Tails with fewer words are not judged.
+/// Runs of fewer words are not judged.
 const MIN_TAIL_WORDS: usize = 8;
 
 /// The shape score of a text's tail, or `None` when the text is too short to
@@ -33,6 +35,10 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The shape of the most suffix-like run of the tail's last words: every
+    /// run of at least [`MIN_TAIL_WORDS`] words that ends the tail is scored
+    /// and the highest score whose punctuation share passes wins, so a
+    /// 15-word suffix behind a 20-word request is not diluted by the request.
     pub fn of(text: &str) -> Option<Shape> {
         let text = text.trim_end();
         let line = text.rsplit('\n').next().unwrap_or(text);
@@ -41,46 +47,63 @@ impl Shape {
             from += 1;
         }
         // The first piece may be cut in the middle of a word.
-        let words = || line[from..].split_whitespace().skip(usize::from(from > 0));
-        let n = words().count();
+        let mut words: Vec<Word<'_>> = line[from..]
+            .split_whitespace()
+            .skip(usize::from(from > 0))
+            .map(Word::of)
+            .collect();
+        let n = words.len();
         if n < MIN_TAIL_WORDS || text.split_whitespace().nth(MIN_WORDS - 1).is_none() {
             return None;
         }
-
-        let (mut depth, mut unmatched, mut quotes) = (0usize, 0usize, 0usize);
-        let (mut chars, mut punctuation) = (0usize, 0usize);
-        let (mut glued_words, mut punct_only) = (0usize, 0usize);
-        for word in words() {
-            glued_words += usize::from(glued(word));
-            let (mut len, mut only_punct) = (0usize, true);
-            for c in word.chars() {
-                chars += 1;
-                len += 1;
-                only_punct &= !c.is_alphanumeric() && c != '_';
+        // Brackets are matched over the whole tail, not per run: a run that
+        // starts inside a bracket the request opened has not found a closer
+        // that was never opened.
+        let mut open: Vec<usize> = Vec::new();
+        let mut quotes = 0;
+        for (i, word) in words.iter_mut().enumerate() {
+            quotes += word.quotes;
+            for c in word.text.chars() {
                 match c {
-                    '(' | '[' | '{' => depth += 1,
-                    ')' | ']' | '}' => match depth.checked_sub(1) {
-                        Some(d) => depth = d,
-                        None => unmatched += 1,
-                    },
-                    '"' | '`' => quotes += 1,
+                    '(' | '[' | '{' => open.push(i),
+                    ')' | ']' | '}' if open.pop().is_none() => word.unmatched += 1,
                     _ => {}
                 }
-                if !c.is_alphanumeric() {
-                    punctuation += 1;
-                }
             }
-            punct_only += usize::from(only_punct && len >= 2);
         }
-        unmatched += depth;
-        let n = n as f32;
-        Some(Shape {
-            score: unmatched.min(3) as f32
-                + (quotes % 2) as f32
-                + 4.0 * glued_words as f32 / n
-                + 3.0 * punct_only as f32 / n,
-            punctuation: punctuation as f32 / chars.max(1) as f32,
-        })
+        for i in open {
+            words[i].unmatched += 1;
+        }
+        let odd_quotes = (quotes % 2) as f32;
+
+        let (mut unmatched, mut chars, mut punctuation) = (0usize, 0usize, 0usize);
+        let (mut glued_words, mut punct_only) = (0usize, 0usize);
+        let mut best: Option<Shape> = None;
+        for (k, word) in words.iter().rev().enumerate() {
+            unmatched += word.unmatched;
+            chars += word.chars;
+            punctuation += word.punctuation;
+            glued_words += usize::from(word.glued);
+            punct_only += usize::from(word.punct_only);
+            let k = k + 1;
+            if k < MIN_TAIL_WORDS {
+                continue;
+            }
+            let shape = Shape {
+                score: run_score(unmatched, odd_quotes, glued_words, punct_only, k),
+                punctuation: punctuation as f32 / chars.max(1) as f32,
+            };
+            best = match best {
+                Some(b) if b.rank() >= shape.rank() => Some(b),
+                _ => Some(shape),
+            };
+        }
+        best
+    }
+
+    /// Orders candidate runs: those with enough punctuation first, then by score.
+    fn rank(&self) -> (bool, f32) {
+        (self.punctuation > PUNCTUATION, self.score)
     }
 
     /// Whether the shape is that of an adversarial suffix.
@@ -91,12 +114,65 @@ impl Shape {
 
 /// The score at which a tail counts as adversarial, and the share of
 /// punctuation it needs besides. Chosen on out-of-fold scores of the training
-/// file (`halberd train-injection --folds 5`), never on dev: scores 2, 2.5 and
-/// 3 with weights from 1.5 up gave recall 0.920–0.922 at ≤ 1 % false
-/// positives per benign source (0.898 without the layer), and the strictest of
-/// them was taken. See docs/injection.md.
-pub const SCORE: f32 = 3.0;
-const PUNCTUATION: f32 = 0.06;
+/// file (`halberd train-injection --folds 5`), never on dev. Since the score
+/// is the best over the tail's runs of words, scores 1.25–1.5 with weight 1.5
+/// gave recall 0.936 at ≤ 1 % false positives per benign source (0.923 at 3,
+/// 0.920 when the whole tail was scored as one, 0.898 without the layer), with
+/// the threshold unchanged; 1.0 and below let benign prompts over it. The
+/// strictest of the plateau was taken. See docs/injection.md.
+pub const SCORE: f32 = 1.5;
+const PUNCTUATION: f32 = 0.03;
+
+/// The score of a run of `words` words: brackets left unmatched in the
+/// tail (up to 3), an odd count of quotes, and the shares of glued and of
+/// punctuation-only words.
+fn run_score(
+    unmatched: usize,
+    odd_quotes: f32,
+    glued: usize,
+    punct_only: usize,
+    words: usize,
+) -> f32 {
+    let k = words as f32;
+    unmatched.min(3) as f32 + odd_quotes + 4.0 * glued as f32 / k + 3.0 * punct_only as f32 / k
+}
+
+/// What the shape score needs of one word.
+struct Word<'a> {
+    text: &'a str,
+    /// Brackets in this word left unmatched over the whole tail.
+    unmatched: usize,
+    quotes: usize,
+    chars: usize,
+    /// Characters that are neither letters nor digits.
+    punctuation: usize,
+    glued: bool,
+    /// Two or more characters, none a letter, digit or `_`.
+    punct_only: bool,
+}
+
+impl Word<'_> {
+    fn of(text: &str) -> Word<'_> {
+        let mut w = Word {
+            text,
+            unmatched: 0,
+            quotes: 0,
+            chars: 0,
+            punctuation: 0,
+            glued: glued(text),
+            punct_only: false,
+        };
+        let mut only_punct = true;
+        for c in text.chars() {
+            w.chars += 1;
+            only_punct &= !c.is_alphanumeric() && c != '_';
+            w.quotes += usize::from(matches!(c, '"' | '`'));
+            w.punctuation += usize::from(!c.is_alphanumeric());
+        }
+        w.punct_only = only_punct && w.chars >= 2;
+        w
+    }
+}
 
 /// A word with a lower-case letter followed by a capital (`whoNOT`), or with
 /// punctuation between two letters (`segle.");']cont`), other than an English
@@ -152,12 +228,91 @@ mod tests {
     }
 
     #[test]
+    fn a_short_suffix_behind_a_long_request_is_found() {
+        // Nine suffix words behind a 30-word request: scored over the whole
+        // tail, the request's plain words dilute the glued ones below the bar.
+        let text = format!(
+            "{REQUEST} and explain each step in order so that a beginner can follow along without help \
+             oh ....ah TypeError...Me only !maxim] list seria Englishlier"
+        );
+        let shape = Shape::of(&text).expect("long enough");
+        assert!(shape.is_adversarial(), "{shape:?}");
+    }
+
+    /// The shape of the last `k` of `words`, each bracket matched over all
+    /// of `words` with a depth counter read forwards.
+    fn reference(words: &[String], k: usize) -> Shape {
+        let run = words.len() - k;
+        let (mut depth_at, mut depth, mut unmatched) = (Vec::new(), 0usize, 0usize);
+        let mut quotes = 0;
+        for (i, word) in words.iter().enumerate() {
+            for c in word.chars() {
+                match c {
+                    '(' | '[' | '{' => {
+                        depth += 1;
+                        depth_at.push(i);
+                    }
+                    ')' | ']' | '}' => match depth.checked_sub(1) {
+                        Some(d) => {
+                            depth = d;
+                            depth_at.pop();
+                        }
+                        None => unmatched += usize::from(i >= run),
+                    },
+                    '"' | '`' => quotes += 1,
+                    _ => {}
+                }
+            }
+        }
+        unmatched += depth_at.iter().filter(|&&i| i >= run).count();
+        let tail = &words[run..];
+        let chars: usize = tail.iter().map(|w| w.chars().count()).sum();
+        let punctuation = tail
+            .iter()
+            .flat_map(|w| w.chars())
+            .filter(|c| !c.is_alphanumeric())
+            .count();
+        let glued_words = tail.iter().filter(|w| glued(w)).count();
+        let punct_only = tail
+            .iter()
+            .filter(|w| {
+                w.chars().count() >= 2 && w.chars().all(|c| !c.is_alphanumeric() && c != '_')
+            })
+            .count();
+        Shape {
+            score: (unmatched.min(3) + quotes % 2) as f32
+                + 4.0 * glued_words as f32 / k as f32
+                + 3.0 * punct_only as f32 / k as f32,
+            punctuation: punctuation as f32 / chars.max(1) as f32,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_run_is_scored_as_a_forward_reading_would(
+            words in proptest::collection::vec("[a-zA-Z(){}\\[\\]\"`'.!_]{1,5}", 20..36),
+        ) {
+            let text = words.join(" ");
+            let runs = (MIN_TAIL_WORDS..=words.len()).map(|k| reference(&words, k));
+            let expected = runs.fold(None::<Shape>, |best, shape| match best {
+                Some(b) if b.rank() >= shape.rank() => Some(b),
+                _ => Some(shape),
+            });
+            let got = Shape::of(&text);
+            proptest::prop_assert_eq!(got.map(|s| s.rank()), expected.map(|s| s.rank()));
+        }
+    }
+
+    #[test]
     fn prose_and_code_are_not() {
         let prose = format!(
             "{REQUEST}. It should cover Gutenberg, the spread to Venice and Paris, and what it did to literacy; please keep it under 800 words (roughly two pages) and cite \"sources\"."
         );
+        // Balanced brackets and quotes. (A run of code with several dotted
+        // names, `items.iter()`, does take the shape; the layer only adds
+        // weight to what the classifier already leans towards.)
         let code = format!(
-            "{REQUEST}:\nfor (i, item) in items.iter().enumerate() {{ if item.price > limit {{ println!(\"{{i}}: {{}}\", item.name); }} }}"
+            "{REQUEST}:\nfn area(width: u32, height: u32) -> u32 {{ let total = width * height; println!(\"{{total}}\"); total }}"
         );
         for text in [prose, code] {
             let shape = Shape::of(&text).expect("long enough");
