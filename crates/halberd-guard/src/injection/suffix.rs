@@ -46,34 +46,28 @@ impl Shape {
         while !line.is_char_boundary(from) {
             from += 1;
         }
-        // The first piece may be cut in the middle of a word.
-        let mut words: Vec<Word<'_>> = line[from..]
-            .split_whitespace()
-            .skip(usize::from(from > 0))
-            .map(Word::of)
-            .collect();
-        let n = words.len();
-        if n < MIN_TAIL_WORDS || text.split_whitespace().nth(MIN_WORDS - 1).is_none() {
+        if text.split_whitespace().nth(MIN_WORDS - 1).is_none() {
             return None;
         }
         // Brackets are matched over the whole tail, not per run: a run that
         // starts inside a bracket the request opened has not found a closer
-        // that was never opened.
+        // that was never opened. `open` holds the words of unclosed openers.
         let mut open: Vec<usize> = Vec::new();
-        let mut quotes = 0;
-        for (i, word) in words.iter_mut().enumerate() {
-            quotes += word.quotes;
-            for c in word.text.chars() {
-                match c {
-                    '(' | '[' | '{' => open.push(i),
-                    ')' | ']' | '}' if open.pop().is_none() => word.unmatched += 1,
-                    _ => {}
-                }
-            }
+        // The first piece may be cut in the middle of a word.
+        let mut words: Vec<Word> = line[from..]
+            .split_whitespace()
+            .skip(usize::from(from > 0))
+            .enumerate()
+            .map(|(i, word)| Word::of(word, i, &mut open))
+            .collect();
+        let n = words.len();
+        if n < MIN_TAIL_WORDS {
+            return None;
         }
         for i in open {
             words[i].unmatched += 1;
         }
+        let quotes: usize = words.iter().map(|w| w.quotes).sum();
         let odd_quotes = (quotes % 2) as f32;
 
         let (mut unmatched, mut chars, mut punctuation) = (0usize, 0usize, 0usize);
@@ -138,9 +132,9 @@ fn run_score(
 }
 
 /// What the shape score needs of one word.
-struct Word<'a> {
-    text: &'a str,
-    /// Brackets in this word left unmatched over the whole tail.
+struct Word {
+    /// Brackets in this word left unmatched over the whole tail (closers
+    /// here; unclosed openers are added once the tail is read).
     unmatched: usize,
     quotes: usize,
     chars: usize,
@@ -151,10 +145,11 @@ struct Word<'a> {
     punct_only: bool,
 }
 
-impl Word<'_> {
-    fn of(text: &str) -> Word<'_> {
+impl Word {
+    /// Word `i` of the tail; `open` holds the words of the openers not yet
+    /// closed.
+    fn of(text: &str, i: usize, open: &mut Vec<usize>) -> Word {
         let mut w = Word {
-            text,
             unmatched: 0,
             quotes: 0,
             chars: 0,
@@ -166,8 +161,13 @@ impl Word<'_> {
         for c in text.chars() {
             w.chars += 1;
             only_punct &= !c.is_alphanumeric() && c != '_';
-            w.quotes += usize::from(matches!(c, '"' | '`'));
             w.punctuation += usize::from(!c.is_alphanumeric());
+            match c {
+                '(' | '[' | '{' => open.push(i),
+                ')' | ']' | '}' if open.pop().is_none() => w.unmatched += 1,
+                '"' | '`' => w.quotes += 1,
+                _ => {}
+            }
         }
         w.punct_only = only_punct && w.chars >= 2;
         w
