@@ -46,9 +46,8 @@ impl Shape {
         while !line.is_char_boundary(from) {
             from += 1;
         }
-        if text.split_whitespace().nth(MIN_WORDS - 1).is_none() {
-            return None;
-        }
+        // Too few words for a request and a suffix.
+        text.split_whitespace().nth(MIN_WORDS - 1)?;
         // Brackets are matched over the whole tail, not per run: a run that
         // starts inside a bracket the request opened has not found a closer
         // that was never opened. `open` holds the words of unclosed openers.
