@@ -94,6 +94,29 @@ impl Tally {
     }
 }
 
+impl Tally {
+    /// Precision, recall and F1 of "detected" against the labels.
+    fn prf(&self) -> (f64, f64, f64) {
+        let precision = ratio(
+            self.detected_attacks,
+            self.detected_attacks + self.detected_benign,
+        );
+        let recall = ratio(self.detected_attacks, self.attacks);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        (precision, recall, f1)
+    }
+}
+
+/// `value` with three decimals, or `-` where it is not defined (a recall
+/// without attacks, a false-positive rate without benign items).
+fn cell(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
@@ -154,7 +177,7 @@ pub fn eval(
         detector.assess(&item.text, item.trust);
     }
     let mut overall = Tally::default();
-    let mut by_source: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut by_source: BTreeMap<String, (Tally, Vec<(f32, bool)>)> = BTreeMap::new();
     let mut by_trust: BTreeMap<&str, Vec<(f32, bool)>> = BTreeMap::new();
     let mut scored = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -169,10 +192,9 @@ pub fn eval(
         let detected = thresholds.flag.is_some_and(|t| assessment.score >= t);
         let blocked = thresholds.block.is_some_and(|t| assessment.score >= t);
         overall.add(item.attack, detected, blocked);
-        by_source
-            .entry(item.source.clone())
-            .or_default()
-            .add(item.attack, detected, blocked);
+        let source = by_source.entry(item.source.clone()).or_default();
+        source.0.add(item.attack, detected, blocked);
+        source.1.push((assessment.score, item.attack));
         by_trust
             .entry(item.trust.as_str())
             .or_default()
@@ -182,16 +204,7 @@ pub fn eval(
             errors.push((item, assessment));
         }
     }
-    let precision = ratio(
-        overall.detected_attacks,
-        overall.detected_attacks + overall.detected_benign,
-    );
-    let recall = ratio(overall.detected_attacks, overall.attacks);
-    let f1 = if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    };
+    let (precision, recall, f1) = overall.prf();
     println!(
         "prompt-injection evaluation: {} ({} items)",
         path.display(),
@@ -216,23 +229,37 @@ pub fn eval(
             roc_auc(scores).map_or("n/a (one class)".into(), |a| format!("{a:.4}"))
         );
     }
+    // Per source: `-` where a figure needs a label the source lacks (most
+    // public sets are one label; a file of your own may mix them).
     println!(
-        "{:<28} {:>6} {:>7} {:>9} {:>8}",
-        "source", "label", "items", "detected", "blocked"
+        "{:<28} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>7} {:>8} {:>8}",
+        "source",
+        "attacks",
+        "benign",
+        "recall",
+        "fpr",
+        "precision",
+        "F1",
+        "ROC-AUC",
+        "blocked+",
+        "blocked-"
     );
-    for (source, t) in &by_source {
-        for (label, n, d, b) in [
-            ("attack", t.attacks, t.detected_attacks, t.blocked_attacks),
-            ("benign", t.benign, t.detected_benign, t.blocked_benign),
-        ] {
-            if n > 0 {
-                println!(
-                    "{source:<28} {label:>6} {n:>7} {:>9.3} {:>8.3}",
-                    ratio(d, n),
-                    ratio(b, n)
-                );
-            }
-        }
+    for (source, (t, scores)) in &by_source {
+        let (precision, recall, f1) = t.prf();
+        let has_attacks = t.attacks > 0;
+        let any_detected = t.detected_attacks + t.detected_benign > 0;
+        println!(
+            "{source:<28} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>7} {:>8} {:>8}",
+            t.attacks,
+            t.benign,
+            cell(has_attacks.then_some(recall)),
+            cell((t.benign > 0).then(|| ratio(t.detected_benign, t.benign))),
+            cell(any_detected.then_some(precision)),
+            cell(has_attacks.then_some(f1)),
+            roc_auc(scores).map_or_else(|| "-".into(), |a| format!("{a:.4}")),
+            cell(has_attacks.then(|| ratio(t.blocked_attacks, t.attacks))),
+            cell((t.benign > 0).then(|| ratio(t.blocked_benign, t.benign))),
+        );
     }
     // The most confident mistakes first: benign with the highest scores,
     // attacks with the lowest.
