@@ -12,9 +12,8 @@
 //! balanced. The layer reads the original text (normalisation folds case),
 //! only its last line's final [`TAIL`] bytes, scores every run of words that
 //! ends there (a suffix's length is not known) and keeps the most suffix-like
-//! one. It adds its weight to the fused
-//! log-odds; it cannot flag a text on its own unless the classifier already
-//! leans towards an attack.
+//! one. It adds its weight to the fused log-odds; it cannot flag a text on its
+//! own unless the classifier already leans towards an attack.
 
 /// How many bytes of the last line are read.
 const TAIL: usize = 220;
@@ -23,11 +22,9 @@ const MIN_WORDS: usize = 20;
 /// Runs of fewer words are not judged.
 const MIN_TAIL_WORDS: usize = 8;
 
-/// The shape score of a text's tail, or `None` when the text is too short to
-/// be judged. Unclosed or unopened brackets count up to 3, an odd count of
-/// `"` and `` ` `` counts 1, and the shares of glued words and of
-/// punctuation-only words count 4× and 3×. `punctuation` is the share of the
-/// tail's characters that are neither letters, digits nor whitespace.
+/// The shape score of a run of words at the end of a text (see
+/// `run_score`). `punctuation` is the share of the run's characters that
+/// are neither letters, digits nor whitespace.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
     pub score: f32,
@@ -36,7 +33,7 @@ pub struct Shape {
 
 impl Shape {
     /// The shape of the most suffix-like run of the tail's last words: every
-    /// run of at least [`MIN_TAIL_WORDS`] words that ends the tail is scored
+    /// run of at least `MIN_TAIL_WORDS` words that ends the tail is scored
     /// and the highest score whose punctuation share passes wins, so a
     /// 15-word suffix behind a 20-word request is not diluted by the request.
     pub fn of(text: &str) -> Option<Shape> {
@@ -108,17 +105,17 @@ impl Shape {
 /// The score at which a tail counts as adversarial, and the share of
 /// punctuation it needs besides. Chosen on out-of-fold scores of the training
 /// file (`halberd train-injection --folds 5`), never on dev. Since the score
-/// is the best over the tail's runs of words, scores 1.25–1.5 with weight 1.5
-/// gave recall 0.936 at ≤ 1 % false positives per benign source (0.923 at 3,
+/// is the best over the tail's runs of words, bars 1.25–1.5 with weight 1.5
+/// gave recall 0.934 at ≤ 1 % false positives per benign source (0.923 at 3,
 /// 0.920 when the whole tail was scored as one, 0.898 without the layer), with
 /// the threshold unchanged; 1.0 and below let benign prompts over it. The
 /// strictest of the plateau was taken. See docs/injection.md.
 pub const SCORE: f32 = 1.5;
 const PUNCTUATION: f32 = 0.03;
 
-/// The score of a run of `words` words: brackets left unmatched in the
-/// tail (up to 3), an odd count of quotes, and the shares of glued and of
-/// punctuation-only words.
+/// The score of a run of `words` words: its brackets left unmatched in the
+/// tail (up to 3), 1 for an odd count of `"` and `` ` `` in the tail, and the
+/// shares of glued words (×4) and of punctuation-only words (×3).
 fn run_score(
     unmatched: usize,
     odd_quotes: f32,
