@@ -92,9 +92,7 @@ impl Tally {
             self.blocked_benign += usize::from(blocked);
         }
     }
-}
 
-impl Tally {
     /// Precision, recall and F1 of "detected" against the labels.
     fn prf(&self) -> (f64, f64, f64) {
         let precision = ratio(
