@@ -50,12 +50,12 @@ impl Shape {
         // that was never opened. `open` holds the words of unclosed openers.
         let mut open: Vec<usize> = Vec::new();
         // The first piece may be cut in the middle of a word.
-        let mut words: Vec<Word> = line[from..]
-            .split_whitespace()
-            .skip(usize::from(from > 0))
-            .enumerate()
-            .map(|(i, word)| Word::of(word, i, &mut open))
-            .collect();
+        // One allocation: a word takes at least two bytes with its space.
+        let mut words: Vec<Word> = Vec::with_capacity(TAIL / 2 + 1);
+        let pieces = line[from..].split_whitespace().skip(usize::from(from > 0));
+        for (i, word) in pieces.enumerate() {
+            words.push(Word::of(word, i, &mut open));
+        }
         let n = words.len();
         if n < MIN_TAIL_WORDS {
             return None;
