@@ -336,24 +336,23 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
         let mut candidates: Vec<f32> = benign.iter().map(|(s, _)| s + 1e-4).collect();
         candidates.push(0.5);
         candidates.sort_by(f32::total_cmp);
-        let mut at_one_percent = 1.0;
-        for fpr in [0.001, 0.005, 0.01, 0.02, 0.05] {
-            // The lowest threshold at which no source's false-positive rate
-            // exceeds `fpr`.
-            let worst = |t: f32| {
-                sources
-                    .values()
-                    .map(|v| ratio(v.iter().filter(|&&s| s >= t).count(), v.len()))
-                    .fold(0.0, f64::max)
-            };
-            let threshold = candidates
+        // The lowest threshold at which no source's false-positive rate
+        // exceeds `fpr`.
+        let worst = |t: f32| {
+            sources
+                .values()
+                .map(|v| ratio(v.iter().filter(|&&s| s >= t).count(), v.len()))
+                .fold(0.0, f64::max)
+        };
+        let threshold_at = |fpr: f64| {
+            candidates
                 .iter()
                 .copied()
                 .find(|&t| worst(t) <= fpr)
-                .unwrap_or(1.0);
-            if fpr == 0.01 {
-                at_one_percent = threshold;
-            }
+                .unwrap_or(1.0)
+        };
+        for fpr in [0.001, 0.005, 0.01, 0.02, 0.05] {
+            let threshold = threshold_at(fpr);
             let recall = ratio(
                 attacks.iter().filter(|&&s| s >= threshold).count(),
                 attacks.len(),
@@ -366,7 +365,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
             );
         }
         // Which attacks the 1 % threshold misses, per source.
-        let threshold = at_one_percent;
+        let threshold = threshold_at(0.01);
         let mut per_source: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for (score, item) in scored.iter().filter(|(_, i)| i.trust == trust && i.attack) {
             let entry = per_source.entry(item.source.as_str()).or_default();

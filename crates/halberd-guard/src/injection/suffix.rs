@@ -83,15 +83,20 @@ impl Shape {
                 score: run_score(unmatched, odd_quotes, glued_words, punct_only, k),
                 punctuation: punctuation as f32 / chars.max(1) as f32,
             };
-            best = match best {
-                Some(b) if b.rank() >= shape.rank() => Some(b),
-                _ => Some(shape),
-            };
+            best = Some(Shape::better(best, shape));
         }
         best
     }
 
-    /// Orders candidate runs: those with enough punctuation first, then by score.
+    /// The more suffix-like of two runs: one with enough punctuation first,
+    /// then the higher score; the one found first on a tie.
+    fn better(best: Option<Shape>, shape: Shape) -> Shape {
+        match best {
+            Some(b) if b.rank() >= shape.rank() => b,
+            _ => shape,
+        }
+    }
+
     fn rank(&self) -> (bool, f32) {
         (self.punctuation > PUNCTUATION, self.score)
     }
@@ -290,10 +295,7 @@ mod tests {
         ) {
             let text = words.join(" ");
             let runs = (MIN_TAIL_WORDS..=words.len()).map(|k| reference(&words, k));
-            let expected = runs.fold(None::<Shape>, |best, shape| match best {
-                Some(b) if b.rank() >= shape.rank() => Some(b),
-                _ => Some(shape),
-            });
+            let expected = runs.fold(None, |best, shape| Some(Shape::better(best, shape)));
             let got = Shape::of(&text);
             proptest::prop_assert_eq!(got.map(|s| s.rank()), expected.map(|s| s.rank()));
         }
