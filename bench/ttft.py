@@ -1,5 +1,13 @@
 """Time to first event and to first text, through the gateway with redaction on
-and off, and straight to the mock upstream. Used by bench/ttft.sh."""
+and off, and straight to the mock upstream. Used by bench/ttft.sh.
+
+Two ways of streaming the same replies:
+- 4-byte deltas 25 ms apart: the worst case for a scanner that holds back a
+  word until the character after it arrives (a 9-letter first word is three
+  deltas);
+- word pieces 20 ms apart (50 tokens a second): deltas shaped like a real
+  model's tokens, a word with the space before it or a punctuation mark alone.
+"""
 
 import http.client
 import json
@@ -10,19 +18,25 @@ import time
 GW, UP, KEY_ON, KEY_OFF = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 N = int(sys.argv[5]) if len(sys.argv) > 5 else 40
 BODY = json.dumps({"model": "mock-1", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-HEADERS = {
-    "content-type": "application/json",
-    # A model answer in 4-byte deltas, 25 ms apart (40 deltas/s).
-    "x-mock-reply": "Certainly. Write to jane.doe@example.com or call +44 20 7946 0958 for the rest.",
-    "x-mock-chunk-bytes": "4",
-    "x-mock-delay-ms": "25",
-}
+# Openings of the kind models give; each goes on to an address and a number.
+REPLIES = [
+    "Certainly. Write to jane.doe@example.com or call +44 20 7946 0958 for the rest.",
+    "The invoice went to jane.doe@example.com on Monday.",
+    "I'm sorry, but +44 20 7946 0958 is the only number on file.",
+    "Sure! Here is the address: jane.doe@example.com",
+]
+SCENARIOS = [("4-byte deltas, 25 ms apart", "4", 25), ("word pieces, 20 ms apart", "words", 20)]
 
 
-def one(addr, key):
+def one(addr, key, reply, chunk, delay):
     host, port = addr.split(":")
     conn = http.client.HTTPConnection(host, int(port))
-    headers = dict(HEADERS)
+    headers = {
+        "content-type": "application/json",
+        "x-mock-reply": reply,
+        "x-mock-chunk-bytes": chunk,
+        "x-mock-delay-ms": str(delay),
+    }
     if key:
         headers["authorization"] = f"Bearer {key}"
     start = time.perf_counter()
@@ -36,8 +50,8 @@ def one(addr, key):
             continue
         now = time.perf_counter() - start
         first_event = first_event or now
-        chunk = json.loads(line[5:])
-        delta = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
+        chunk_json = json.loads(line[5:])
+        delta = (chunk_json.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
         if delta and first_text is None:
             first_text = now
         text += delta
@@ -45,8 +59,16 @@ def one(addr, key):
     return first_event * 1000, first_text * 1000, text
 
 
-for name, addr, key in [("direct to the mock", UP, None), ("gateway, redaction off", GW, KEY_OFF), ("gateway, redaction on", GW, KEY_ON)]:
-    runs = [one(addr, key) for _ in range(N)]
-    events = [r[0] for r in runs]
-    texts = [r[1] for r in runs]
-    print(f"{name:<24} first event p50 {statistics.median(events):6.1f} ms   first text p50 {statistics.median(texts):6.1f} ms   max {max(texts):6.1f} ms   text: {runs[0][2]!r}")
+for scenario, chunk, delay in SCENARIOS:
+    print(f"## {scenario}")
+    for reply in REPLIES:
+        print(f"reply: {reply!r}")
+        medians = {}
+        for name, addr, key in [("direct to the mock", UP, None), ("gateway, redaction off", GW, KEY_OFF), ("gateway, redaction on", GW, KEY_ON)]:
+            runs = [one(addr, key, reply, chunk, delay) for _ in range(N)]
+            events = [r[0] for r in runs]
+            texts = [r[1] for r in runs]
+            medians[name] = statistics.median(texts)
+            print(f"  {name:<24} first event p50 {statistics.median(events):6.1f} ms   first text p50 {medians[name]:6.1f} ms   max {max(texts):6.1f} ms   text: {runs[0][2]!r}")
+        added = medians["gateway, redaction on"] - medians["gateway, redaction off"]
+        print(f"  redaction adds {added:.1f} ms to the first text ({added / delay:.1f} delta gaps)")

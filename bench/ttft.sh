@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Time to first token with sensitive-data redaction on and off: the mock
-# upstream streams a reply in 4-byte deltas 25 ms apart; the script measures,
+# upstream streams replies in 4-byte deltas 25 ms apart and in word pieces 20 ms
+# apart (see ttft.py); the script measures,
 # per request, the time to the first SSE event and to the first non-empty text
 # delta, straight to the mock and through the gateway under two policies.
 #

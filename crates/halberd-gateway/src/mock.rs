@@ -8,7 +8,8 @@
 //! with that result. Request headers steer it:
 //! - `x-mock-reply`: reply with this text instead of the echo;
 //! - `x-mock-chunk-bytes`: size of streamed text deltas (default 16, cut at
-//!   character boundaries);
+//!   character boundaries), or `words` for deltas shaped like a real model's
+//!   tokens (a word with the space before it, a punctuation mark alone);
 //! - `x-mock-delay-ms`: delay between streamed events;
 //! - `x-mock-status`: answer with this HTTP error status in the provider's shape;
 //! - `x-mock-usage`: `none` to report no usage, or `IN,OUT` token counts.
@@ -32,10 +33,19 @@ const CREATED: u64 = 1_700_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Knobs {
     pub reply: Option<String>,
-    pub chunk_bytes: usize,
+    pub chunking: Chunking,
     pub delay: Duration,
     pub status: Option<u16>,
     pub usage: MockUsage,
+}
+
+/// How streamed text is cut into deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    /// Pieces of about this many bytes.
+    Bytes(usize),
+    /// Word pieces, see [`word_pieces`].
+    Words,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +99,14 @@ impl Knobs {
                 }
             }
         };
+        let chunking = if get("x-mock-chunk-bytes").is_some_and(|v| v.trim() == "words") {
+            Chunking::Words
+        } else {
+            Chunking::Bytes(num("x-mock-chunk-bytes", 1 << 20)?.map_or(16, |n| n.max(1) as usize))
+        };
         Ok(Knobs {
             reply: get("x-mock-reply"),
-            chunk_bytes: num("x-mock-chunk-bytes", 1 << 20)?.map_or(16, |n| n.max(1) as usize),
+            chunking,
             delay: Duration::from_millis(num("x-mock-delay-ms", 60_000)?.unwrap_or(0)),
             status,
             usage,
@@ -163,16 +178,16 @@ pub fn reply(api: Api, body: &Value, ex: &Exchange, knobs: &Knobs) -> Reply {
                 model,
                 &answer,
                 usage.filter(|_| include_usage),
-                knobs.chunk_bytes,
+                knobs.chunking,
             ))
         }
         (Api::Responses, false) => ReplyBody::Json(response(model, &answer, usage, "completed")),
         (Api::Responses, true) => {
-            ReplyBody::Events(responses_stream(model, &answer, usage, knobs.chunk_bytes))
+            ReplyBody::Events(responses_stream(model, &answer, usage, knobs.chunking))
         }
         (Api::Messages, false) => ReplyBody::Json(message(model, &answer, usage)),
         (Api::Messages, true) => {
-            ReplyBody::Events(messages_stream(model, &answer, usage, knobs.chunk_bytes))
+            ReplyBody::Events(messages_stream(model, &answer, usage, knobs.chunking))
         }
     };
     Reply {
@@ -313,8 +328,16 @@ fn tool_names(body: &Value, name_pointer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Splits `text` as `chunking` says.
+pub fn chunks(text: &str, chunking: Chunking) -> Vec<&str> {
+    match chunking {
+        Chunking::Bytes(size) => byte_pieces(text, size),
+        Chunking::Words => word_pieces(text),
+    }
+}
+
 /// Splits `text` into pieces of about `size` bytes, never inside a character.
-pub fn chunks(text: &str, size: usize) -> Vec<&str> {
+fn byte_pieces(text: &str, size: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -325,6 +348,33 @@ pub fn chunks(text: &str, size: usize) -> Vec<&str> {
         let (a, b) = rest.split_at(end);
         out.push(a);
         rest = b;
+    }
+    out
+}
+
+/// Splits `text` the way a model's tokens often fall: each piece is the
+/// whitespace before it and then a run of letters and digits or one other
+/// character (`"Write to jane."` gives `"Write"`, `" to"`, `" jane"`, `"."`).
+/// Real tokenizers also cut long words; this is close enough for timing.
+pub fn word_pieces(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    let mut start = 0;
+    while let Some(&(_, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        chars.next();
+        if c.is_alphanumeric() {
+            while chars.next_if(|&(_, d)| d.is_alphanumeric()).is_some() {}
+        }
+        let end = chars.peek().map_or(text.len(), |&(i, _)| i);
+        out.push(&text[start..end]);
+        start = end;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
     }
     out
 }
@@ -361,7 +411,7 @@ fn chat_stream(
     model: &str,
     answer: &Answer,
     usage: Option<(u64, u64)>,
-    chunk: usize,
+    chunk: Chunking,
 ) -> Vec<Bytes> {
     let frame = |choices: Value, usage: Option<Value>| {
         let mut v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": CREATED, "model": model, "choices": choices});
@@ -447,7 +497,7 @@ fn responses_stream(
     model: &str,
     answer: &Answer,
     usage: Option<(u64, u64)>,
-    chunk: usize,
+    chunk: Chunking,
 ) -> Vec<Bytes> {
     let mut seq = 0u64;
     let mut out = Vec::new();
@@ -535,7 +585,7 @@ fn messages_stream(
     model: &str,
     answer: &Answer,
     usage: Option<(u64, u64)>,
-    chunk: usize,
+    chunk: Chunking,
 ) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut ev = |v: Value| {

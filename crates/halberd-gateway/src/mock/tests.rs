@@ -15,6 +15,11 @@ fn run(api: Api, body: Value, headers: &[(&str, &str)]) -> Reply {
 }
 
 fn stream_text(reply: &Reply, pointer: &str) -> String {
+    stream_pieces(reply, pointer).concat()
+}
+
+/// The string at `pointer` in each event of a streamed reply that has one.
+fn stream_pieces(reply: &Reply, pointer: &str) -> Vec<String> {
     let ReplyBody::Events(events) = &reply.body else {
         panic!("not a stream")
     };
@@ -36,10 +41,55 @@ fn stream_text(reply: &Reply, pointer: &str) -> String {
 
 #[test]
 fn chunks_never_split_characters() {
-    assert_eq!(chunks("héllo", 1), vec!["h", "é", "l", "l", "o"]);
-    assert_eq!(chunks("abcdefg", 3), vec!["abc", "def", "g"]);
-    assert_eq!(chunks("🌍x", 2), vec!["🌍", "x"]);
-    assert!(chunks("", 4).is_empty());
+    let bytes = |n| Chunking::Bytes(n);
+    assert_eq!(chunks("héllo", bytes(1)), vec!["h", "é", "l", "l", "o"]);
+    assert_eq!(chunks("abcdefg", bytes(3)), vec!["abc", "def", "g"]);
+    assert_eq!(chunks("🌍x", bytes(2)), vec!["🌍", "x"]);
+    assert!(chunks("", bytes(4)).is_empty());
+}
+
+#[test]
+fn word_pieces_carry_the_space_before_them() {
+    assert_eq!(
+        word_pieces("Certainly. Write to jane.doe@example.com, Müller!  "),
+        vec![
+            "Certainly",
+            ".",
+            " Write",
+            " to",
+            " jane",
+            ".",
+            "doe",
+            "@",
+            "example",
+            ".",
+            "com",
+            ",",
+            " Müller",
+            "!",
+            "  "
+        ]
+    );
+    assert_eq!(word_pieces("  \n"), vec!["  \n"]);
+    assert!(word_pieces("").is_empty());
+}
+
+#[test]
+fn a_stream_in_word_pieces_has_one_delta_per_word() {
+    let body =
+        json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = run(
+        Api::ChatCompletions,
+        body,
+        &[
+            ("x-mock-reply", "Sure, call me."),
+            ("x-mock-chunk-bytes", "words"),
+        ],
+    );
+    assert_eq!(
+        stream_pieces(&reply, "/choices/0/delta/content"),
+        vec!["", "Sure", ",", " call", " me", "."]
+    );
 }
 
 #[test]
