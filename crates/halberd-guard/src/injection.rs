@@ -25,6 +25,7 @@ pub mod suffix;
 #[cfg(test)]
 mod tests;
 pub mod train;
+mod walks;
 
 use std::collections::BTreeMap;
 
