@@ -25,7 +25,7 @@ use regex_automata::{
     hybrid::dfa::{Cache as DfaCache, DFA},
     meta,
     nfa::thompson::{self, WhichCaptures},
-    util::{pool::Pool, syntax},
+    util::syntax,
 };
 
 pub use redact::{Action, Edit, Policy, PolicyError, Pseudonyms, Redaction, Restorer, redact};
@@ -126,7 +126,7 @@ pub struct Detector {
     /// The patterns reversed, with a start state per pattern: finds where the
     /// match the forward search ended lies begins (see [`Detector::find`]).
     reverse: DFA,
-    reverse_caches: Pool<DfaCache, CacheFn>,
+    reverse_caches: crate::DfaCaches,
     /// The same patterns as a lazy DFA, anchored, used by the streaming scanner to
     /// ask whether a match could still start at a position given more text.
     dfa: DFA,
@@ -137,9 +137,6 @@ pub struct Detector {
 
 /// How many streaming caches are kept for reuse.
 const STREAM_CACHES: usize = 16;
-
-type CacheFn =
-    Box<dyn Fn() -> DfaCache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,9 +218,7 @@ impl Detector {
             )
             .build_many(&patterns)
             .map_err(|e| e.to_string())?;
-        let for_pool = reverse.clone();
-        let reverse_caches: Pool<DfaCache, CacheFn> =
-            Pool::new(Box::new(move || for_pool.create_cache()));
+        let reverse_caches = crate::dfa_caches(&reverse);
         Ok(Detector {
             regex,
             reverse,

@@ -324,10 +324,13 @@ fn rot13(s: &str) -> String {
 }
 
 /// How many `e`, `r` and ASCII letters `line` holds (either case), and all
-/// its bytes or-ed together (at least 0x80 if any is not ASCII). Counted in
+/// its bytes or-ed together (at least 0x80 if any is not ASCII). Bytes folded
+/// to lower case: ASCII letters land on a..z and nothing else does. Three
+/// counters, not a histogram: a line of code is a few dozen bytes, and
+/// clearing 256 counters per line cost more than counting. Counted in
 /// byte-sized counters per 32 bytes, which the compiler turns into vector
-/// compares; with u32 counters per byte it did not (a 4 KiB prompt: about
-/// 1.8 → 0.9 µs).
+/// compares; with u32 counters per byte it did not (the whole decoding layer
+/// on a 4 KiB prompt: 3.1 → 2.2 µs).
 fn letter_counts(line: &[u8]) -> (u32, u32, u32, u8) {
     let (mut e, mut r, mut letters, mut high) = (0u32, 0u32, 0u32, 0u8);
     for chunk in line.chunks(32) {
@@ -354,10 +357,7 @@ fn rot13_payload(text: &str) -> Option<Payload> {
         let start = offset;
         offset += line.len();
         // English has about twice as many `e` as `r`; rot13 swaps them. Lines
-        // that fail this byte count are not read word by word. Bytes folded to
-        // lower case: ASCII letters land on a..z and nothing else does. Three
-        // counters, not a histogram: a line of code is a few dozen bytes, and
-        // clearing 256 counters per line cost more than counting.
+        // that fail this byte count are not read word by word.
         let (e, r, letters, high) = letter_counts(line.as_bytes());
         if letters < 16 || r <= e || high >= 0x80 {
             continue;

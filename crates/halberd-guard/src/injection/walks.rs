@@ -31,7 +31,6 @@ use regex_automata::{
         LazyStateID,
         dfa::{Cache, DFA},
     },
-    util::pool::Pool,
 };
 
 /// How many walks run side by side. Four measured best (two: 4.6 µs, six:
@@ -46,12 +45,9 @@ const MARK: usize = 8;
 /// Shorter texts are not worth splitting; they go straight to the exact search.
 pub const MIN_LEN: usize = 256;
 
-type CacheFn =
-    Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
-
 pub struct Walks {
     dfa: DFA,
-    caches: Pool<Cache, CacheFn>,
+    caches: crate::DfaCaches,
 }
 
 impl std::fmt::Debug for Walks {
@@ -62,10 +58,9 @@ impl std::fmt::Debug for Walks {
 
 impl Walks {
     pub fn new(dfa: DFA) -> Walks {
-        let for_pool = dfa.clone();
         Walks {
+            caches: crate::dfa_caches(&dfa),
             dfa,
-            caches: Pool::new(Box::new(move || for_pool.create_cache())),
         }
     }
 
