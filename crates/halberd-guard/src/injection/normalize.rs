@@ -304,19 +304,44 @@ impl Folds {
         let all = u64::from(self.recent) << 24
             | ((bits(0) | bits(1)) | (bits(2) | bits(3)))
             | ((bits(4) | bits(5)) | (bits(6) | bits(7)));
-        let digit_letter = u64::from(DIGIT) << 3 | u64::from(ALPHA);
-        let mut fold = false;
-        for p in 0..8 {
-            let window = all >> (3 * p);
-            fold |= window as u32 & SPACED_MASK == SPACED_BITS;
-            self.digit_letter |= window & digit_letter == digit_letter;
-        }
+        // Bit 0 of each three-bit slot: whether that character has the bit.
+        // Slots 0..8 are this block's bytes, newest first.
+        const SLOTS: u64 = 0o11_111_111_111_111_111; // all 17 slots
+        const NEW: u64 = 0o11_111_111; // the block's 8 slots
+        let digit = all & SLOTS;
+        let alpha = all >> 1 & SLOTS;
+        let separator = all >> 2 & SLOTS;
+        let edge = !(digit | alpha) & SLOTS;
+        // A letter right after a digit, ending at one of the block's slots.
+        self.digit_letter |= alpha & digit >> 3 & NEW != 0;
+        // SPACED_MASK/SPACED_BITS at each of the block's slots at once.
+        let spaced = edge
+            & alpha >> 3
+            & separator >> 6
+            & alpha >> 9
+            & separator >> 12
+            & alpha >> 15
+            & separator >> 18
+            & alpha >> 21
+            & edge >> 24;
         self.recent = (all & 0o777_777_777) as u32;
-        for j in 0..8 {
-            let in_word = 0u8.wrapping_sub(u8::from(class(j) & (DIGIT | ALPHA) != 0));
-            self.kinds = (self.kinds | class(j)) & in_word;
-        }
-        fold
+        // The classes of the word the block ends in (in ASCII, a digit is
+        // `DIGIT` and a letter `ALPHA | LATIN`); a block that is all word
+        // adds to the word before it.
+        let not_word = edge & NEW;
+        let (run, before) = if not_word == 0 {
+            (all & 0o77_777_777, self.kinds)
+        } else {
+            (all & ((1 << not_word.trailing_zeros()) - 1), 0)
+        };
+        let digits = if run & SLOTS != 0 { DIGIT } else { 0 };
+        let letters = if run >> 1 & SLOTS != 0 {
+            ALPHA | LATIN
+        } else {
+            0
+        };
+        self.kinds = before | digits | letters;
+        spaced & NEW != 0
     }
 
     /// Takes the next character's class; true when the general path must
@@ -875,6 +900,23 @@ mod tests {
         assert_eq!(norm("vitamin a b c and d"), "vitamin a b c and d");
     }
 
+    /// `next_ascii8` on `block` against `next` on each of its bytes.
+    fn eight_bytes_case(
+        at_once: &mut Folds,
+        one_by_one: &mut Folds,
+        block: &[u8; 8],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let fold = at_once.next_ascii8(block);
+        let folds = block.iter().fold(false, |f, &b| {
+            one_by_one.next(ASCII_CLASS[usize::from(b)]) | f
+        });
+        proptest::prop_assert_eq!(fold, folds);
+        proptest::prop_assert_eq!(at_once.kinds, one_by_one.kinds);
+        proptest::prop_assert_eq!(at_once.digit_letter, one_by_one.digit_letter);
+        proptest::prop_assert_eq!(at_once.recent, one_by_one.recent);
+        Ok(())
+    }
+
     proptest::proptest! {
         #[test]
         fn ascii_fast_path_equals_the_general_path(s in "[a-eA-E0-9 .\\-_\n\r\t\u{2018}\u{2019}\u{201B}\u{2032}\u{201C}\u{201D}\u{201F}\u{2033}\u{2013}\u{2014}\u{2022}\u{AB}\u{BB}\u{B7}\u{20AC}\u{A3}\u{B0}\u{D7}\u{A7}\u{B6}\u{E9}\u{C9}\u{E4}\u{C5}\u{F1}\u{E7}\u{F8}\u{DF}\u{17F}\u{132}\u{AA}\u{13F}\u{1C4}\u{24F}\u{F7}\u{7684}\u{4E00}\u{430}\u{431}\u{414}\u{451}\u{3B1}\u{3A9}\u{2126}\u{C9C4}\u{663}\u{3002}\u{FF0C}\u{A9}\u{FB01}\u{216B}\u{A0}\u{200B}\u{202E}\u{23A}\u{B2}\u{B5}\u{3000}\u{1F600}\u{FF21}\u{FF11}\u{FF0E}\u{FF0D}]{0,40}") {
@@ -897,6 +939,38 @@ mod tests {
                 proptest::prop_assert_eq!(&fast.map, &general.map);
                 proptest::prop_assert_eq!(fast.obfuscation, general.obfuscation);
             }
+        }
+
+        /// Eight bytes at once leave the same state and answer as eight
+        /// bytes one at a time, from any state without a look-alike.
+        #[test]
+        fn eight_ascii_bytes_fold_as_eight_single_ones(
+            block in "[ab01 .!_]{8}|[\\x20-\\x7e]{8}",
+            recent in 0u32..1 << 27,
+            kinds in 0u8..16,
+            digit_letter: bool,
+        ) {
+            let block: [u8; 8] = block.as_bytes().try_into().unwrap_or([b' '; 8]);
+            let mut at_once = Folds { kinds, digit_letter, recent };
+            let mut one_by_one = Folds { kinds, digit_letter, recent };
+            eight_bytes_case(&mut at_once, &mut one_by_one, &block)?;
+        }
+
+        /// The same, after text full of letters spaced out, so that the
+        /// spaced-letters window matches at every slot of the block.
+        #[test]
+        fn eight_spaced_bytes_fold_as_eight_single_ones(
+            units in proptest::collection::vec("a |b |a.|b-|a |!|ab|1|,", 4..16),
+        ) {
+            let text = format!("{:>16}", units.concat());
+            let (before, block) = text.as_bytes().split_at(text.len() - 8);
+            let block: [u8; 8] = block.try_into().unwrap_or([b' '; 8]);
+            let mut at_once = Folds::default();
+            for &b in before {
+                at_once.next(ASCII_CLASS[usize::from(b)]);
+            }
+            let mut one_by_one = Folds { ..at_once };
+            eight_bytes_case(&mut at_once, &mut one_by_one, &block)?;
         }
 
         #[test]
