@@ -64,7 +64,7 @@ const fn fx(h: u64, x: u64) -> u64 {
 #[inline]
 fn is_alnum(c: char) -> bool {
     if c.is_ascii() {
-        return c.is_ascii_alphanumeric();
+        return is_ascii_alnum(c as u8);
     }
     match ALNUM_BMP.get(c as usize >> 6) {
         Some(bits) => bits >> (c as u32 & 63) & 1 != 0,
@@ -117,6 +117,21 @@ impl Tokens {
     }
 }
 
+/// `u8::is_ascii_alphanumeric` as one load from a table instead of range tests.
+#[inline(always)]
+fn is_ascii_alnum(b: u8) -> bool {
+    static TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        t
+    };
+    TABLE[usize::from(b)]
+}
+
 /// The common case, an ASCII word starting at `i`, in a loop of its own: per
 /// byte one test, one step of the word's hash and one 4-gram. Pushes the
 /// token and gives where it ends, where the general loop of [`tokenize`]
@@ -133,13 +148,17 @@ fn ascii_word(tokens: &mut Tokens, bytes: &[u8], i: usize) -> Option<usize> {
     let mut h = fx(1, u64::from(b));
     let mut window = u32::from(b'^') << 8 | u32::from(b);
     let mut j = i + 1;
-    while j < bytes.len() && bytes[j].is_ascii_alphanumeric() {
-        h = fx(h, u64::from(bytes[j]));
-        window = (window << 8) | u32::from(bytes[j]);
-        if j - i >= 2 {
-            tokens.grams.push(gram_bucket(window));
-        }
+    // The second byte completes no 4-gram; from the third on, each does.
+    if let Some(&b) = bytes.get(j).filter(|&&b| is_ascii_alnum(b)) {
+        h = fx(h, u64::from(b));
+        window = (window << 8) | u32::from(b);
         j += 1;
+        while let Some(&b) = bytes.get(j).filter(|&&b| is_ascii_alnum(b)) {
+            h = fx(h, u64::from(b));
+            window = (window << 8) | u32::from(b);
+            tokens.grams.push(gram_bucket(window));
+            j += 1;
+        }
     }
     if j < bytes.len() && !bytes[j].is_ascii() {
         tokens.grams.truncate(grams_before);
@@ -157,6 +176,13 @@ fn ascii_word(tokens: &mut Tokens, bytes: &[u8], i: usize) -> Option<usize> {
 /// Tokenises normalised text. Hashes include the token class, so a word and a
 /// punctuation run never collide by construction.
 pub fn tokenize(text: &str) -> Tokens {
+    tokenize_with::<true>(text)
+}
+
+/// [`tokenize`]; without `ASCII_WORDS` every token goes the general way, which
+/// tests compare with.
+#[inline(always)]
+fn tokenize_with<const ASCII_WORDS: bool>(text: &str) -> Tokens {
     let mut tokens = Tokens {
         hashes: Vec::with_capacity(text.len() / 4),
         kinds: Vec::with_capacity(text.len() / 4),
@@ -170,7 +196,7 @@ pub fn tokenize(text: &str) -> Tokens {
     while i < bytes.len() {
         let b = bytes[i];
         let c;
-        if b.is_ascii_alphanumeric() {
+        if ASCII_WORDS && is_ascii_alnum(b) {
             // The common case first, with no other test in front of it.
             if let Some(end) = ascii_word(&mut tokens, bytes, i) {
                 sentence_end = false;
@@ -570,6 +596,25 @@ mod tests {
                 expected.word_grams(word.as_bytes());
             }
             proptest::prop_assert_eq!(tokenize(&text).grams, expected.grams);
+        }
+
+        /// The ASCII word loop gives the tokens, kinds, grams and sentence
+        /// breaks the general loop gives, next to punctuation, non-ASCII
+        /// letters, line breaks and the end of the text.
+        #[test]
+        fn the_ascii_word_loop_tokenizes_as_the_general_loop(
+            pieces in proptest::collection::vec(
+                "([a-zA-Z0-9]{1,10}|[ ,.;!?:]{1,3}|\n|\t|ï|é[a-z]{0,2}|数|-+|__)",
+                0..40,
+            ),
+        ) {
+            let text: String = pieces.concat();
+            let (fast, general) = (tokenize_with::<true>(&text), tokenize_with::<false>(&text));
+            proptest::prop_assert_eq!(&fast.hashes, &general.hashes);
+            proptest::prop_assert_eq!(&fast.kinds, &general.kinds);
+            proptest::prop_assert_eq!(&fast.grams, &general.grams);
+            proptest::prop_assert_eq!(&fast.grams_end, &general.grams_end);
+            proptest::prop_assert_eq!(&fast.breaks, &general.breaks);
         }
     }
 }
