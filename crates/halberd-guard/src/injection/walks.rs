@@ -36,6 +36,8 @@ use regex_automata::{
 /// How many walks run side by side. Four measured best (two: 4.6 µs, six:
 /// 4.1 µs, eight: 6.3 µs, when the states stop fitting in registers).
 const WALKS: usize = 4;
+// `stretches` zips the four stretches by hand.
+const _: () = assert!(WALKS == 4);
 
 /// Every this many bytes each walk notes its state, for the walks before it
 /// to compare with. A walk that has met the next one notices at the next mark,
@@ -111,33 +113,38 @@ fn stretches(
     }
     let per = len.div_ceil(MARK);
     let mut marks = vec![LazyStateID::default(); WALKS * per];
-    for i in 0..len {
-        if i % MARK == 0 {
-            for k in 0..WALKS {
-                marks[k * per + i / MARK] = state[k];
-            }
-        }
-        let before = state;
+    // The four stretches side by side, MARK bytes at a time: iterators, so
+    // that no byte read needs a bounds check.
+    let stretch = |k: usize| text[at[k]..at[k] + len].chunks(MARK);
+    let chunks = stretch(0).zip(stretch(1)).zip(stretch(2)).zip(stretch(3));
+    for (c, (((c0, c1), c2), c3)) in chunks.enumerate() {
         for k in 0..WALKS {
-            state[k] = dfa.next_state_untagged(cache, before[k], text[at[k] + i]);
+            marks[k * per + c] = state[k];
         }
-        if state.iter().any(|s| s.is_tagged()) {
+        for (((&b0, &b1), &b2), &b3) in c0.iter().zip(c1).zip(c2).zip(c3) {
+            let bytes = [b0, b1, b2, b3];
+            let before = state;
             for k in 0..WALKS {
-                if state[k].is_unknown() {
-                    state[k] = dfa
-                        .next_state(cache, before[k], text[at[k] + i])
-                        .map_err(|_| None)?;
-                    if cache.clear_count() != clears {
+                state[k] = dfa.next_state_untagged(cache, before[k], bytes[k]);
+            }
+            if state.iter().any(|s| s.is_tagged()) {
+                for k in 0..WALKS {
+                    if state[k].is_unknown() {
+                        state[k] = dfa
+                            .next_state(cache, before[k], bytes[k])
+                            .map_err(|_| None)?;
+                        if cache.clear_count() != clears {
+                            return Err(None);
+                        }
+                    }
+                    if state[k].is_match() {
+                        return Err(Some(true));
+                    }
+                    if state[k].is_tagged() {
+                        // Dead or quit: neither happens before a match with
+                        // these patterns; the exact search decides.
                         return Err(None);
                     }
-                }
-                if state[k].is_match() {
-                    return Err(Some(true));
-                }
-                if state[k].is_tagged() {
-                    // Dead or quit: neither happens before a match with these
-                    // patterns; the exact search decides.
-                    return Err(None);
                 }
             }
         }
