@@ -957,7 +957,7 @@ mod tests {
         }
 
         /// The same, after text full of letters spaced out, so that the
-        /// spaced-letters window matches at every slot of the block.
+        /// spaced-letters window often matches, at any slot of the block.
         #[test]
         fn eight_spaced_bytes_fold_as_eight_single_ones(
             units in proptest::collection::vec("a |b |a.|b-|a |!|ab|1|,", 4..16),
