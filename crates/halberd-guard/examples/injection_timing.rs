@@ -6,6 +6,9 @@
 //! and the median batch's. On a shared VM other tenants only ever add time,
 //! so the fastest batch is the cost of the code on an idle core and the
 //! median is what a run met; compare binaries on both, in turn.
+//!
+//! `injection_timing assess N` only assesses the 64 varied texts N times
+//! over, for `bench/instructions.sh`.
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
@@ -28,6 +31,18 @@ fn main() {
     let varied_normalized: Vec<String> = texts.iter().map(|t| normalize(t).text).collect();
     for t in &texts {
         black_box(detector.assess(t, Trust::User));
+    }
+    // `injection_timing assess N`: only assess the varied texts N times over,
+    // untimed, for an instruction count (`bench/instructions.sh`).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("assess") {
+        let rounds: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        for _ in 0..rounds {
+            for t in &texts {
+                black_box(detector.assess(black_box(t), Trust::User));
+            }
+        }
+        return;
     }
     const BATCHES: usize = 40;
     const PER_BATCH: usize = 500;
