@@ -384,17 +384,19 @@ impl Head {
     /// Integer sums are exact, so this equals `logit(features(..))` bit for bit
     /// (a test checks it).
     pub fn range_logit(&self, tokens: &Tokens, start: usize, end: usize) -> f32 {
-        let mut sum = 0i64;
-        let count = match <&[i16; 1 << BITS]>::try_from(self.weights.as_slice()) {
-            // A bucket has BITS bits, so the mask changes nothing; it lets the
-            // compiler drop the bounds check on every lookup.
-            Ok(weights) => for_each_feature(tokens, start, end, |b| {
-                sum += i64::from(weights[b as usize & ((1 << BITS) - 1)]);
-            }),
-            Err(_) => for_each_feature(tokens, start, end, |b| {
-                sum += i64::from(self.weights.get(b as usize).copied().unwrap_or(0));
-            }),
+        let Ok(weights) = <&[i16; 1 << BITS]>::try_from(self.weights.as_slice()) else {
+            // Not a head of this format (a file's heads always are): the
+            // feature list's way, which tolerates any length.
+            let mut list = Vec::new();
+            features(tokens, start, end, &mut list);
+            return self.logit(&list);
         };
+        let mut sum = 0i64;
+        // A bucket has BITS bits, so the mask changes nothing; it lets the
+        // compiler drop the bounds check on every lookup.
+        let count = for_each_feature(tokens, start, end, |b| {
+            sum += i64::from(weights[b as usize & ((1 << BITS) - 1)]);
+        });
         self.bias + sum as f32 * self.scale / (count as f32).sqrt()
     }
 
