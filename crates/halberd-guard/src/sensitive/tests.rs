@@ -386,8 +386,8 @@ proptest! {
     #[test]
     fn generic_value_equals_the_regex_captures(
         name in "[a-z_]{0,8}(api_key|token|password|secret)[A-Z_]{0,3}",
-        separator in prop_oneof![Just("="), Just(":"), Just(" = "), Just(": "), Just("\t=\t"), Just("=>"), Just(" \u{a0}:"), Just("==")],
-        open in prop_oneof![Just(""), Just("\""), Just("'"), Just("`"), Just("(("), Just("\"'`("), Just("&quot;"), Just("&#34;"), Just(" ")],
+        separator in prop_oneof![Just("="), Just(":"), Just(" = "), Just(": "), Just("\t=\t"), Just("=>"), Just(" \u{a0}:"), Just("=="), Just("\t"), Just(" "), Just("\n")],
+        open in prop_oneof![Just(""), Just("\""), Just("'"), Just("`"), Just("(("), Just("\"'`"), Just("\"'`("), Just("&quot;"), Just("&#34;"), Just(" ")],
         value in "[A-Za-z0-9_+/=.~!@#$%^*?&;'\"( -]{1,24}",
         close in prop_oneof![Just(""), Just("\""), Just("'"), Just("&quot;")],
     ) {
@@ -395,6 +395,11 @@ proptest! {
         let index = RULES.iter().position(|r| r.id == "generic_credential").unwrap();
         let regex = regex::Regex::new(RULES[index].value.unwrap()).unwrap();
         let expected = super::validate::captured_value_span(&regex, &candidate);
+        prop_assert_eq!(
+            super::validate::generic_match_start(&candidate),
+            regex.find(&candidate).map(|m| m.start()),
+            "{:?}", candidate
+        );
         let shaped = regex.find(&candidate).and_then(|m| {
             super::validate::generic_value(m.as_str()).map(|(s, e)| (m.start() + s, m.start() + e))
         });
@@ -405,6 +410,20 @@ proptest! {
         } else {
             prop_assert!(expected.is_none() || open.len() > 3 || value.starts_with(['"', '\'', '`', '(']), "declined {:?}", candidate);
         }
+    }
+
+    /// The byte-level group split reads a run as `str::split` does.
+    #[test]
+    fn groups_equal_the_str_split(run in "[0-9+()]{0,5}([ ./()-]{1,2}[0-9+()]{0,5}){0,6}") {
+        let separator = |b: u8| matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')');
+        let bytes: Vec<&[u8]> = super::validate::groups_of(&run, separator).collect();
+        let chars: Vec<&[u8]> = run
+            .split([' ', '-', '.', '/', '(', ')'])
+            .filter(|g| !g.is_empty())
+            .map(str::as_bytes)
+            .collect();
+        prop_assert_eq!(bytes, chars);
+        prop_assert_eq!(super::validate::is_date_or_time(&run), str_is_date_or_time(&run), "{:?}", run);
     }
 
     #[test]
@@ -465,4 +484,60 @@ proptest! {
         let d = detector();
         prop_assert_eq!(d.find(&text, cursor, text.len()), d.meta_search(&text, cursor, text.len()));
     }
+}
+
+/// The date test as first written, over `str::split` and `u32::from_str`: the
+/// reference for the byte-level one.
+fn str_is_date_or_time(run: &str) -> bool {
+    let groups: Vec<&str> = run
+        .split([' ', '-', '/', '.'])
+        .filter(|g| !g.is_empty())
+        .collect();
+    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    let small =
+        |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    match groups[..] {
+        [y, m, d, ref rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [d, m, y, ref rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [m, d, y, ref rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
+        [a, b] => year(a) && year(b),
+        _ => false,
+    }
+}
+
+/// The byte-level date test answers as the `str` definition on every run of
+/// one to three groups (and a fourth, an hour) built from years, small numbers,
+/// signed and bracketed numbers and every separator.
+#[test]
+fn date_test_equals_the_str_definition_on_every_short_run() {
+    const GROUPS: &[&str] = &[
+        "2024", "1999", "1899", "20", "1", "01", "12", "13", "31", "32", "0", "00", "+1", "+9",
+        "+", "(1", "9)", "123", "",
+    ];
+    const SEPARATORS: &[&str] = &[" ", "-", ".", "/", "(", "  "];
+    let mut runs = 0;
+    let mut dates = 0;
+    let mut check = |run: &str| {
+        let expected = str_is_date_or_time(run);
+        assert_eq!(super::validate::is_date_or_time(run), expected, "{run:?}");
+        runs += 1;
+        dates += usize::from(expected);
+    };
+    for a in GROUPS {
+        check(a);
+        for s1 in SEPARATORS {
+            for b in GROUPS {
+                check(&format!("{a}{s1}{b}"));
+                for s2 in SEPARATORS {
+                    for c in GROUPS {
+                        check(&format!("{a}{s1}{b}{s2}{c}"));
+                        check(&format!("{a}{s1}{b}{s2}{c} 14"));
+                        check(&format!("{a}{s1}{b}{s2}{c} 14:30 5"));
+                    }
+                }
+            }
+        }
+    }
+    // The runs include dates in all three orders and many that are not.
+    assert!(dates > 1000 && runs - dates > 100_000, "{dates} of {runs}");
 }

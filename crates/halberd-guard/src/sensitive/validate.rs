@@ -80,10 +80,10 @@ fn value_span(rule: usize, candidate: &str) -> Option<(usize, usize)> {
     // found where the match starts (a reverse DFA run from the end, cheap), the
     // group follows from that shape without running the backtracker.
     if RULES[rule].id == "generic_credential"
-        && let Some(found) = regex.find(candidate)
-        && let Some((start, end)) = generic_value(&candidate[found.start()..found.end()])
+        && let Some(found) = generic_match_start(candidate)
+        && let Some((start, end)) = generic_value(&candidate[found..])
     {
-        return Some((found.start() + start, found.start() + end));
+        return Some((found + start, found + end));
     }
     captured_value_span(regex, candidate)
 }
@@ -93,6 +93,77 @@ pub(crate) fn captured_value_span(regex: &regex::Regex, candidate: &str) -> Opti
     let captures = regex.captures(candidate)?;
     let group = captures.iter().skip(1).flatten().next()?;
     Some((group.start(), group.end()))
+}
+
+/// Where the generic rule's value regex matches `candidate`, found without
+/// running it: the leftmost separator (`=`, `:` or white space) after which the
+/// rest of the candidate has the regex's shape (see [`generic_tail`]). The
+/// generic rule's matches are ASCII; for any other text the regex decides.
+/// A property test checks this against the regex.
+pub(crate) fn generic_match_start(candidate: &str) -> Option<usize> {
+    let bytes = candidate.as_bytes();
+    if !bytes.is_ascii() {
+        let regex = VALUES.get(generic_rule())?.as_ref()?;
+        return regex.find(candidate).map(|found| found.start());
+    }
+    (0..bytes.len()).find(|&at| {
+        matches!(
+            bytes[at],
+            b'=' | b':' | b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'
+        ) && generic_tail(&bytes[at + 1..])
+    })
+}
+
+/// The index of the generic rule.
+fn generic_rule() -> usize {
+    static INDEX: LazyLock<usize> = LazyLock::new(|| {
+        RULES
+            .iter()
+            .position(|rule| rule.id == "generic_credential")
+            .unwrap_or(usize::MAX)
+    });
+    *INDEX
+}
+
+/// Whether `tail` matches `[ \t]*(?:"[!#-~]+"|'[!-&(-~]+'|(?:["'`(]{0,3}|&quot;|&#34;)[A-Za-z0-9_\-+/=.~!@#$%^*?]+)$`
+/// as a whole. No alternative starts with a space or a tab, so the spaces
+/// all belong to `[ \t]*`; the bare value's class has none of the opening
+/// characters, so the opening run is all of them there are.
+fn generic_tail(tail: &[u8]) -> bool {
+    let spaces = tail
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    let body = &tail[spaces..];
+    let inner = |quote: u8, allowed: fn(u8) -> bool| {
+        body.len() >= 3
+            && body[0] == quote
+            && body[body.len() - 1] == quote
+            && body[1..body.len() - 1].iter().all(|b| allowed(*b))
+    };
+    if inner(b'"', |b| b == b'!' || (b'#'..=b'~').contains(&b))
+        || inner(b'\'', |b| {
+            (b'!'..=b'&').contains(&b) || (b'('..=b'~').contains(&b)
+        })
+    {
+        return true;
+    }
+    let opening = body
+        .iter()
+        .take_while(|b| matches!(b, b'"' | b'\'' | b'`' | b'('))
+        .count();
+    let value = match opening {
+        0 if body.starts_with(b"&quot;") => &body[6..],
+        0 if body.starts_with(b"&#34;") => &body[5..],
+        0..=3 => &body[opening..],
+        _ => return false,
+    };
+    !value.is_empty() && value.iter().all(|b| is_bare_value_byte(*b))
+}
+
+/// The generic rule's bare value class, `[A-Za-z0-9_\-+/=.~!@#$%^*?]`.
+fn is_bare_value_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"_-+/=.~!@#$%^*?".contains(&b)
 }
 
 /// The value group of the generic rule's value regex, given that regex's whole
@@ -139,10 +210,7 @@ pub(crate) fn generic_value(m: &str) -> Option<(usize, usize)> {
         0..=3 => quotes,
         _ => return None,
     };
-    run(&body[prefix..], |b| {
-        b.is_ascii_alphanumeric() || b"_-+/=.~!@#$%^*?".contains(&b)
-    })
-    .then_some((body_at + prefix, m.len()))
+    run(&body[prefix..], is_bare_value_byte).then_some((body_at + prefix, m.len()))
 }
 
 /// `name = value`: a value that a specific rule matches exactly takes that
@@ -571,7 +639,12 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
         run.len() >= label.len()
             && run.as_bytes()[run.len() - label.len()..].eq_ignore_ascii_case(label.as_bytes())
     };
-    let (number, labelled) = match PHONE_LABELS.iter().find(|label| ends_with_label(label)) {
+    // Most runs end in a digit, and then no label needs comparing.
+    let last_is_letter = run.as_bytes().last().is_some_and(u8::is_ascii_alphabetic);
+    let label = PHONE_LABELS
+        .iter()
+        .find(|label| last_is_letter && ends_with_label(label));
+    let (number, labelled) = match label {
         Some(label) => (
             run[..run.len() - label.len()].trim_end_matches([' ', '-']),
             true,
@@ -653,10 +726,9 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // double space is a table, not a number.
     // The groups of digits: how many, the first one's length, the shortest.
     let (mut groups, mut first_group, mut shortest_group) = (0usize, 0usize, usize::MAX);
-    for group in main
-        .split([' ', '-', '.', '/', '(', ')'])
-        .filter(|g| !g.is_empty())
-    {
+    for group in groups_of(main, |b| {
+        matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')')
+    }) {
         if groups == 0 {
             first_group = group.len();
         }
@@ -706,23 +778,42 @@ fn has_phone_context(text: &str, start: usize) -> bool {
     PHONE_CONTEXT.iter().any(|word| before.contains(word))
 }
 
+/// The non-empty groups of `run` between the bytes `separator` accepts. A
+/// byte split, not `str::split` with a set of chars, which decodes every
+/// character: the separators are ASCII, so the groups are the same.
+pub(crate) fn groups_of(run: &str, separator: fn(u8) -> bool) -> impl Iterator<Item = &[u8]> {
+    run.as_bytes()
+        .split(move |b| separator(*b))
+        .filter(|g| !g.is_empty())
+}
+
 /// 2024-01-31, 31/01/2024, 31.01.2024 (optionally followed by an hour) and
 /// year ranges such as 1990-2024.
-fn is_date_or_time(run: &str) -> bool {
+pub(crate) fn is_date_or_time(run: &str) -> bool {
     // At most 8 groups are kept: every shape below has at most 4, so a longer
     // list fails them all whether or not it is cut.
-    let mut kept = [""; 8];
+    let mut kept: [&[u8]; 8] = [&[]; 8];
     let mut n = 0;
-    for group in run.split([' ', '-', '/', '.']).filter(|g| !g.is_empty()) {
+    for group in groups_of(run, |b| matches!(b, b' ' | b'-' | b'/' | b'.')) {
         if n < kept.len() {
             kept[n] = group;
         }
         n += 1;
     }
     let groups = &kept[..n.min(kept.len())];
-    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
-    let small =
-        |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    let year = |g: &[u8]| g.len() == 4 && (g.starts_with(b"19") || g.starts_with(b"20"));
+    // A number of one or two digits from 1 to `max`, read as `u32::from_str`
+    // reads it (which also takes a leading `+`).
+    let small = |g: &[u8], max: u32| {
+        let value = match *g {
+            [d] | [b'+', d] if d.is_ascii_digit() => u32::from(d - b'0'),
+            [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+                u32::from(a - b'0') * 10 + u32::from(b - b'0')
+            }
+            _ => return false,
+        };
+        (1..=max).contains(&value)
+    };
     match groups {
         [y, m, d, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
         [d, m, y, rest @ ..] if year(y) && small(m, 12) && small(d, 31) => rest.len() <= 1,
