@@ -412,18 +412,49 @@ proptest! {
         }
     }
 
-    /// The byte-level group split reads a run as `str::split` does.
+    /// One pass over a digit run learns what the definitions over `str` say:
+    /// digits, separator counts, the phone test's groups and the date test's.
     #[test]
-    fn groups_equal_the_str_split(run in "[0-9+()]{0,5}([ ./()-]{1,2}[0-9+()]{0,5}){0,6}") {
-        let separator = |b: u8| matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')');
-        let bytes: Vec<&[u8]> = super::validate::groups_of(&run, separator).collect();
-        let chars: Vec<&[u8]> = run
+    fn digit_run_shape_equals_its_definitions(run in "[0-9+()]{0,5}([ ./()x-]{1,2}[0-9+()]{0,5}){0,6}") {
+        // The numeric rule's pattern bounds a run to 27 bytes; the validator
+        // rejects longer ones before reading their shape.
+        prop_assume!(run.len() <= super::validate::Shape::MAX);
+        let shape = super::validate::Shape::of(run.as_bytes());
+        let digits: Vec<u8> = run.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+        prop_assert_eq!(shape.digits(), &digits[..]);
+        let count = |c: u8| run.bytes().filter(|b| *b == c).count();
+        prop_assert_eq!(shape.separators, run.len() - digits.len());
+        prop_assert_eq!((shape.slashes, shape.spaces, shape.dashes, shape.dots), (count(b'/'), count(b' '), count(b'-'), count(b'.')));
+        prop_assert_eq!(shape.double_space, run.contains("  "));
+        prop_assert_eq!(shape.close_bracket, run.contains(')'));
+        let groups: Vec<usize> = run
             .split([' ', '-', '.', '/', '(', ')'])
             .filter(|g| !g.is_empty())
+            .map(str::len)
+            .collect();
+        prop_assert_eq!(shape.groups, groups.len());
+        prop_assert_eq!(shape.first_group, groups.first().copied().unwrap_or(0));
+        prop_assert_eq!(shape.shortest_group, groups.iter().copied().min().unwrap_or(usize::MAX));
+        let date_groups: Vec<&[u8]> = run
+            .split([' ', '-', '/', '.'])
+            .filter(|g| !g.is_empty())
+            .take(8)
             .map(str::as_bytes)
             .collect();
-        prop_assert_eq!(bytes, chars);
-        prop_assert_eq!(super::validate::is_date_or_time(&run), str_is_date_or_time(&run), "{:?}", run);
+        prop_assert_eq!(shape.date_groups(), &date_groups[..]);
+        prop_assert_eq!(is_date_or_time(&run), str_is_date_or_time(&run), "{:?}", run);
+    }
+
+    /// Luhn over a table, from the left, is the check digit rule as written:
+    /// from the right, every second digit doubled, less 9 when over 9.
+    #[test]
+    fn luhn_equals_the_definition(digits in proptest::collection::vec(0u8..10, 0..24)) {
+        let mut sum = 0;
+        for (i, digit) in digits.iter().rev().enumerate() {
+            let d = u32::from(*digit) * if i % 2 == 1 { 2 } else { 1 };
+            sum += if d > 9 { d - 9 } else { d };
+        }
+        prop_assert_eq!(super::validate::luhn(&digits), sum % 10 == 0, "{:?}", digits);
     }
 
     #[test]
@@ -486,6 +517,12 @@ proptest! {
     }
 }
 
+/// The date test as the validator runs it: groups from one pass over the run.
+fn is_date_or_time(run: &str) -> bool {
+    let shape = super::validate::Shape::of(run.as_bytes());
+    super::validate::is_date(shape.date_groups())
+}
+
 /// The date test as first written, over `str::split` and `u32::from_str`: the
 /// reference for the byte-level one.
 fn str_is_date_or_time(run: &str) -> bool {
@@ -519,7 +556,7 @@ fn date_test_equals_the_str_definition_on_every_short_run() {
     let mut dates = 0;
     let mut check = |run: &str| {
         let expected = str_is_date_or_time(run);
-        assert_eq!(super::validate::is_date_or_time(run), expected, "{run:?}");
+        assert_eq!(is_date_or_time(run), expected, "{run:?}");
         runs += 1;
         dates += usize::from(expected);
     };

@@ -640,10 +640,12 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
             && run.as_bytes()[run.len() - label.len()..].eq_ignore_ascii_case(label.as_bytes())
     };
     // Most runs end in a digit, and then no label needs comparing.
-    let last_is_letter = run.as_bytes().last().is_some_and(u8::is_ascii_alphabetic);
-    let label = PHONE_LABELS
-        .iter()
-        .find(|label| last_is_letter && ends_with_label(label));
+    let label = match run.as_bytes().last() {
+        Some(last) if last.is_ascii_alphabetic() => {
+            PHONE_LABELS.iter().find(|label| ends_with_label(label))
+        }
+        _ => None,
+    };
     let (number, labelled) = match label {
         Some(label) => (
             run[..run.len() - label.len()].trim_end_matches([' ', '-']),
@@ -654,30 +656,16 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // And an extension ("x459", "ext. 12").
     let main = match number
         .bytes()
-        .position(|b| matches!(b, b'x' | b'X' | b'e' | b'E'))
+        .position(|b| b | 0x20 == b'x' || b | 0x20 == b'e')
     {
         Some(at) => number[..at].trim_end(),
         None => number,
     };
-    // The pattern bounds the number before its extension to 27 bytes, so
-    // these fixed buffers (no allocation per candidate) always suffice.
-    const MAX: usize = 64;
-    if main.len() > MAX {
+    if main.len() > Shape::MAX {
         return Verdict::RejectWhole;
     }
-    let (mut digit_buf, mut separator_buf) = ([0u8; MAX], [0u8; MAX]);
-    let (mut n_digits, mut n_separators) = (0, 0);
-    for b in main.bytes() {
-        if b.is_ascii_digit() {
-            digit_buf[n_digits] = b - b'0';
-            n_digits += 1;
-        } else {
-            separator_buf[n_separators] = b;
-            n_separators += 1;
-        }
-    }
-    let digits = &digit_buf[..n_digits];
-    let separators = &separator_buf[..n_separators];
+    let shape = Shape::of(main.as_bytes());
+    let digits = shape.digits();
     let accept = |kind, len: usize| {
         Verdict::Accept(Finding {
             kind,
@@ -685,11 +673,11 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
             end: start + len,
         })
     };
-    if main.starts_with('(') && !main.contains(')') {
+    if main.starts_with('(') && !shape.close_bracket {
         // "(555 1234" is text in parentheses, not a number; try after the bracket.
         return Verdict::RejectWhole;
     }
-    if is_date_or_time(main) {
+    if is_date(shape.date_groups()) {
         return Verdict::RejectWhole;
     }
     // US SSN: exactly ddd-dd-dddd (or with spaces), valid area, group and serial.
@@ -710,34 +698,21 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // Payment card: 12 to 19 digits, separated uniformly or not at all, a known
     // network prefix and a valid Luhn check digit.
     if (12..=19).contains(&digits.len()) && !main.starts_with(['+', '(']) {
-        let uniform = separators.is_empty()
-            || separators.iter().all(|s| *s == b' ')
-            || separators.iter().all(|s| *s == b'-');
+        let uniform = shape.separators == shape.spaces || shape.separators == shape.dashes;
         if uniform && card_network(digits) && luhn(digits) {
             return accept(Kind::CreditCard, main.len());
         }
     }
     let phone = || accept(Kind::Phone, number.len());
-    if !(7..=15).contains(&digits.len()) || separators.iter().filter(|s| **s == b'/').count() > 1 {
+    if !(7..=15).contains(&digits.len()) || shape.slashes > 1 {
         return Verdict::RejectWhole;
     }
     // A single dot between digits is a decimal number; dotted numbers need
     // groups of two or more digits (`03.93.92.16.85`, not `9.9.392.1.3`); a
     // double space is a table, not a number.
-    // The groups of digits: how many, the first one's length, the shortest.
-    let (mut groups, mut first_group, mut shortest_group) = (0usize, 0usize, usize::MAX);
-    for group in groups_of(main, |b| {
-        matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')')
-    }) {
-        if groups == 0 {
-            first_group = group.len();
-        }
-        shortest_group = shortest_group.min(group.len());
-        groups += 1;
-    }
-    if separators == [b'.']
-        || (separators.contains(&b'.') && shortest_group < 2)
-        || main.contains("  ")
+    if (shape.separators == 1 && shape.dots == 1)
+        || (shape.dots > 0 && shape.shortest_group < 2)
+        || shape.double_space
     {
         return Verdict::RejectWhole;
     }
@@ -756,17 +731,142 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     // "03.93.92.16.85", "07700 063 966").
     // Two groups only when the first is an area code: `030 901820`, not a
     // document number such as `0401000-02`.
-    let area_code = groups == 2 && (3..=6).contains(&first_group) && separators == [b' '];
-    if digits[0] == 0 && (groups >= 3 || area_code) && (9..=12).contains(&digits.len()) {
+    let area_code = shape.groups == 2
+        && (3..=6).contains(&shape.first_group)
+        && shape.separators == 1
+        && shape.spaces == 1;
+    if digits[0] == 0 && (shape.groups >= 3 || area_code) && (9..=12).contains(&digits.len()) {
         return phone();
     }
     // Anything else needs context: a label after it or a phone word before it;
     // an unseparated run also needs the length of a full number.
-    if (labelled || has_phone_context(text, start)) && (!separators.is_empty() || digits.len() >= 9)
-    {
+    if (labelled || has_phone_context(text, start)) && (shape.separators > 0 || digits.len() >= 9) {
         return phone();
     }
     Verdict::RejectWhole
+}
+
+/// What one pass over a digit run (a number before its extension) learns:
+/// its digits, how many of each separator it has, and its groups as the phone
+/// test splits them (at spaces, `-`, `.`, `/` and brackets) and as the date
+/// test splits them (at spaces, `-`, `/` and `.`).
+pub(crate) struct Shape<'a> {
+    digits: [u8; Shape::MAX],
+    n_digits: usize,
+    /// Bytes that are not digits, and how many of them are `/`, spaces, `-`, `.`.
+    pub separators: usize,
+    pub slashes: usize,
+    pub spaces: usize,
+    pub dashes: usize,
+    pub dots: usize,
+    /// Two spaces in a row somewhere.
+    pub double_space: bool,
+    pub close_bracket: bool,
+    /// The phone test's groups: how many, the first one's length, the shortest.
+    pub groups: usize,
+    pub first_group: usize,
+    pub shortest_group: usize,
+    /// The date test's first eight groups; `is_date` needs no more.
+    date_groups: [&'a [u8]; 8],
+    n_date_groups: usize,
+}
+
+impl<'a> Shape<'a> {
+    /// The pattern bounds the number before its extension to 27 bytes; a
+    /// fixed buffer of this size (no allocation per candidate) always suffices.
+    pub(crate) const MAX: usize = 32;
+
+    /// The shape of `run`, whose digits past the first `MAX` are not kept (the
+    /// caller rejects longer runs). Inlined, so that the shape is built where
+    /// the caller keeps it rather than copied out.
+    #[inline(always)]
+    pub(crate) fn of(run: &'a [u8]) -> Shape<'a> {
+        let mut shape = Shape {
+            digits: [0; Self::MAX],
+            n_digits: 0,
+            separators: 0,
+            slashes: 0,
+            spaces: 0,
+            dashes: 0,
+            dots: 0,
+            double_space: false,
+            close_bracket: false,
+            groups: 0,
+            first_group: 0,
+            shortest_group: usize::MAX,
+            date_groups: [&[]; 8],
+            n_date_groups: 0,
+        };
+        let (mut group, mut date_start) = (0, 0);
+        let mut previous = 0u8;
+        for (at, &b) in run.iter().enumerate() {
+            if b.is_ascii_digit() {
+                if let Some(slot) = shape.digits.get_mut(shape.n_digits) {
+                    *slot = b - b'0';
+                    shape.n_digits += 1;
+                }
+                group += 1;
+                previous = b;
+                continue;
+            }
+            shape.separators += 1;
+            match b {
+                b'/' => shape.slashes += 1,
+                b' ' => {
+                    shape.spaces += 1;
+                    shape.double_space |= previous == b' ';
+                }
+                b'-' => shape.dashes += 1,
+                b'.' => shape.dots += 1,
+                b')' => shape.close_bracket = true,
+                _ => {}
+            }
+            if matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')') {
+                shape.end_group(group);
+                group = 0;
+            } else {
+                group += 1;
+            }
+            if matches!(b, b' ' | b'-' | b'/' | b'.') {
+                shape.push_date_group(&run[date_start..at]);
+                date_start = at + 1;
+            }
+            previous = b;
+        }
+        shape.end_group(group);
+        shape.push_date_group(&run[date_start..]);
+        shape
+    }
+
+    fn end_group(&mut self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if self.groups == 0 {
+            self.first_group = len;
+        }
+        self.shortest_group = self.shortest_group.min(len);
+        self.groups += 1;
+    }
+
+    fn push_date_group(&mut self, group: &'a [u8]) {
+        if group.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.date_groups.get_mut(self.n_date_groups) {
+            *slot = group;
+        }
+        self.n_date_groups += 1;
+    }
+
+    pub(crate) fn digits(&self) -> &[u8] {
+        &self.digits[..self.n_digits]
+    }
+
+    /// The date test's groups, at most the first eight.
+    pub(crate) fn date_groups(&self) -> &[&'a [u8]] {
+        &self.date_groups[..self.n_date_groups.min(self.date_groups.len())]
+    }
 }
 
 fn has_phone_context(text: &str, start: usize) -> bool {
@@ -778,29 +878,12 @@ fn has_phone_context(text: &str, start: usize) -> bool {
     PHONE_CONTEXT.iter().any(|word| before.contains(word))
 }
 
-/// The non-empty groups of `run` between the bytes `separator` accepts. A
-/// byte split, not `str::split` with a set of chars, which decodes every
-/// character: the separators are ASCII, so the groups are the same.
-pub(crate) fn groups_of(run: &str, separator: fn(u8) -> bool) -> impl Iterator<Item = &[u8]> {
-    run.as_bytes()
-        .split(move |b| separator(*b))
-        .filter(|g| !g.is_empty())
-}
-
 /// 2024-01-31, 31/01/2024, 31.01.2024 (optionally followed by an hour) and
-/// year ranges such as 1990-2024.
-pub(crate) fn is_date_or_time(run: &str) -> bool {
-    // At most 8 groups are kept: every shape below has at most 4, so a longer
-    // list fails them all whether or not it is cut.
-    let mut kept: [&[u8]; 8] = [&[]; 8];
-    let mut n = 0;
-    for group in groups_of(run, |b| matches!(b, b' ' | b'-' | b'/' | b'.')) {
-        if n < kept.len() {
-            kept[n] = group;
-        }
-        n += 1;
-    }
-    let groups = &kept[..n.min(kept.len())];
+/// year ranges such as 1990-2024, given a run's groups (split at spaces, `-`,
+/// `/` and `.`), of which only the first eight are given: every shape has at
+/// most four and an hour, so a longer list fails them all whether or not it
+/// is cut.
+pub(crate) fn is_date(groups: &[&[u8]]) -> bool {
     let year = |g: &[u8]| g.len() == 4 && (g.starts_with(b"19") || g.starts_with(b"20"));
     // A number of one or two digits from 1 to `max`, read as `u32::from_str`
     // reads it (which also takes a leading `+`).
