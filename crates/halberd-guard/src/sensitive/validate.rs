@@ -74,18 +74,12 @@ impl Check {
 }
 
 fn value_span(rule: usize, candidate: &str) -> Option<(usize, usize)> {
-    let regex = VALUES.get(rule)?.as_ref()?;
     // The generic rule matches most often (every `key = value` in code and
-    // configuration). Its value regex has a fixed shape, so once the regex has
-    // found where the match starts (a reverse DFA run from the end, cheap), the
-    // group follows from that shape without running the backtracker.
-    if RULES[rule].id == "generic_credential"
-        && let Some(found) = generic_match_start(candidate)
-        && let Some((start, end)) = generic_value(&candidate[found..])
-    {
-        return Some((found + start, found + end));
+    // configuration), and its value regex has a fixed shape: read it directly.
+    if rule == generic_rule() && candidate.is_ascii() {
+        return generic_value(candidate);
     }
-    captured_value_span(regex, candidate)
+    captured_value_span(VALUES.get(rule)?.as_ref()?, candidate)
 }
 
 /// The first participating group of the leftmost-first match.
@@ -95,27 +89,8 @@ pub(crate) fn captured_value_span(regex: &regex::Regex, candidate: &str) -> Opti
     Some((group.start(), group.end()))
 }
 
-/// Where the generic rule's value regex matches `candidate`, found without
-/// running it: the leftmost separator (`=`, `:` or white space) after which the
-/// rest of the candidate has the regex's shape (see [`generic_tail`]). The
-/// generic rule's matches are ASCII; for any other text the regex decides.
-/// A property test checks this against the regex.
-pub(crate) fn generic_match_start(candidate: &str) -> Option<usize> {
-    let bytes = candidate.as_bytes();
-    if !bytes.is_ascii() {
-        let regex = VALUES.get(generic_rule())?.as_ref()?;
-        return regex.find(candidate).map(|found| found.start());
-    }
-    (0..bytes.len()).find(|&at| {
-        matches!(
-            bytes[at],
-            b'=' | b':' | b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'
-        ) && generic_tail(&bytes[at + 1..])
-    })
-}
-
 /// The index of the generic rule.
-fn generic_rule() -> usize {
+pub(crate) fn generic_rule() -> usize {
     static INDEX: LazyLock<usize> = LazyLock::new(|| {
         RULES
             .iter()
@@ -125,93 +100,97 @@ fn generic_rule() -> usize {
     *INDEX
 }
 
-/// Whether `tail` matches `[ \t]*(?:"[!#-~]+"|'[!-&(-~]+'|(?:["'`(]{0,3}|&quot;|&#34;)[A-Za-z0-9_\-+/=.~!@#$%^*?]+)$`
-/// as a whole. No alternative starts with a space or a tab, so the spaces
-/// all belong to `[ \t]*`; the bare value's class has none of the opening
-/// characters, so the opening run is all of them there are.
-fn generic_tail(tail: &[u8]) -> bool {
+/// The group the generic rule's value regex captures in an ASCII `candidate`,
+/// read without running the regex:
+/// `(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|(?:["'`(]{0,3}|&quot;|&#34;)([A-Za-z0-9_\-+/=.~!@#$%^*?]+))$`.
+///
+/// The match is the leftmost separator (`=`, `:` or white space) after which
+/// the rest of the candidate has the shape (see [`generic_tail`]). The generic
+/// rule's matches are ASCII, and the caller asks the regex for anything else.
+/// A property test checks this against the regex's own captures.
+pub(crate) fn generic_value(candidate: &str) -> Option<(usize, usize)> {
+    let bytes = candidate.as_bytes();
+    (0..bytes.len()).find_map(|at| {
+        if !matches!(
+            bytes[at],
+            b'=' | b':' | b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'
+        ) {
+            return None;
+        }
+        let (start, end) = generic_tail(&bytes[at + 1..])?;
+        Some((at + 1 + start, at + 1 + end))
+    })
+}
+
+/// The captured group if `tail` matches
+/// `[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|(?:["'`(]{0,3}|&quot;|&#34;)([…]+))$` as a
+/// whole. No alternative starts with a space or a tab, so the spaces all
+/// belong to `[ \t]*`. The alternatives are tried in the regex's order; the
+/// bare value's class has none of the opening characters, so its opening run
+/// is all of them there are (at most three), or an HTML-escaped quote.
+fn generic_tail(tail: &[u8]) -> Option<(usize, usize)> {
     let spaces = tail
         .iter()
         .take_while(|b| matches!(b, b' ' | b'\t'))
         .count();
     let body = &tail[spaces..];
-    let inner = |quote: u8, allowed: fn(u8) -> bool| {
+    let quoted = |quote: u8, allowed: fn(u8) -> bool| {
         body.len() >= 3
             && body[0] == quote
             && body[body.len() - 1] == quote
             && body[1..body.len() - 1].iter().all(|b| allowed(*b))
     };
-    if inner(b'"', |b| b == b'!' || (b'#'..=b'~').contains(&b))
-        || inner(b'\'', |b| {
+    if quoted(b'"', |b| b == b'!' || (b'#'..=b'~').contains(&b))
+        || quoted(b'\'', |b| {
             (b'!'..=b'&').contains(&b) || (b'('..=b'~').contains(&b)
         })
     {
-        return true;
+        return Some((spaces + 1, tail.len() - 1));
     }
     let opening = body
         .iter()
         .take_while(|b| matches!(b, b'"' | b'\'' | b'`' | b'('))
         .count();
-    let value = match opening {
-        0 if body.starts_with(b"&quot;") => &body[6..],
-        0 if body.starts_with(b"&#34;") => &body[5..],
-        0..=3 => &body[opening..],
-        _ => return false,
-    };
-    !value.is_empty() && value.iter().all(|b| is_bare_value_byte(*b))
-}
-
-/// The generic rule's bare value class, `[A-Za-z0-9_\-+/=.~!@#$%^*?]`.
-fn is_bare_value_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"_-+/=.~!@#$%^*?".contains(&b)
-}
-
-/// The value group of the generic rule's value regex, given that regex's whole
-/// match `m`:
-/// `(?:=|:|\s)[ \t]*(?:"([!#-~]+)"|'([!-&(-~]+)'|(?:["'`(]{0,3}|&quot;|&#34;)([…]+))$`.
-///
-/// The separator is the first character. `[ \t]*` takes every space and tab
-/// after it, since no alternative can start with one. The alternatives are then
-/// tried in the regex's order: a double-quoted value, a single-quoted value,
-/// then a bare value after at most three opening quotes or brackets (the greedy
-/// repetition can only succeed with all of them, as the value class excludes
-/// them) or an HTML-escaped quote. `None` where the shape does not hold; the
-/// caller then asks the backtracker. A property test checks this against the
-/// regex's own captures.
-pub(crate) fn generic_value(m: &str) -> Option<(usize, usize)> {
-    let separator = m.chars().next()?.len_utf8();
-    let after = &m[separator..];
-    let body_at = separator + after.len() - after.trim_start_matches([' ', '\t']).len();
-    let body = &m[body_at..];
-    let run =
-        |inner: &str, allowed: fn(u8) -> bool| !inner.is_empty() && inner.bytes().all(allowed);
-    let quoted = |quote: char| body.len() >= 3 && body.starts_with(quote) && body.ends_with(quote);
-    if quoted('"')
-        && run(&body[1..body.len() - 1], |b| {
-            b == b'!' || (b'#'..=b'~').contains(&b)
-        })
-    {
-        return Some((body_at + 1, m.len() - 1));
-    }
-    if quoted('\'')
-        && run(&body[1..body.len() - 1], |b| {
-            (b'!'..=b'&').contains(&b) || (b'('..=b'~').contains(&b)
-        })
-    {
-        return Some((body_at + 1, m.len() - 1));
-    }
-    let quotes = body
-        .bytes()
-        .take_while(|b| matches!(b, b'"' | b'\'' | b'`' | b'('))
-        .count();
-    let prefix = match quotes {
-        0 if body.starts_with("&quot;") => 6,
-        0 if body.starts_with("&#34;") => 5,
-        0..=3 => quotes,
+    let prefix = match opening {
+        0 if body.starts_with(b"&quot;") => 6,
+        0 if body.starts_with(b"&#34;") => 5,
+        0..=3 => opening,
         _ => return None,
     };
-    run(&body[prefix..], is_bare_value_byte).then_some((body_at + prefix, m.len()))
+    let value = &body[prefix..];
+    (!value.is_empty() && value.iter().all(|b| BARE_VALUE[usize::from(*b)]))
+        .then_some((spaces + prefix, tail.len()))
 }
+
+/// The generic rule's bare value class, `[A-Za-z0-9_\-+/=.~!@#$%^*?]`, as a
+/// table: one load per byte.
+static BARE_VALUE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'_' | b'-'
+                    | b'+'
+                    | b'/'
+                    | b'='
+                    | b'.'
+                    | b'~'
+                    | b'!'
+                    | b'@'
+                    | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'^'
+                    | b'*'
+                    | b'?'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// `name = value`: a value that a specific rule matches exactly takes that
 /// rule's kind (and its check); any other value must look generated: long
