@@ -634,8 +634,9 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     };
     // And an extension ("x459", "ext. 12").
     let main = match number
-        .bytes()
-        .position(|b| b | 0x20 == b'x' || b | 0x20 == b'e')
+        .as_bytes()
+        .iter()
+        .position(|&b| matches!(b | 0x20, b'x' | b'e'))
     {
         Some(at) => number[..at].trim_end(),
         None => number,
@@ -776,24 +777,28 @@ impl<'a> Shape<'a> {
             date_groups: [&[]; 8],
             n_date_groups: 0,
         };
-        let (mut group, mut date_start) = (0, 0);
-        let mut previous = 0u8;
-        for (at, &b) in run.iter().enumerate() {
-            if b.is_ascii_digit() {
-                if let Some(slot) = shape.digits.get_mut(shape.n_digits) {
+        // Counters live in locals inside the loop (registers, not the struct).
+        let mut n_digits = 0;
+        let (mut phone_start, mut date_start) = (0, 0);
+        let mut at = 0;
+        while at < run.len() {
+            // A stretch of digits, in a tight loop.
+            while let Some(&b) = run.get(at)
+                && b.is_ascii_digit()
+            {
+                if let Some(slot) = shape.digits.get_mut(n_digits) {
                     *slot = b - b'0';
-                    shape.n_digits += 1;
+                    n_digits += 1;
                 }
-                group += 1;
-                previous = b;
-                continue;
+                at += 1;
             }
+            let Some(&b) = run.get(at) else { break };
             shape.separators += 1;
             match b {
                 b'/' => shape.slashes += 1,
                 b' ' => {
                     shape.spaces += 1;
-                    shape.double_space |= previous == b' ';
+                    shape.double_space |= at > 0 && run[at - 1] == b' ';
                 }
                 b'-' => shape.dashes += 1,
                 b'.' => shape.dots += 1,
@@ -801,18 +806,17 @@ impl<'a> Shape<'a> {
                 _ => {}
             }
             if matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')') {
-                shape.end_group(group);
-                group = 0;
-            } else {
-                group += 1;
+                shape.end_group(at - phone_start);
+                phone_start = at + 1;
             }
             if matches!(b, b' ' | b'-' | b'/' | b'.') {
                 shape.push_date_group(&run[date_start..at]);
                 date_start = at + 1;
             }
-            previous = b;
+            at += 1;
         }
-        shape.end_group(group);
+        shape.n_digits = n_digits;
+        shape.end_group(run.len() - phone_start);
         shape.push_date_group(&run[date_start..]);
         shape
     }
