@@ -12,6 +12,7 @@
 //! This module must never log, store or format a detected value; callers get
 //! spans and kinds, and the redaction module decides what replaces them.
 
+mod interleave;
 mod redact;
 mod rules;
 mod stream;
@@ -21,7 +22,7 @@ mod validate;
 mod tests;
 
 use regex_automata::{
-    Anchored, Input, Match, MatchKind,
+    Anchored, HalfMatch, Input, Match, MatchKind,
     hybrid::dfa::{Cache as DfaCache, DFA},
     meta,
     nfa::thompson::{self, WhichCaptures},
@@ -130,6 +131,11 @@ pub struct Detector {
     /// The same patterns as a lazy DFA, anchored, used by the streaming scanner to
     /// ask whether a match could still start at a position given more text.
     dfa: DFA,
+    /// The same patterns as an unanchored lazy DFA with the meta regex's
+    /// forward settings, which the interleaved scan of long texts steps
+    /// itself (see `interleave.rs`), and its caches.
+    forward: DFA,
+    forward_caches: crate::DfaCaches,
     /// Caches of `dfa` that finished streams gave back, so that a new stream
     /// starts with the states earlier ones built (at most `STREAM_CACHES`).
     stream_caches: std::sync::Mutex<Vec<DfaCache>>,
@@ -161,7 +167,7 @@ impl Detector {
     pub fn new() -> Self {
         // The patterns are ours and fixed; a failure here is a bug caught by every
         // test, so the fallback is unreachable in a released binary.
-        match Self::build() {
+        match Self::build(DFA_CACHE) {
             Ok(detector) => detector,
             Err(error) => panic!("sensitive-data patterns do not compile: {error}"),
         }
@@ -173,7 +179,17 @@ impl Detector {
         &SHARED
     }
 
-    fn build() -> Result<Self, String> {
+    /// A detector whose interleaved scan's DFA cache holds at most
+    /// `forward_cache` bytes: small ones make tests clear it often.
+    #[cfg(test)]
+    fn with_forward_cache(forward_cache: usize) -> Self {
+        match Self::build(forward_cache) {
+            Ok(detector) => detector,
+            Err(error) => panic!("sensitive-data patterns do not compile: {error}"),
+        }
+    }
+
+    fn build(forward_cache: usize) -> Result<Self, String> {
         let patterns: Vec<&str> = RULES.iter().map(|rule| rule.pattern).collect();
         // ASCII classes and ASCII word boundaries keep the lazy DFA on every input;
         // a Unicode `\b` would make it give up on the first non-ASCII byte.
@@ -218,12 +234,26 @@ impl Detector {
             )
             .build_many(&patterns)
             .map_err(|e| e.to_string())?;
+        let forward = DFA::builder()
+            .syntax(syntax)
+            .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .cache_capacity(forward_cache)
+                    .skip_cache_capacity_check(true),
+            )
+            .build_many(&patterns)
+            .map_err(|e| e.to_string())?;
         let reverse_caches = crate::dfa_caches(&reverse);
+        let forward_caches = crate::dfa_caches(&forward);
         Ok(Detector {
             regex,
             reverse,
             reverse_caches,
             dfa,
+            forward,
+            forward_caches,
             stream_caches: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -243,8 +273,20 @@ impl Detector {
     fn find(&self, text: &str, cursor: usize, end: usize) -> Option<Match> {
         let input = Input::new(text).span(cursor..end);
         let half = self.regex.search_half(&input)?;
-        let reverse = input
-            .clone()
+        self.match_ending(text, cursor, end, half)
+    }
+
+    /// The match of `text[cursor..end]` whose leftmost-first forward search
+    /// ended at `half`: the reverse DFA, anchored on that pattern, finds where
+    /// it starts.
+    pub(crate) fn match_ending(
+        &self,
+        text: &str,
+        cursor: usize,
+        end: usize,
+        half: HalfMatch,
+    ) -> Option<Match> {
+        let reverse = Input::new(text)
             .span(cursor..half.offset())
             .anchored(Anchored::Pattern(half.pattern()));
         let mut cache = self.reverse_caches.get();
@@ -252,12 +294,24 @@ impl Detector {
             Ok(Some(start)) => Some(Match::new(half.pattern(), start.offset()..half.offset())),
             // Unreachable with these patterns (no quit bytes, no cache limit);
             // the meta regex, which can fall back to the PikeVM, decides then.
-            Ok(None) | Err(_) => self.regex.search(&input),
+            Ok(None) | Err(_) => self.regex.search(&Input::new(text).span(cursor..end)),
         }
     }
 
     /// All findings in `text`, in order, not overlapping.
+    ///
+    /// The result is that of a walk from the start: find the next candidate,
+    /// judge it, resume where the verdict says. Long texts are walked from
+    /// several places at once (see `interleave.rs`), with the same result.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        if text.len() >= interleave::MIN_LEN {
+            return self.scan_interleaved(text);
+        }
+        self.scan_walk(text)
+    }
+
+    /// The walk from the start, one step after the other.
+    pub(crate) fn scan_walk(&self, text: &str) -> Vec<Finding> {
         let mut findings = Vec::new();
         let mut cursor = 0;
         while let Some(step) = self.step(text, cursor, text.len()) {
@@ -280,11 +334,16 @@ impl Detector {
             return None;
         }
         let found = self.find(text, cursor, end)?;
+        Some(self.judge(text, found))
+    }
+
+    /// What to do with the candidate `found`.
+    pub(crate) fn judge(&self, text: &str, found: Match) -> Step {
         let index = found.pattern().as_usize();
         let verdict = RULES[index]
             .check
             .validate(self, text, found.start(), found.end(), index);
-        Some(match verdict {
+        match verdict {
             Verdict::Accept(finding) => Step {
                 start: found.start(),
                 finding: Some(finding),
@@ -300,7 +359,7 @@ impl Detector {
                 finding: None,
                 resume: found.end().max(next_boundary(text, found.start())),
             },
-        })
+        }
     }
 
     /// The rule whose pattern matches at `start` (anchored, within `end`), and
@@ -371,6 +430,7 @@ impl Default for Detector {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Step {
     /// Where the candidate started.
     pub start: usize,

@@ -602,3 +602,92 @@ fn generic_value_edges_equal_the_regex_captures() {
     }
     assert_eq!(found, 9, "candidates with a value");
 }
+
+/// Pieces of text the interleaved-scan tests build long texts from: values
+/// of every kind, near misses, long candidates, other scripts, and stretches
+/// without spaces, so that walk starts land everywhere.
+const PIECES: &[&str] = &[
+    "Please summarise the attached notes and list the action items. ",
+    "Contact jane.doe@example.com or +44 20 7946 0958 about invoice 88213. ",
+    "card 4111 1111 1111 1111 from 192.168.1.20, SSN 123-45-6789. ",
+    "api_key = \"I6CmuxV5EbOApZOXzcycDeZ6\" and password: hunter2hunter2 ",
+    "export AWS_ACCESS_KEY_ID=AKIAUJZDEGXDNCF32EPF\n",
+    "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJoYWxiZXJkIn0.c2lnbmF0dXJlLXZhbHVl end. ",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n-----END RSA PRIVATE KEY-----\n",
+    "IBAN DE89 3704 0044 0532 0130 00 or 2001:db8::8a2e:370:7334 ",
+    "2024-01-31 14:30, version 1.2.3.4, order 5551234, (555 1234 ",
+    "Der Kunde möchte die Lieferung am Montag; la réunion est prévue à 14 h. ",
+    "東京都の顧客からのお問い合わせ、電話 03-1234-5678。",
+    "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk",
+    "                ",
+    "\n\n",
+];
+
+fn pieced(choices: &[usize]) -> String {
+    choices.iter().map(|i| PIECES[i % PIECES.len()]).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Walking a long text from several places at once finds exactly what
+    /// the one walk from the start finds.
+    #[test]
+    fn interleaved_scan_equals_the_walk(choices in proptest::collection::vec(0usize..100, 10..160)) {
+        let text = pieced(&choices);
+        let d = detector();
+        prop_assert_eq!(d.scan_interleaved(&text), d.scan_walk(&text));
+    }
+}
+
+/// Texts whose walk starts fall inside a long candidate, inside a stretch
+/// without spaces, between the bytes of a character, or where nothing is
+/// found at all; and texts too short for every walk to have a share.
+#[test]
+fn interleaved_scan_equals_the_walk_at_the_edges() {
+    let d = detector();
+    let key = PIECES[6].repeat(40);
+    let base64 = PIECES[11].repeat(60);
+    let kanji = PIECES[10].repeat(200);
+    let plain = PIECES[0].repeat(100);
+    let tail = format!("{}{}", PIECES[0].repeat(80), PIECES[1]);
+    let texts = [
+        key,
+        base64,
+        kanji,
+        plain,
+        tail,
+        String::new(),
+        "a b".into(),
+        MIXED.into(),
+    ];
+    let mut found = 0;
+    for text in &texts {
+        let walk = d.scan_walk(text);
+        assert_eq!(
+            d.scan_interleaved(text),
+            walk,
+            "{:?}",
+            &text[..text.len().min(80)]
+        );
+        found += walk.len();
+    }
+    assert!(found > 40, "{found}");
+}
+
+/// A lazy DFA whose cache is cleared during the scan (it is small here)
+/// forgets the states the walks were in: the scan gives up and walks the text
+/// in one walk, with the walk's result. With the usual cache it does not.
+#[test]
+fn interleaved_scan_survives_cache_clears() {
+    let text = pieced(&(0..400).map(|i| i * 7 + i / 3).collect::<Vec<_>>());
+    let expected = detector().scan_walk(&text);
+    assert!(expected.len() > 100, "{}", expected.len());
+    let small = Detector::with_forward_cache(1 << 16);
+    let (found, clears, gave_up) = small.scan_interleaved_counted(&text);
+    assert!(clears > 0 && gave_up, "the cache was never cleared");
+    assert_eq!(found, expected);
+    let (found, clears, gave_up) = detector().scan_interleaved_counted(&text);
+    assert!(clears == 0 && !gave_up, "{clears} clears");
+    assert_eq!(found, expected);
+}
