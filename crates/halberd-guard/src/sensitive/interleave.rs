@@ -27,6 +27,11 @@
 //! from its own cursor (the match may start before the next walk's start).
 //! On the bench's varied text this held at 82 % of such meetings.
 //!
+//! The walks share one loop while every state they step into is known and
+//! ordinary; it stops at the first that is not. A walk that enters a match
+//! then steps on alone until the match ends (leftmost-first looks for a longer
+//! one), so that a match costs the shared loop one stop, not one per byte.
+//!
 //! The lazy DFA clears its cache when the cache is full, and every state but
 //! the last one returned is then unknown; a scan during which that happens
 //! gives up and walks the text in one walk. Clears are rare: the cache is
@@ -37,10 +42,10 @@ use regex_automata::{HalfMatch, Input, hybrid::LazyStateID, hybrid::dfa::Cache};
 use super::{Detector, Finding, Step};
 
 /// Texts at least this long are walked from several places. Below it the
-/// walks' setup and merge cost more than the overlap saves: measured on the
-/// bench's texts, 1-2 KiB ran 1-15 % slower interleaved, 4 KiB mixed text
-/// 11 % faster (varied text the same), 1 MiB mixed text 20 % faster.
-pub(super) const MIN_LEN: usize = 4 << 10;
+/// walks' setup and merge cost about what the overlap saves: measured on the
+/// bench's kinds of text, interleaving made 1 KiB texts 2-4 % faster (mixed)
+/// or 5 % slower (varied), 2 KiB texts 10-12 % faster, 4 KiB texts 15-25 %.
+pub(super) const MIN_LEN: usize = 2 << 10;
 
 /// How many walks a long text is cut into. Four independent chains is what
 /// the measurements favoured: two gave 1.4 times the DFA's speed, four 1.7.
@@ -218,27 +223,38 @@ impl Detector {
                     unchanged(cache)?;
                     continue;
                 };
-                walk.sid = self
-                    .forward
-                    .next_state(cache, walk.sid, byte)
-                    .map_err(|_| GaveUp)?;
-                unchanged(cache)?;
-                let sid = walk.sid;
-                if sid.is_tagged() {
-                    if sid.is_match() {
-                        // Matches are reported one byte late: this one ends
-                        // before the byte just read.
-                        let pattern = self.forward.match_pattern(cache, sid, 0);
-                        walk.found = Some(HalfMatch::new(pattern, walk.at));
-                    } else if sid.is_dead() {
+                let mut byte = byte;
+                loop {
+                    walk.sid = self
+                        .forward
+                        .next_state(cache, walk.sid, byte)
+                        .map_err(|_| GaveUp)?;
+                    unchanged(cache)?;
+                    let sid = walk.sid;
+                    if sid.is_dead() {
                         self.take_step(text, cache, walk)?;
                         unchanged(cache)?;
-                        continue;
-                    } else if sid.is_quit() {
+                        break;
+                    }
+                    if sid.is_quit() {
                         return Err(GaveUp);
                     }
+                    walk.at += 1;
+                    if !sid.is_match() {
+                        break;
+                    }
+                    // Matches are reported one byte late: this one ends
+                    // before the byte just read. Leftmost-first goes on for
+                    // a longer match; this walk alone steps through the
+                    // match, which the others' shared loop would stop at
+                    // every byte of.
+                    let pattern = self.forward.match_pattern(cache, sid, 0);
+                    walk.found = Some(HalfMatch::new(pattern, walk.at - 1));
+                    match haystack.get(walk.at) {
+                        Some(&next) if walk.at != walk.stop => byte = next,
+                        _ => break,
+                    }
                 }
-                walk.at += 1;
             }
             if !searching {
                 return Ok(walks);
