@@ -204,17 +204,23 @@ impl Detector {
             )
             .build_many(&patterns)
             .map_err(|e| e.to_string())?;
-        let dfa = DFA::builder()
-            .syntax(syntax)
-            .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
-            .configure(
-                DFA::config()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .cache_capacity(8 << 20)
-                    .skip_cache_capacity_check(true),
-            )
-            .build_many(&patterns)
-            .map_err(|e| e.to_string())?;
+        // The same forward lazy DFA twice, with caches of their own sizes:
+        // streams stash up to `STREAM_CACHES` of theirs, so those stay small.
+        let forward_dfa = |cache_capacity: usize| {
+            DFA::builder()
+                .syntax(syntax)
+                .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
+                .configure(
+                    DFA::config()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .cache_capacity(cache_capacity)
+                        .skip_cache_capacity_check(true),
+                )
+                .build_many(&patterns)
+                .map_err(|e| e.to_string())
+        };
+        let dfa = forward_dfa(8 << 20)?;
+        let forward = forward_dfa(forward_cache)?;
         // Built as the meta regex builds its own reverse DFA (all matches, no
         // captures), plus a start state per pattern.
         let reverse = DFA::builder()
@@ -230,17 +236,6 @@ impl Detector {
                     .match_kind(MatchKind::All)
                     .starts_for_each_pattern(true)
                     .cache_capacity(DFA_CACHE)
-                    .skip_cache_capacity_check(true),
-            )
-            .build_many(&patterns)
-            .map_err(|e| e.to_string())?;
-        let forward = DFA::builder()
-            .syntax(syntax)
-            .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
-            .configure(
-                DFA::config()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .cache_capacity(forward_cache)
                     .skip_cache_capacity_check(true),
             )
             .build_many(&patterns)
