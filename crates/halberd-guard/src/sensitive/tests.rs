@@ -638,6 +638,15 @@ proptest! {
         let d = detector();
         prop_assert_eq!(d.scan_interleaved(&text), d.scan_walk(&text));
     }
+
+    /// And on any text at all: every character, no spaces where walks like
+    /// to start, values only by chance.
+    #[test]
+    fn interleaved_scan_equals_the_walk_on_any_text(text in "(?s).{0,3000}", digits in "[0-9 @.:=-]{0,2000}") {
+        let d = detector();
+        let text = format!("{text}{digits}");
+        prop_assert_eq!(d.scan_interleaved(&text), d.scan_walk(&text));
+    }
 }
 
 /// Texts whose walk starts fall inside a long candidate, inside a stretch
