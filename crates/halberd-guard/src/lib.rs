@@ -30,3 +30,32 @@ pub(crate) fn dfa_caches(dfa: &regex_automata::hybrid::dfa::DFA) -> DfaCaches {
     let dfa = dfa.clone();
     DfaCaches::new(Box::new(move || dfa.create_cache()))
 }
+
+/// A byte-class table: ASCII letters and digits, and the bytes in `extra`.
+/// One load per byte where a chain of range tests would branch per byte.
+pub(crate) const fn ascii_alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_tables_hold_letters_digits_and_the_extra_bytes_only() {
+        let table = super::ascii_alnum_and(b"_%");
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b == b'_' || b == b'%';
+            assert_eq!(table[usize::from(b)], expected, "byte {b}");
+        }
+    }
+}

@@ -172,17 +172,7 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 /// [`is_token_byte`] as a table: one lookup per byte of every text scanned.
-static TOKEN_BYTE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 128 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_' | b'%' | b'.');
-        b += 1;
-    }
-    t
-};
+static TOKEN_BYTE: [bool; 256] = crate::ascii_alnum_and(b"+/=-_%.");
 
 /// Decodes one token: the encoding, the decoded text, and whether it reads as
 /// text (an encoded token that decodes to another token is kept for the next

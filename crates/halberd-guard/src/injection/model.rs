@@ -120,15 +120,7 @@ impl Tokens {
 /// `u8::is_ascii_alphanumeric` as one load from a table instead of range tests.
 #[inline(always)]
 fn is_ascii_alnum(b: u8) -> bool {
-    static TABLE: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut b = 0;
-        while b < 256 {
-            t[b] = (b as u8).is_ascii_alphanumeric();
-            b += 1;
-        }
-        t
-    };
+    static TABLE: [bool; 256] = crate::ascii_alnum_and(b"");
     TABLE[usize::from(b)]
 }
 

@@ -164,33 +164,7 @@ fn generic_tail(tail: &[u8]) -> Option<(usize, usize)> {
 
 /// The generic rule's bare value class, `[A-Za-z0-9_\-+/=.~!@#$%^*?]`, as a
 /// table: one load per byte.
-static BARE_VALUE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let byte = b as u8;
-        table[b] = byte.is_ascii_alphanumeric()
-            || matches!(
-                byte,
-                b'_' | b'-'
-                    | b'+'
-                    | b'/'
-                    | b'='
-                    | b'.'
-                    | b'~'
-                    | b'!'
-                    | b'@'
-                    | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'^'
-                    | b'*'
-                    | b'?'
-            );
-        b += 1;
-    }
-    table
-};
+static BARE_VALUE: [bool; 256] = crate::ascii_alnum_and(b"_-+/=.~!@#$%^*?");
 
 /// `name = value`: a value that a specific rule matches exactly takes that
 /// rule's kind (and its check); any other value must look generated: long
