@@ -47,7 +47,7 @@ fn text(size: usize, every: usize) -> String {
 fn bench(c: &mut Criterion) {
     let detector = Detector::new();
     let mut group = c.benchmark_group("sensitive");
-    for size in [4 * 1024, 1024 * 1024] {
+    for size in [1024, 4 * 1024, 1024 * 1024] {
         let text = mixed(size);
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(format!("scan mixed {} KiB", size / 1024), |b| {
