@@ -66,7 +66,7 @@ async fn run(limiter: Arc<Limiter>, keys: &[Vec<Scope>], n: usize) -> Vec<Durati
         let key = &keys[i % keys.len()];
         let start = Instant::now();
         let permit = limiter
-            .admit(key, "bench-request", tokio::time::Instant::now())
+            .admit(key, tokio::time::Instant::now())
             .await
             .expect("admitted");
         samples.push(start.elapsed());

@@ -166,7 +166,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     let scopes = admit::scopes(&key, &policy.limits, user_limits.as_ref());
     let permit = app
         .limiter
-        .admit(&scopes, &ctx.request_id, tokio::time::Instant::now())
+        .admit(&scopes, tokio::time::Instant::now())
         .await
         .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?;
     let mut rate_headers = HeaderMap::new();

@@ -38,6 +38,10 @@ pub struct Relay {
     deadline: Instant,
     events: Vec<SseEvent>,
     done: bool,
+    /// The provider sent the event that ends its stream (`[DONE]`,
+    /// `message_stop`, `response.completed` and kin): a stream that closes
+    /// without it was cut, however cleanly the connection closed.
+    terminal: Terminal,
     finish: Finish,
     /// Output inspection, when the policy does anything to responses.
     output: Option<OutputInspector>,
@@ -62,6 +66,7 @@ impl Relay {
             deadline,
             events: Vec::new(),
             done: false,
+            terminal: Terminal::None,
             finish,
             output,
         }
@@ -111,7 +116,7 @@ impl Relay {
         self.done = true;
         let tail: Vec<SseEvent> = self.decoder.finish().into_iter().collect();
         let out = self.pass(&tail);
-        if self.done && self.output.is_none() {
+        if self.done_by_failure() {
             return out;
         }
         let mut out = BytesMut::from(&out[..]);
@@ -121,9 +126,23 @@ impl Relay {
             out.extend_from_slice(&self.output_failed(e));
             return out.freeze();
         }
-        self.done = true;
-        self.finish.completed();
+        match self.terminal {
+            Terminal::Done => self.finish.completed(),
+            // The provider ended its own stream with an error event, which
+            // was relayed as it came.
+            Terminal::Error => self.finish.failed("upstream_error"),
+            Terminal::None => out.extend_from_slice(&self.fail(
+                "upstream_error",
+                "the upstream stream ended before its final event",
+            )),
+        }
         out.freeze()
+    }
+
+    /// An output inspection failure while passing the last events has
+    /// already ended the stream with an error.
+    fn done_by_failure(&self) -> bool {
+        self.finish.has_failed()
     }
 
     /// Processes decoded events; returns the bytes to send on.
@@ -141,6 +160,9 @@ impl Relay {
             };
             if let Some(v) = &parsed {
                 generated_text(self.api, v, |text| self.finish.relayed_text(text));
+            }
+            if let Some(t) = terminal(self.api, ev, parsed.as_ref()) {
+                self.terminal = t;
             }
             if has_usage && let Some(v) = &parsed {
                 self.observe_usage(v);
@@ -184,22 +206,47 @@ impl Relay {
     }
 
     fn observe_usage(&mut self, v: &Value) {
+        let ty = v.get("type").and_then(Value::as_str);
         match self.api {
             Api::Messages => {
-                // message_start reports input (and a first output count),
-                // message_delta the output so far; keep the largest of each.
+                // message_start reports input and a placeholder output count
+                // (1), message_delta the final output; keep the largest of
+                // each, and take them as the bill only from message_delta.
                 if let Some(u) = anthropic::usage(v) {
                     let prev = self.finish.usage().unwrap_or_default();
-                    self.finish.set_usage(Usage {
+                    let merged = Usage {
                         input_tokens: prev.input_tokens.max(u.input_tokens),
                         cached_input_tokens: prev.cached_input_tokens.max(u.cached_input_tokens),
                         output_tokens: prev.output_tokens.max(u.output_tokens),
-                    });
+                    };
+                    if ty == Some("message_delta") {
+                        self.finish.set_usage(merged);
+                    } else {
+                        self.finish.set_partial_usage(merged);
+                    }
+                }
+            }
+            Api::Responses => {
+                if let Some(u) = openai::usage(v) {
+                    if matches!(
+                        ty,
+                        Some("response.completed" | "response.incomplete" | "response.failed")
+                    ) {
+                        self.finish.set_usage(u);
+                    } else {
+                        self.finish.set_partial_usage(u);
+                    }
                 }
             }
             _ => {
+                // The usage-only chunk is the final count; servers that
+                // report running usage in every chunk give floors.
                 if let Some(u) = openai::usage(v) {
-                    self.finish.set_usage(u);
+                    if openai::is_usage_chunk(v) {
+                        self.finish.set_usage(u);
+                    } else {
+                        self.finish.set_partial_usage(u);
+                    }
                 }
             }
         }
@@ -210,6 +257,61 @@ impl Relay {
         self.finish.failed(code);
         tracing::warn!(request_id = %self.finish.request_id(), code, "stream ended by error");
         error_event(self.api, code, message)
+    }
+}
+
+/// How far a provider's stream got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Terminal {
+    /// No ending event yet.
+    None,
+    /// The provider's normal end.
+    Done,
+    /// The provider ended the stream with its own error event.
+    Error,
+}
+
+/// Whether an event ends the provider's stream, and how.
+fn terminal(api: Api, ev: &SseEvent, parsed: Option<&Value>) -> Option<Terminal> {
+    let data = ev.data.as_deref()?;
+    // Events are parsed when their text is counted; otherwise only one that
+    // may be an ending is parsed here.
+    let own: Option<Value> = match parsed {
+        None if ["stop", "response.", "error"]
+            .iter()
+            .any(|w| data.contains(w)) =>
+        {
+            serde_json::from_str(data).ok()
+        }
+        _ => None,
+    };
+    let parsed = parsed.or(own.as_ref());
+    let ty = || {
+        ev.event
+            .as_deref()
+            .or_else(|| parsed.and_then(|v| v.get("type")).and_then(Value::as_str))
+    };
+    match api {
+        Api::ChatCompletions => {
+            if data.trim() == "[DONE]" {
+                Some(Terminal::Done)
+            } else if parsed.is_some_and(|v| v.get("error").is_some()) {
+                Some(Terminal::Error)
+            } else {
+                None
+            }
+        }
+        Api::Messages => match ty()? {
+            "message_stop" => Some(Terminal::Done),
+            "error" => Some(Terminal::Error),
+            _ => None,
+        },
+        Api::Responses => match ty()? {
+            "response.completed" | "response.incomplete" => Some(Terminal::Done),
+            "response.failed" | "error" => Some(Terminal::Error),
+            _ => None,
+        },
+        Api::Embeddings => None,
     }
 }
 

@@ -465,7 +465,10 @@ pub struct Permit {
     limiter: Arc<Limiter>,
     backend: Backend,
     slots: Vec<String>,
-    request_id: String,
+    /// This admission's own lease id, generated here and never taken from the
+    /// client (a client-chosen id shared by several requests would let them
+    /// share one lease, and so one concurrency slot).
+    lease: String,
     /// The tightest request rate, for the `x-ratelimit-*-requests` headers.
     pub rate: Option<RateInfo>,
 }
@@ -476,7 +479,7 @@ impl Drop for Permit {
             return;
         }
         match (self.backend, &self.limiter.redis) {
-            (Backend::Redis, Some(redis)) => redis.release(&self.slots, &self.request_id),
+            (Backend::Redis, Some(redis)) => redis.release(&self.slots, &self.lease),
             _ => {
                 if let Ok(mut local) = self.limiter.local.lock() {
                     local.release(&self.slots);
@@ -695,7 +698,6 @@ impl Limiter {
     pub async fn admit(
         self: &Arc<Self>,
         scopes: &[Scope],
-        request_id: &str,
         now: Instant,
     ) -> Result<Permit, GatewayError> {
         let checks = admission_checks(scopes);
@@ -703,13 +705,14 @@ impl Limiter {
             limiter: self.clone(),
             backend: Backend::Local,
             slots: Vec::new(),
-            request_id: request_id.to_owned(),
+            lease: String::new(),
             rate: None,
         };
         if checks.is_empty() {
             return Ok(permit);
         }
-        let (backend, checks, outcome) = match self.run(checks, request_id, now, false).await? {
+        permit.lease = format!("lease_{:032x}", rand::random::<u128>());
+        let (backend, checks, outcome) = match self.run(checks, &permit.lease, now, false).await? {
             Some(done) => done,
             None => return Ok(permit),
         };
@@ -834,7 +837,7 @@ impl Limiter {
     async fn run(
         &self,
         checks: Vec<Check>,
-        request_id: &str,
+        lease: &str,
         now: Instant,
         reserve: bool,
     ) -> Result<Option<(Backend, Vec<Check>, Outcome)>, GatewayError> {
@@ -844,7 +847,7 @@ impl Limiter {
             return Ok(Some((Backend::Local, checks, outcome)));
         };
         if !self.cooling(now) {
-            match redis.run(&checks, request_id).await {
+            match redis.run(&checks, lease).await {
                 Ok(outcome) => {
                     self.redis_answered();
                     return Ok(Some((Backend::Redis, checks, outcome)));

@@ -8,6 +8,13 @@
 //! usage (the client went away, the stream broke), the tokens are the prompt as
 //! counted before the call plus the generated text actually relayed, counted
 //! with the same tokenizer, and the record is marked estimated.
+//!
+//! Only the provider's *final* count is taken as the bill. A stream reports
+//! running figures before it ends (Anthropic's `message_start` carries a
+//! placeholder `output_tokens: 1`); a stream cut before its final usage is
+//! settled on the larger of what the provider had reported and what was
+//! relayed, and marked estimated, so that cutting a stream never lowers the
+//! charge.
 
 use halberd_protocol::Api;
 use halberd_protocol::openai::Usage;
@@ -22,6 +29,9 @@ pub struct Finish {
     provider: String,
     status: u16,
     usage: Option<Usage>,
+    /// `usage` is the provider's final count for the exchange, not a running
+    /// figure from the middle of a stream.
+    usage_final: bool,
     bytes: usize,
     outcome: Outcome,
     started: tokio::time::Instant,
@@ -81,6 +91,7 @@ impl Finish {
             provider: provider.to_owned(),
             status: 0,
             usage: None,
+            usage_final: false,
             bytes: 0,
             outcome: Outcome::Open,
             started,
@@ -125,12 +136,24 @@ impl Finish {
         self.usage
     }
 
+    /// The provider's final usage for the exchange.
     pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+        self.usage_final = true;
+    }
+
+    /// A running figure from the middle of a stream: kept as a floor, never
+    /// taken as the bill on its own.
+    pub fn set_partial_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
     }
 
     pub fn add_bytes(&mut self, n: usize) {
         self.bytes += n;
+    }
+
+    pub fn has_failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed(_))
     }
 
     pub fn completed(&mut self) {
@@ -153,29 +176,40 @@ impl Drop for Finish {
             Outcome::Completed => "completed",
             Outcome::Failed(code) => code,
         };
-        let estimated = self.usage.is_none();
+        let estimated = !self.usage_final;
+        let mut settled = self.usage.filter(|_| self.usage_final);
         if let Some(a) = self.accounting.take() {
             // A provider bills what it answered: nothing when it refused or
             // never answered; the prompt and what was relayed when it answered
-            // but never reported usage.
+            // but never reported its final usage (what it did report is a
+            // floor: input counts from the start of a stream are exact).
             let answered = (200..300).contains(&self.status);
-            let usage = match self.usage {
+            let usage = match settled {
                 Some(u) => u,
-                None if answered => Usage {
-                    input_tokens: match &a.prompt {
-                        Prompt::Counted(n) => *n,
-                        Prompt::Uncounted(parts) => {
-                            a.encoding.count_parts(parts.iter().map(String::as_str))
+                None if answered => {
+                    let partial = self.usage.unwrap_or_default();
+                    let input_tokens = if partial.input_tokens > 0 {
+                        partial.input_tokens
+                    } else {
+                        match &a.prompt {
+                            Prompt::Counted(n) => *n,
+                            Prompt::Uncounted(parts) => {
+                                a.encoding.count_parts(parts.iter().map(String::as_str))
+                            }
                         }
-                    },
-                    cached_input_tokens: 0,
-                    output_tokens: self.relayed_tokens,
-                },
+                    };
+                    Usage {
+                        input_tokens,
+                        cached_input_tokens: partial.cached_input_tokens.min(input_tokens),
+                        output_tokens: partial.output_tokens.max(self.relayed_tokens),
+                    }
+                }
                 None => Usage::default(),
             };
+            settled = Some(usage);
             let cost = a.price.map(|p| p.cost(&usage)).unwrap_or_default();
             if let Some(r) = &a.reservation {
-                r.settle(usage.input_tokens + usage.output_tokens, cost);
+                r.settle(usage.input_tokens.saturating_add(usage.output_tokens), cost);
             }
             let record = halberd_store::UsageRecord {
                 request_id: self.request_id.clone(),
@@ -208,8 +242,8 @@ impl Drop for Finish {
             provider: &self.provider,
             status: self.status,
             outcome,
-            input_tokens: self.usage.map(|u| u.input_tokens),
-            output_tokens: self.usage.map(|u| u.output_tokens),
+            input_tokens: settled.map(|u| u.input_tokens),
+            output_tokens: settled.map(|u| u.output_tokens),
             usage_estimated: estimated,
             bytes: self.bytes,
             elapsed_ms: self.started.elapsed().as_millis() as u64,

@@ -69,6 +69,44 @@ async fn concurrency_slots_are_shared_and_given_back() {
     assert_eq!(last, 200, "the slot came back through Redis");
 }
 
+/// Concurrency leases are the gateway's own: requests that share a
+/// client-chosen `x-request-id` still take one slot each.
+#[tokio::test]
+#[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
+async fn a_shared_client_request_id_does_not_share_a_concurrency_slot() {
+    let shared = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&config(shared.path(), &redis_url(), "")).await;
+    let key = crate::limited_key(
+        &gw,
+        "same-id",
+        KeyLimits {
+            max_concurrent: Some(2),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
+    let send = |_| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("x-request-id", "the-same-id")
+            .header("x-mock-delay-ms", "40")
+            .header("x-mock-chunk-bytes", "1")
+            .json(&json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "a slow answer of some forty bytes, or so"}]}))
+            .send()
+    };
+    let responses = futures_util::future::join_all((0..6).map(send)).await;
+    let mut statuses: Vec<u16> = responses
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
+    for r in responses {
+        r.unwrap().text().await.unwrap();
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs Redis (HALBERD_TEST_REDIS_URL)"]
 async fn redis_going_away_falls_back_to_local_shares_and_recovers() {

@@ -8,6 +8,7 @@ mod budgets;
 mod edge;
 mod endpoints;
 mod errors;
+mod faults;
 mod injection;
 mod limits;
 mod limits_redis;

@@ -24,7 +24,7 @@ use super::{Check, Outcome, Refund};
 const PREFIX: &str = "halberd:hb2:{hb}:";
 
 const RUN: &str = r#"
--- KEYS[i]: the state of check i. ARGV[1]: request id, ARGV[2]: lease (us),
+-- KEYS[i]: the state of check i. ARGV[1]: lease id (server-made), ARGV[2]: lease (us),
 -- then five arguments per check: kind, a, b, c, d.
 --   r (rate, GCRA):  a = limit, b = period (us), c = cost
 --   s (slot):        a = max
@@ -190,9 +190,9 @@ impl RedisLimiter {
     }
 
     /// Runs the checks in one script call.
-    pub async fn run(&self, checks: &[Check], request_id: &str) -> Result<Outcome, String> {
+    pub async fn run(&self, checks: &[Check], lease: &str) -> Result<Outcome, String> {
         let mut invocation = self.run.prepare_invoke();
-        invocation.arg(request_id).arg(micros_of(self.lease));
+        invocation.arg(lease).arg(micros_of(self.lease));
         for c in checks {
             match c {
                 Check::Rate {
@@ -306,12 +306,12 @@ impl RedisLimiter {
     }
 
     /// Gives concurrency slots back (in the background: called from a drop).
-    pub fn release(&self, slots: &[String], request_id: &str) {
+    pub fn release(&self, slots: &[String], lease: &str) {
         let mut pipe = redis::pipe();
         for name in slots {
             pipe.cmd("ZREM")
                 .arg(format!("{PREFIX}{name}"))
-                .arg(request_id)
+                .arg(lease)
                 .ignore();
         }
         let mut conn = self.conn.clone();

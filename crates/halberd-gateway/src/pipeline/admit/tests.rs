@@ -36,13 +36,13 @@ fn rpm(n: u32) -> KeyLimits {
 }
 
 fn admitted(limiter: &Arc<Limiter>, s: &[Scope], t: Instant) -> bool {
-    futures_util::FutureExt::now_or_never(limiter.admit(s, "r", t))
+    futures_util::FutureExt::now_or_never(limiter.admit(s, t))
         .expect("the local limiter never waits")
         .is_ok()
 }
 
 fn admit(limiter: &Arc<Limiter>, s: &[Scope], t: Instant) -> Result<super::Permit, GatewayError> {
-    futures_util::FutureExt::now_or_never(limiter.admit(s, "r", t)).expect("no wait")
+    futures_util::FutureExt::now_or_never(limiter.admit(s, t)).expect("no wait")
 }
 
 #[test]

@@ -1,0 +1,260 @@
+//! Faults and abuse on the request path: streams cut by either side, streams
+//! that close without their final event, and what each is recorded and billed
+//! as. A scripted upstream serves exactly the bytes a test needs.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use halberd_store::{KeyLimits, KeySpec, UsageRecord};
+use halberd_testkit::TestGateway;
+use serde_json::{Value, json};
+
+use crate::client;
+
+const TEXT: &str = "The tide came in slowly over the flats while the gulls argued about nothing. ";
+
+/// An Anthropic stream that reports the placeholder `output_tokens: 1` at its
+/// start and then stops after its text, without `message_delta` or
+/// `message_stop`.
+fn anthropic_cut() -> String {
+    let mut out = String::new();
+    let mut ev = |v: Value| {
+        let ty = v["type"].as_str().unwrap().to_owned();
+        out.push_str(&format!("event: {ty}\ndata: {v}\n\n"));
+    };
+    ev(
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+    );
+    ev(
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    );
+    for _ in 0..20 {
+        ev(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT}}),
+        );
+    }
+    out
+}
+
+/// A chat stream with text and no `[DONE]`.
+fn chat_cut() -> String {
+    let mut out = String::new();
+    for _ in 0..20 {
+        let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "gpt-x", "choices": [{"index": 0, "delta": {"content": TEXT}, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    out
+}
+
+async fn scripted_upstream() -> std::net::SocketAddr {
+    let sse = |body: String| {
+        (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from(body),
+        )
+    };
+    let app = Router::new()
+        .route(
+            "/ant/v1/messages",
+            post(move || async move { sse(anthropic_cut()) }),
+        )
+        .route(
+            "/oai/v1/chat/completions",
+            post(move || async move { sse(chat_cut()) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn gateway(extra: &str) -> TestGateway {
+    let addr = scripted_upstream().await;
+    TestGateway::start(&format!(
+        r#"
+[[providers]]
+name = "cut-oai"
+kind = "openai"
+base_url = "http://{addr}/oai/v1"
+allow_http = true
+[[providers]]
+name = "cut-ant"
+kind = "anthropic"
+base_url = "http://{addr}/ant"
+allow_http = true
+[[providers]]
+name = "inproc"
+kind = "mock"
+[[models]]
+name = "gpt-x"
+provider = "cut-oai"
+[[models]]
+name = "claude-x"
+provider = "cut-ant"
+[[models]]
+name = "mock-*"
+provider = "inproc"
+[prices]
+"claude-x" = {{ input = 3.0, output = 15.0 }}
+"gpt-x" = {{ input = 1.0, output = 2.0 }}
+{extra}
+"#
+    ))
+    .await
+}
+
+async fn key(gw: &TestGateway, limits: KeyLimits, policy: Option<&str>) -> (String, String) {
+    let issued = gw
+        .key(KeySpec {
+            name: "faults".into(),
+            limits,
+            policy: policy.map(Into::into),
+            ..KeySpec::default()
+        })
+        .await;
+    (issued.record.id, issued.key)
+}
+
+/// The key's only usage record, once written.
+async fn record(gw: &TestGateway, key_id: &str) -> UsageRecord {
+    for _ in 0..200 {
+        let mut records = gw
+            .state
+            .keyring
+            .store()
+            .usage_records(key_id, 2)
+            .await
+            .unwrap();
+        if let Some(r) = records.pop() {
+            assert!(records.is_empty(), "one record per exchange");
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no usage record for {key_id}");
+}
+
+fn budget() -> KeyLimits {
+    KeyLimits {
+        budget_tokens_daily: Some(1_000_000),
+        ..KeyLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_without_its_final_usage_is_billed_on_what_was_relayed() {
+    let gw = gateway("").await;
+    let (id, key) = key(&gw, budget(), None).await;
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-x", "max_tokens": 1000, "stream": true, "messages": [{"role": "user", "content": "tell me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\n"), "{last}");
+    let v: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+    let r = record(&gw, &id).await;
+    let relayed = 20 * halberd_guard::tokens::Encoding::for_model(true, "claude-x").count(TEXT);
+    assert_eq!(r.outcome, "upstream_error");
+    assert!(r.estimated, "no final usage: the count is ours");
+    assert_eq!(r.input_tokens, 12, "the provider's input count stands");
+    assert_eq!(
+        r.output_tokens, relayed,
+        "the relayed text, not the placeholder 1"
+    );
+    assert!(relayed > 100);
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_the_client_leaves_is_billed_on_what_was_relayed() {
+    let gw = gateway("").await;
+    let (id, key) = key(&gw, budget(), None).await;
+    let reply = "word ".repeat(300);
+    let mut resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-mock-reply", reply.trim_end())
+        .header("x-mock-chunk-bytes", "10")
+        .header("x-mock-delay-ms", "10")
+        .json(&json!({"model": "mock-1", "max_tokens": 1000, "stream": true, "messages": [{"role": "user", "content": "talk"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut seen = 0;
+    while seen < 2_000 {
+        seen += resp.chunk().await.unwrap().unwrap().len();
+    }
+    drop(resp);
+    let r = record(&gw, &id).await;
+    assert_eq!(r.outcome, "client_disconnected");
+    assert!(r.estimated);
+    let full = halberd_guard::tokens::Encoding::for_model(false, "mock-1").count(reply.trim_end());
+    assert!(
+        r.output_tokens > 10 && r.output_tokens < full,
+        "charged {} of {full} output tokens for a stream cut after {seen} bytes",
+        r.output_tokens
+    );
+}
+
+#[tokio::test]
+async fn a_chat_stream_without_done_ends_with_an_error_and_is_recorded_as_one() {
+    let gw = gateway("").await;
+    let (id, key) = key(&gw, budget(), None).await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "go"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let data = halberd_testkit::sse_data(resp).await;
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error", "{last}");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+    let r = record(&gw, &id).await;
+    assert_eq!(r.outcome, "upstream_error");
+    assert!(r.estimated);
+    assert_eq!(
+        r.output_tokens,
+        20 * halberd_guard::tokens::Encoding::for_model(false, "gpt-x").count(TEXT),
+        "the relayed deltas, each counted"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_under_a_policy_with_output_off_is_recorded_completed() {
+    let gw = gateway(
+        r#"
+[[policies]]
+name = "default"
+[[policies]]
+name = "quiet"
+[policies.sensitive]
+output = { default = "off" }
+"#,
+    )
+    .await;
+    let (id, key) = key(&gw, KeyLimits::default(), Some("quiet")).await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "hello there"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let data = halberd_testkit::sse_data(resp).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let r = record(&gw, &id).await;
+    assert_eq!(r.outcome, "completed");
+    assert!(!r.estimated);
+}
