@@ -198,6 +198,11 @@ pub struct StoreFile {
     /// SQLite file. `HALBERD_STORE_URL` overrides it, so a password need not
     /// sit in the file.
     pub url: Option<String>,
+    /// Most usage records waiting to be written (and exchanges in flight that
+    /// will write one); past it new requests wait `usage_queue_wait` for room,
+    /// then get 503.
+    pub usage_queue: usize,
+    pub usage_queue_wait: String,
 }
 
 impl Default for StoreFile {
@@ -205,6 +210,8 @@ impl Default for StoreFile {
         StoreFile {
             path: "halberd.db".into(),
             url: None,
+            usage_queue: 65_536,
+            usage_queue_wait: "2s".into(),
         }
     }
 }
@@ -272,6 +279,10 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Postgres instead of the SQLite file; may hold a password: never print.
     pub store_url: Option<SecretString>,
+    /// Capacity of the usage queue (records waiting plus slots reserved).
+    pub usage_queue: usize,
+    /// How long a request waits for room in a full usage queue before 503.
+    pub usage_queue_wait: Duration,
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
     pub key_cache_ttl: Duration,
@@ -640,6 +651,12 @@ impl ConfigFile {
             limits,
             store_path,
             store_url: store_url.map(SecretString::from),
+            usage_queue: match self.store.usage_queue {
+                0 => return Err(err("store.usage_queue", "must be at least 1")),
+                n => n,
+            },
+            usage_queue_wait: parse_duration(&self.store.usage_queue_wait)
+                .map_err(|m| err("store.usage_queue_wait", m))?,
             pepper_file,
             admin_token_env: self
                 .auth

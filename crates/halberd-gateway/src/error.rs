@@ -379,6 +379,10 @@ impl GatewayError {
                 crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
             }
         }
+        if let GatewayError::Unavailable { .. } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let GatewayError::BudgetExceeded { retry_after, .. } = self {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             resp.headers_mut()

@@ -295,6 +295,9 @@ async fn admitted(
     })?;
     let prompt = counted.unwrap_or(0);
     let price = app.config.rate_limits.prices.get(&route.upstream_model);
+    // Room for the usage record before anything is reserved or forwarded: a
+    // store too far behind refuses new work instead of losing its record.
+    let slot = app.ledger.reserve(&ctx.request_id).await?;
     let policy_cap = policy.content.max_output_tokens;
     let reservation = if counts_tokens {
         let cap = policy_cap.map_or(app.config.rate_limits.max_output_tokens, |p| {
@@ -324,7 +327,7 @@ async fn admitted(
         admit::set_rate_headers(rate_headers, &rate);
     }
     let accounting = finish::Accounting {
-        store: app.keyring.store().clone(),
+        slot,
         key_id: key.id.clone(),
         user: key.user.clone(),
         price,

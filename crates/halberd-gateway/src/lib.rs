@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod ledger;
 pub mod mock;
 pub mod mock_server;
 pub mod pipeline;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     /// Per-key rate and concurrency counters of this process.
     pub limiter: Arc<pipeline::admit::Limiter>,
+    /// Where usage records go to be written in batches.
+    pub ledger: ledger::Ledger,
 }
 
 /// Opens the configured store and the pepper (`HALBERD_PEPPER` if set, else the
@@ -148,6 +151,11 @@ pub async fn build_state(
     // Compile the detectors now, not on the first request.
     let _ = halberd_guard::sensitive::Detector::shared();
     let upstreams = Upstreams::new(&config.providers)?;
+    let ledger = ledger::Ledger::start(
+        keyring.store().clone(),
+        config.usage_queue,
+        config.usage_queue_wait,
+    );
     let admin_token = env(&config.admin_token_env)
         .filter(|t| !t.trim().is_empty())
         .map(SecretString::from);
@@ -157,6 +165,7 @@ pub async fn build_state(
         upstreams,
         admin_token,
         limiter: Arc::new(limiter),
+        ledger,
     }))
 }
 
@@ -190,10 +199,13 @@ impl Gateway {
         &self.state
     }
 
-    /// Serves both listeners until `shutdown` resolves, then drains.
+    /// Serves both listeners until `shutdown` resolves, then drains: running
+    /// exchanges finish and every usage record is written, within the
+    /// shutdown grace.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let limits = self.state.config.limits.clone();
+        let grace = limits.shutdown_grace;
         let api = server::serve(
             self.listener,
             http::router(self.state.clone()),
@@ -206,11 +218,23 @@ impl Gateway {
             limits,
             wait(rx),
         );
+        let stopping = std::sync::Arc::new(std::sync::OnceLock::new());
+        let stopped_at = stopping.clone();
         let trigger = async move {
             shutdown.await;
+            let _ = stopped_at.set(tokio::time::Instant::now());
             let _ = tx.send(true);
         };
         tokio::join!(api, admin, trigger);
+        // The listeners have drained (or their grace ran out): what is still
+        // queued gets the rest of the grace to be written.
+        let started = stopping
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        if self.state.ledger.close(started + grace).await {
+            tracing::info!(target: "halberd::usage", "usage records written");
+        }
     }
 }
 

@@ -194,10 +194,22 @@ pub struct Keyring {
 /// another replica) can take to be seen. Changes made through this keyring
 /// (the admin API) evict the entry at once. Expiry is always checked against
 /// the current time, never cached.
+///
+/// A busy key never waits on the store: once an entry is half its `ttl` old,
+/// the next authentication starts one background read that replaces it, and
+/// keeps using the entry meanwhile; only an entry past its `ttl` (a key idle
+/// that long, or a store slower than half the `ttl`) is read on the request
+/// path. So the revocation bound stays `ttl`.
 #[derive(Debug)]
 struct KeyCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, CachedKey>>,
+    /// Bumped by every eviction. A read that began before an eviction must
+    /// not put what it read back (it may be the record from before the
+    /// change that caused the eviction).
+    evictions: std::sync::atomic::AtomicU64,
+    /// Key reads made on the request path (cache misses).
+    misses: std::sync::atomic::AtomicU64,
     /// User limits, read at the same interval.
     users: RwLock<HashMap<String, (Instant, KeyLimits)>>,
 }
@@ -207,6 +219,8 @@ struct CachedKey {
     read_at: Instant,
     record: KeyRecord,
     hash: Vec<u8>,
+    /// A background read of this entry is under way.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// Most entries the cache holds; past that it starts over.
@@ -226,9 +240,17 @@ impl Keyring {
             cache: Arc::new(KeyCache {
                 ttl,
                 entries: RwLock::new(HashMap::new()),
+                evictions: std::sync::atomic::AtomicU64::new(0),
+                misses: std::sync::atomic::AtomicU64::new(0),
                 users: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// How many authentications read the key from the store while the caller
+    /// waited (cache misses), since this keyring was made.
+    pub fn request_path_reads(&self) -> u64 {
+        self.cache.misses.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long a change made elsewhere can take to be seen here.
@@ -417,12 +439,16 @@ impl Keyring {
         let (record, stored) = match self.cached(parsed.id) {
             Some(hit) => hit,
             None => {
+                self.cache
+                    .misses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let generation = self.generation();
                 let found = self
                     .store
                     .key_with_hash(parsed.id)
                     .await?
                     .ok_or(AuthError::Unknown)?;
-                self.remember(&found.0, &found.1);
+                self.remember(&found.0, &found.1, generation);
                 found
             }
         };
@@ -500,7 +526,10 @@ impl Keyring {
         Ok(limits)
     }
 
+    /// The cached record and hash of key `id`, if still trusted; starts a
+    /// background refresh when the entry is half its `ttl` old.
     fn cached(&self, id: &str) -> Option<(KeyRecord, Vec<u8>)> {
+        use std::sync::atomic::Ordering;
         if self.cache.ttl.is_zero() {
             return None;
         }
@@ -510,10 +539,40 @@ impl Keyring {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let hit = entries.get(id)?;
-        (hit.read_at.elapsed() < self.cache.ttl).then(|| (hit.record.clone(), hit.hash.clone()))
+        let age = hit.read_at.elapsed();
+        if age >= self.cache.ttl {
+            return None;
+        }
+        if age >= self.cache.ttl / 2
+            && !hit.refreshing.swap(true, Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let keyring = self.clone();
+            let id = id.to_owned();
+            let generation = self.generation();
+            runtime.spawn(async move {
+                match keyring.store.key_with_hash(&id).await {
+                    Ok(Some((record, hash))) => keyring.remember(&record, &hash, generation),
+                    // Gone from the store: the next request reads it and
+                    // gets the answer on the request path.
+                    Ok(None) => keyring.forget(&id),
+                    // The entry ages out at its ttl as usual.
+                    Err(_) => {}
+                }
+            });
+        }
+        Some((hit.record.clone(), hit.hash.clone()))
     }
 
-    fn remember(&self, record: &KeyRecord, hash: &[u8]) {
+    fn generation(&self) -> u64 {
+        self.cache
+            .evictions
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches what a read that began at eviction `generation` found, unless an
+    /// eviction happened since.
+    fn remember(&self, record: &KeyRecord, hash: &[u8], generation: u64) {
         if self.cache.ttl.is_zero() {
             return;
         }
@@ -522,6 +581,10 @@ impl Keyring {
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked under the lock that `forget` takes to evict.
+        if self.generation() != generation {
+            return;
+        }
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();
         }
@@ -531,17 +594,22 @@ impl Keyring {
                 read_at: Instant::now(),
                 record: record.clone(),
                 hash: hash.to_vec(),
+                refreshing: std::sync::atomic::AtomicBool::new(false),
             },
         );
     }
 
     fn forget(&self, id: &str) {
         if !self.cache.ttl.is_zero() {
-            self.cache
+            let mut entries = self
+                .cache
                 .entries
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(id);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            entries.remove(id);
+            self.cache
+                .evictions
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
     }
 

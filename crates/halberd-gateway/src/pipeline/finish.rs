@@ -47,7 +47,8 @@ pub struct Finish {
 /// What the finaliser needs to account for an exchange.
 #[derive(Debug)]
 pub struct Accounting {
-    pub store: halberd_store::Store,
+    /// Room for this exchange's usage record, reserved before forwarding.
+    pub slot: crate::ledger::Slot,
     pub key_id: String,
     pub user: Option<String>,
     pub price: Option<super::admit::budget::Price>,
@@ -226,14 +227,7 @@ impl Drop for Finish {
                 estimated,
                 outcome: outcome.to_owned(),
             };
-            let store = a.store;
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = store.record_usage(&record).await {
-                        tracing::error!(target: "halberd::usage", request_id = %record.request_id, error = %e, "could not record usage");
-                    }
-                });
-            }
+            a.slot.record(record);
         }
         events::ExchangeFinished {
             request_id: &self.request_id,

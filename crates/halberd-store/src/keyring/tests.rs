@@ -51,6 +51,7 @@ on_both_backends!(
     scopes_are_validated_and_checked,
     every_change_is_recorded_without_secrets,
     usage_is_summed_per_key_and_user_since_a_time,
+    a_usage_batch_is_written_whole_in_one_transaction,
     user_limits_are_set_merged_and_removed,
 );
 
@@ -316,6 +317,51 @@ async fn cache_sees_own_changes_at_once_and_others_within_the_ttl() {
     ));
 }
 
+#[tokio::test]
+async fn a_busy_key_is_refreshed_in_the_background_and_still_revoked_within_the_ttl() {
+    let store = Store::open_sqlite(":memory:").await.unwrap();
+    let pepper = Pepper::from_hex(&"45".repeat(32)).unwrap();
+    let ttl = std::time::Duration::from_millis(400);
+    let cached = Keyring::with_cache(store.clone(), pepper.clone(), ttl);
+    let other = Keyring::new(store, pepper);
+    let a = cached.create(spec("a"), "t", 1).await.unwrap();
+    assert_eq!(cached.authenticate(&a.key, 2).await.unwrap().name, "a");
+    assert_eq!(cached.request_path_reads(), 1);
+    other
+        .update(
+            &a.record.id,
+            crate::KeyUpdate {
+                name: Some("renamed".into()),
+                ..crate::KeyUpdate::default()
+            },
+            "t",
+            2,
+        )
+        .await
+        .unwrap();
+    // Used every 50 ms for three TTLs: past half the TTL a use starts one
+    // background read, so the entry never expires on the request path, and
+    // the other process's rename is picked up all the same.
+    let mut names = Vec::new();
+    for _ in 0..24 {
+        names.push(cached.authenticate(&a.key, 3).await.unwrap().name);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(names.iter().any(|n| n == "renamed"), "{names:?}");
+    assert_eq!(
+        cached.request_path_reads(),
+        1,
+        "a busy key never waits on the store"
+    );
+    // Revocation elsewhere is still seen within the TTL.
+    other.revoke(&a.record.id, "t", 4).await.unwrap();
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    assert!(matches!(
+        cached.authenticate(&a.key, 5).await,
+        Err(AuthError::Revoked)
+    ));
+}
+
 async fn usage_is_summed_per_key_and_user_since_a_time(kr: Keyring) {
     let record = |key: &str, user: Option<&str>, at: i64, input: u64, output: u64, cost: u64| {
         crate::UsageRecord {
@@ -378,6 +424,50 @@ async fn usage_is_summed_per_key_and_user_since_a_time(kr: Keyring) {
     let recent = store.usage_records("k1", 10).await.unwrap();
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0], record("k1", Some("ann"), 200, 20, 7, 2_000));
+}
+
+async fn a_usage_batch_is_written_whole_in_one_transaction(kr: Keyring) {
+    let record = |i: usize, outcome: &str| crate::UsageRecord {
+        request_id: format!("req-{i}"),
+        key_id: "batch".into(),
+        user_id: i.is_multiple_of(2).then(|| "ann".to_owned()),
+        at: 1_000 + i as i64,
+        api: "messages".into(),
+        model: "claude".into(),
+        provider: "anthropic".into(),
+        input_tokens: i as u64,
+        cached_input_tokens: 0,
+        output_tokens: 1,
+        cost: crate::Usd(7),
+        estimated: i.is_multiple_of(3),
+        outcome: outcome.into(),
+    };
+    let store = kr.store();
+    // More rows than one statement carries, so the batch spans statements.
+    let batch: Vec<_> = (0..700).map(|i| record(i, "completed")).collect();
+    store.record_usage_batch(&batch).await.unwrap();
+    let t = store
+        .usage_totals(crate::UsageScope::Key("batch"), 0)
+        .await
+        .unwrap();
+    assert_eq!(t.requests, 700);
+    assert_eq!(t.input_tokens, (0..700).sum::<u64>());
+    assert_eq!(
+        t.estimated,
+        (0..700_usize).filter(|i| i.is_multiple_of(3)).count() as u64
+    );
+    let newest = store.usage_records("batch", 1).await.unwrap();
+    assert_eq!(newest, [record(699, "completed")]);
+    // An empty batch is a no-op.
+    store.record_usage_batch(&[]).await.unwrap();
+    assert_eq!(
+        store
+            .usage_totals(crate::UsageScope::Key("batch"), 0)
+            .await
+            .unwrap()
+            .requests,
+        700
+    );
 }
 
 async fn user_limits_are_set_merged_and_removed(kr: Keyring) {
