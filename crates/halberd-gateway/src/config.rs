@@ -168,6 +168,9 @@ pub struct ServerFile {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout: String,
+    /// A keep-alive connection with no request in flight for this long is
+    /// closed.
+    pub idle_timeout: String,
     pub max_json_depth: usize,
     pub max_connections: usize,
     pub shutdown_grace: String,
@@ -182,6 +185,7 @@ impl Default for ServerFile {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
             max_json_depth: 64,
             max_connections: 4096,
             shutdown_grace: "30s".into(),
@@ -412,6 +416,7 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_json_depth: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
@@ -516,6 +521,7 @@ impl ConfigFile {
             max_header_bytes: at_least("server.max_header_bytes", s.max_header_bytes, 8192)?,
             max_headers: at_least("server.max_headers", s.max_headers, 8)?,
             header_read_timeout: dur("header_read_timeout", &s.header_read_timeout)?,
+            idle_timeout: dur("idle_timeout", &s.idle_timeout)?,
             max_json_depth: at_least("server.max_json_depth", s.max_json_depth, 4)?,
             max_connections: at_least("server.max_connections", s.max_connections, 1)?,
             shutdown_grace: dur("shutdown_grace", &s.shutdown_grace)?,
@@ -525,6 +531,9 @@ impl ConfigFile {
                 "server.max_json_depth",
                 format!("must be at most {}", halberd_protocol::json::MAX_DEPTH),
             ));
+        }
+        if limits.idle_timeout.is_zero() {
+            return Err(err("server.idle_timeout", "must be greater than zero"));
         }
         if limits.header_read_timeout.is_zero() {
             return Err(err(

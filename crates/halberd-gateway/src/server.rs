@@ -2,18 +2,85 @@
 //! that is really armed (hyper needs a timer for it), HTTP/1.1 and HTTP/2, and a
 //! graceful shutdown that stops accepting at once and lets running exchanges,
 //! streams included, finish within the grace period.
+//!
+//! Connections are not allowed to sit idle. hyper's header-read timeout only
+//! starts once a request's first bytes arrive, so a connection that never
+//! sends a byte, or a keep-alive connection between requests, would hold a
+//! connection slot for ever (4,100 silent connections locked every client
+//! out). Each connection therefore has a watcher: with no request in flight,
+//! a connection that has served nothing is closed `header_read_timeout` after
+//! it was accepted, and one that has is closed `idle_timeout` after its last
+//! response ended. At the connection limit the connection idle the longest
+//! gives way to the new one. Closing is hyper's graceful shutdown, which never
+//! cuts a request in flight: it only stops keep-alive.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::config::Limits;
+
+/// What the watcher and the accept loop know of one connection.
+#[derive(Debug)]
+struct Conn {
+    /// Requests whose response has not finished (body included).
+    in_flight: AtomicUsize,
+    /// Requests served so far.
+    served: AtomicU64,
+    /// When the connection was accepted or last finished a response, in
+    /// milliseconds since the server's epoch.
+    idle_since_ms: AtomicU64,
+    /// Asks the connection to close once idle.
+    close: Notify,
+    /// A request ended: the watcher recomputes its deadline.
+    changed: Notify,
+}
+
+/// How long a connection must have been idle before it is closed to make
+/// room at the connection limit. A connection just accepted may have its
+/// first request in the socket's buffer, unread; closing it would lose it.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// Live connections, for choosing which gives way at the limit.
+#[derive(Debug, Default)]
+struct Registry {
+    conns: Mutex<std::collections::HashMap<u64, Arc<Conn>>>,
+}
+
+impl Registry {
+    /// Asks the connection idle the longest (and at least [`EVICT_AFTER`]) to
+    /// close; false if none is.
+    fn evict_idlest(&self, now_ms: u64) -> bool {
+        let Ok(conns) = self.conns.lock() else {
+            return false;
+        };
+        let idle_enough = u64::try_from(EVICT_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let idlest = conns
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .map(|c| (c.idle_since_ms.load(Ordering::Acquire), c))
+            .filter(|(since, _)| now_ms.saturating_sub(*since) >= idle_enough)
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, c)| c);
+        match idlest {
+            Some(c) => {
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
@@ -34,41 +101,224 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut next_id: u64 = 0;
     tokio::pin!(shutdown);
     loop {
-        // Take a connection slot before accepting: past the limit, new
-        // connections wait in the kernel's backlog instead of being served badly.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
+        // Take a connection slot before accepting. At the limit, the
+        // connection idle the longest is asked to close and its slot is
+        // awaited; with none idle, new connections wait in the kernel's
+        // backlog instead of being served badly.
+        let permit = loop {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                break Some(p);
+            }
+            registry.evict_idlest(millis_since(epoch));
+            tokio::select! {
+                p = permits.clone().acquire_owned() => break p.ok(),
+                // Look again for a connection that has become idle enough.
+                () = tokio::time::sleep(EVICT_AFTER / 4) => {}
+                () = &mut shutdown => break None,
+            }
         };
+        let Some(permit) = permit else { break };
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let conn_state = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(millis_since(epoch)),
+            close: Notify::new(),
+            changed: Notify::new(),
+        });
+        next_id += 1;
+        let id = next_id;
+        if let Ok(mut conns) = registry.conns.lock() {
+            conns.insert(id, conn_state.clone());
+        }
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            conn: conn_state.clone(),
+            epoch,
+        });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
+        let registry = registry.clone();
+        let mut stop = stop_rx.clone();
+        let timeouts = (limits.header_read_timeout, limits.idle_timeout);
         tokio::spawn(async move {
-            let _ = conn.await;
+            watch_connection(conn, &conn_state, &mut stop, timeouts, epoch).await;
+            if let Ok(mut conns) = registry.conns.lock() {
+                conns.remove(&id);
+            }
             drop(permit);
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection gives its slot back when it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = permits.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
+}
+
+type Connection = auto::UpgradeableConnection<
+    'static,
+    TokioIo<tokio::net::TcpStream>,
+    TowerToHyperService<Tracked>,
+    TokioExecutor,
+>;
+
+/// Runs one connection to its end, closing it (gracefully: never in the
+/// middle of a request) when it has been idle too long, when the accept loop
+/// needs its slot, or when the server stops.
+async fn watch_connection(
+    conn: Connection,
+    state: &Conn,
+    stop: &mut watch::Receiver<bool>,
+    (first_request, idle): (Duration, Duration),
+    epoch: Instant,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        let limit = if state.served.load(Ordering::Acquire) == 0 {
+            first_request
+        } else {
+            idle
+        };
+        let idle_since = epoch + Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = state.changed.notified() => {}
+            () = state.close.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.wait_for(|s| *s), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(idle_since + limit), if !closing => {
+                // A response may have ended (moving `idle_since`) or be under
+                // way meanwhile: close only what is idle now.
+                let since = Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+                if state.in_flight.load(Ordering::Acquire) == 0
+                    && Instant::now() >= epoch + since + limit
+                {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The router, counting the requests in flight on one connection: a request
+/// is in flight from its head until its response body has been sent (or
+/// dropped), so a long stream is never taken for an idle connection.
+#[derive(Clone)]
+struct Tracked {
+    router: Router,
+    conn: Arc<Conn>,
+    epoch: Instant,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight {
+            conn: self.conn.clone(),
+            epoch: self.epoch,
+        };
+        let call = tower::ServiceExt::oneshot(self.router.clone(), req);
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|body| {
+                Body::new(GuardedBody {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// One request in flight; its end makes the connection idle from now.
+struct InFlight {
+    conn: Arc<Conn>,
+    epoch: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn.served.fetch_add(1, Ordering::AcqRel);
+        self.conn
+            .idle_since_ms
+            .store(millis_since(self.epoch), Ordering::Release);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.changed.notify_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's [`InFlight`] until dropped.
+    struct GuardedBody {
+        #[pin]
+        inner: Body,
+        _guard: InFlight,
+    }
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -188,25 +188,114 @@ async fn graceful_shutdown_lets_running_streams_finish() {
 }
 
 #[tokio::test]
-async fn connections_past_the_limit_wait_until_a_slot_frees() {
+async fn connections_past_the_limit_wait_while_every_slot_is_busy() {
     let gw = TestGateway::start("[server]\nmax_connections = 1").await;
-    // One idle connection takes the only slot.
-    let held = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let key = gw.any_key().await;
+    // A slow stream takes the only slot: it is in flight, not idle.
+    let busy = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-chunk-bytes", "1")
+        .header("x-mock-delay-ms", "50")
+        .json(&streamed("ten chars."))
+        .send()
+        .await
+        .unwrap();
     let waiting = tokio::spawn({
         let url = gw.url("/healthz");
         async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
         !waiting.is_finished(),
         "a second connection was served past max_connections = 1"
     );
-    drop(held);
+    // The stream was not cut to make room; once it ends, the slot frees.
+    let body = busy.text().await.unwrap();
+    assert!(body.contains("[DONE]"), "{body}");
     let status = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn at_the_limit_the_longest_idle_connection_gives_way() {
+    let gw = TestGateway::start("[server]\nmax_connections = 4").await;
+    // Four connections that never send a byte hold every slot, the first
+    // idle the longest.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Idle connections give way once idle for a second (a connection just
+    // accepted may have a request not yet read).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for _ in 0..3 {
+        let status = tokio::time::timeout(
+            Duration::from_secs(5),
+            client().get(gw.url("/healthz")).send(),
+        )
+        .await
+        .expect("a new client waited behind idle connections")
+        .unwrap()
+        .status();
+        assert_eq!(status, 200);
+    }
+    // The first silent connection was the one closed.
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the oldest idle connection is closed"
+    );
+}
+
+#[tokio::test]
+async fn connections_that_never_send_are_closed_after_the_header_read_timeout() {
+    let gw = TestGateway::start("[server]\nheader_read_timeout = \"300ms\"").await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    for mut s in silent {
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a connection that sent nothing is still open"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_quiet_stream_is_not() {
+    let gw = TestGateway::start("[server]\nidle_timeout = \"300ms\"").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "keep-alive connection still open when idle");
+    assert!(String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // A stream whose events are further apart than the idle timeout is in
+    // flight, not idle: it completes.
+    let key = gw.any_key().await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-chunk-bytes", "4")
+        .header("x-mock-delay-ms", "400")
+        .json(&streamed("quiet stream"))
+        .send()
+        .await
+        .unwrap();
+    let data = halberd_testkit::sse_data(resp).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(halberd_testkit::chat_delta_text(&data), "quiet stream");
 }
