@@ -146,7 +146,7 @@ pub struct ContentLimits {
 
 /// Actions on sensitive data, per finding type, for each direction. Keys are
 /// `default`, a type (`email`, `phone`, `credit_card`, `us_ssn`, `iban`,
-/// `ip_address`, `secret`, `private_key`, `jwt`) or a secret family
+/// `ip_address`, `secret`, `private_key`, `jwt`, `uninspected`) or a secret family
 /// (`secret:aws_access_key_id`); values are `redact`, `mask`, `hash`,
 /// `pseudonymize` (input only), `block`, `flag` or `off`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -233,23 +233,47 @@ async fn admitted(
         &bytes,
         app.config.limits.max_json_depth,
     )?;
-    let mut value = value;
-    let injection = inspect_injection::inspect_injection(&policy.injection, &exchange)
-        .inspect_err(|e| {
-            if let GatewayError::PromptInjection {
-                at, score_milli, ..
-            } = e
-            {
-                let kind = format!("score={:.3} at={at}", f32::from(*score_milli) / 1000.0);
-                events::GuardTriggered {
-                    request_id: &ctx.request_id,
-                    guard: "injection",
-                    kind: &kind,
-                    action: "block",
-                }
-                .emit();
+    // Large bodies are inspected on the blocking pool: a scan is linear in
+    // its input but a multi-megabyte part still takes milliseconds, which
+    // must not stall the async workers (and `/healthz`) for everyone else.
+    let (mut value, exchange, inspected) = if bytes.len() >= OFFLOAD_INSPECTION_BYTES {
+        let policy = policy.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut value = value;
+            let inspected = inspect(&policy, &mut value, &exchange);
+            (value, exchange, inspected)
+        })
+        .await
+        .map_err(|_| GatewayError::Internal)?
+    } else {
+        let mut value = value;
+        let inspected = inspect(policy, &mut value, &exchange);
+        (value, exchange, inspected)
+    };
+    let (injection, inspection) = inspected.inspect_err(|e| match e {
+        GatewayError::PromptInjection {
+            at, score_milli, ..
+        } => {
+            let kind = format!("score={:.3} at={at}", f32::from(*score_milli) / 1000.0);
+            events::GuardTriggered {
+                request_id: &ctx.request_id,
+                guard: "injection",
+                kind: &kind,
+                action: "block",
             }
-        })?;
+            .emit();
+        }
+        GatewayError::SensitiveData { kind, .. } => {
+            events::GuardTriggered {
+                request_id: &ctx.request_id,
+                guard: "sensitive_input",
+                kind,
+                action: "block",
+            }
+            .emit();
+        }
+        _ => {}
+    })?;
     let injection_header = injection.header();
     if let Some(summary) = &injection_header {
         events::GuardTriggered {
@@ -260,18 +284,6 @@ async fn admitted(
         }
         .emit();
     }
-    let inspection =
-        inspect_input::inspect_input(policy, &mut value, &exchange).inspect_err(|e| {
-            if let GatewayError::SensitiveData { kind, .. } = e {
-                events::GuardTriggered {
-                    request_id: &ctx.request_id,
-                    guard: "sensitive_input",
-                    kind,
-                    action: "block",
-                }
-                .emit();
-            }
-        })?;
     let transformed = inspect_injection::transform(&policy.injection, &mut value, &exchange)?;
     if transformed.canary.is_some() || transformed.spotlit > 0 {
         tracing::debug!(
@@ -358,6 +370,27 @@ async fn admitted(
             .insert(inspect_injection::INJECTION_HEADER, value);
     }
     Ok(resp)
+}
+
+/// Request bodies at least this large are inspected off the async workers.
+const OFFLOAD_INSPECTION_BYTES: usize = 64 * 1024;
+
+/// The input inspections, in order: prompt injection, then sensitive data
+/// (which rewrites `value`).
+fn inspect(
+    policy: &crate::config::GuardPolicy,
+    value: &mut serde_json::Value,
+    exchange: &halberd_protocol::Exchange,
+) -> Result<
+    (
+        inspect_injection::InjectionReport,
+        inspect_input::InputInspection,
+    ),
+    GatewayError,
+> {
+    let injection = inspect_injection::inspect_injection(&policy.injection, exchange)?;
+    let inspection = inspect_input::inspect_input(policy, value, exchange)?;
+    Ok((injection, inspection))
 }
 
 async fn read_body(

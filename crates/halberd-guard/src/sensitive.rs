@@ -47,6 +47,11 @@ pub enum Kind {
     Secret(&'static str),
     PrivateKey,
     Jwt,
+    /// The rest of a text the scan gave up on: text shaped so that finding
+    /// its values exactly would take time quadratic in its length (see
+    /// [`work_budget`]). It is not known to be clean, so the policy decides
+    /// (redacted by default).
+    Uninspected,
 }
 
 impl Kind {
@@ -61,6 +66,7 @@ impl Kind {
             Kind::Secret(_) => "secret",
             Kind::PrivateKey => "private_key",
             Kind::Jwt => "jwt",
+            Kind::Uninspected => "uninspected",
         }
     }
 
@@ -86,7 +92,7 @@ impl Kind {
     }
 
     /// Every type name a policy may configure.
-    pub const TYPE_NAMES: [&'static str; 9] = [
+    pub const TYPE_NAMES: [&'static str; 10] = [
         "email",
         "phone",
         "credit_card",
@@ -96,6 +102,7 @@ impl Kind {
         "secret",
         "private_key",
         "jwt",
+        "uninspected",
     ];
 }
 
@@ -306,10 +313,29 @@ impl Detector {
     }
 
     /// The walk from the start, one step after the other.
+    ///
+    /// Each step searches from the cursor to its candidate's end; a rejected
+    /// candidate resumes one character after its start, so a text made of
+    /// long candidates that are all rejected (`key=key=key=…`, each running
+    /// to the end of the text) is searched again and again. The bytes searched
+    /// are counted, and past [`work_budget`] the walk stops: the rest of the
+    /// text is one [`Kind::Uninspected`] finding, so the scan stays linear
+    /// and what was not inspected is never passed as clean.
     pub(crate) fn scan_walk(&self, text: &str) -> Vec<Finding> {
         let mut findings = Vec::new();
         let mut cursor = 0;
+        let mut work = 0usize;
+        let budget = work_budget(text.len());
         while let Some(step) = self.step(text, cursor, text.len()) {
+            work = work.saturating_add(step.searched_to.saturating_sub(cursor));
+            if work > budget {
+                findings.push(Finding {
+                    kind: Kind::Uninspected,
+                    start: cursor,
+                    end: text.len(),
+                });
+                return findings;
+            }
             if let Some(finding) = step.finding {
                 findings.push(finding);
             }
@@ -341,16 +367,19 @@ impl Detector {
         match verdict {
             Verdict::Accept(finding) => Step {
                 start: found.start(),
+                searched_to: found.end(),
                 finding: Some(finding),
                 resume: found.end().max(next_boundary(text, found.start())),
             },
             Verdict::Reject => Step {
                 start: found.start(),
+                searched_to: found.end(),
                 finding: None,
                 resume: next_boundary(text, found.start()),
             },
             Verdict::RejectWhole => Step {
                 start: found.start(),
+                searched_to: found.end(),
                 finding: None,
                 resume: found.end().max(next_boundary(text, found.start())),
             },
@@ -429,9 +458,21 @@ impl Default for Detector {
 pub(crate) struct Step {
     /// Where the candidate started.
     pub start: usize,
+    /// Where it ended: the search read at least this far.
+    pub searched_to: usize,
     pub finding: Option<Finding>,
     /// Where the walk continues.
     pub resume: usize,
+}
+
+/// How many bytes a scan of a text of `len` bytes may search in all before
+/// it gives up on the rest. Ordinary text is searched about once (prose,
+/// code, logs and every data set stay far below: the sensitive-data eval's
+/// findings are unchanged); only texts of long, rejected, overlapping
+/// candidates come near it, and those would otherwise cost time quadratic
+/// in their length (31 s for 200 KB of `key=`).
+pub fn work_budget(len: usize) -> usize {
+    len.saturating_mul(16).saturating_add(256 << 10)
 }
 
 /// The first character boundary after `at`, or `at + 1` past the end.

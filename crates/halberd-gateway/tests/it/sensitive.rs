@@ -423,3 +423,46 @@ async fn tool_results_in_requests_and_tool_arguments_in_responses_are_redacted()
         .unwrap();
     assert_eq!(v["content"][0]["input"]["input"], REDACTED);
 }
+
+/// A prompt shaped to make the scan quadratic (`key=key=…`, 200 KB) is
+/// inspected in linear time on the blocking pool: the part the scan gave up
+/// on goes upstream as `[UNINSPECTED]`, never unchecked, and the gateway keeps
+/// answering meanwhile.
+#[tokio::test]
+async fn a_prompt_built_to_make_the_scan_quadratic_is_answered_with_the_rest_uninspected() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    let prompt = format!("reach me at jane.doe@example.com {}", "key=".repeat(50_000));
+    let big = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        let key = key.clone();
+        async move {
+            crate::post(
+                &url,
+                &key,
+                json!({"model": "mock-1", "messages": [{"role": "user", "content": prompt}]}),
+            )
+            .await
+        }
+    });
+    let health = client().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let resp = big.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let echoed = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        echoed.starts_with("reach me at [EMAIL] "),
+        "{}",
+        &echoed[..80]
+    );
+    assert!(
+        echoed.ends_with("[UNINSPECTED]"),
+        "{}",
+        &echoed[echoed.len() - 80..]
+    );
+    assert!(
+        echoed.len() < 1_000,
+        "the uninspected rest never went upstream"
+    );
+}

@@ -66,6 +66,8 @@ enum Phase {
 struct Walk {
     /// Where the current search started: the walk's cursor.
     cursor: usize,
+    /// Bytes this walk's searches have read, counted as the one walk counts.
+    work: usize,
     /// The next walk's start; the last walk never pauses.
     stop: usize,
     /// The next byte the search reads, and the DFA's state before it.
@@ -141,6 +143,7 @@ impl Detector {
             phase: Phase::Searching,
             first_start: None,
             first_found: None,
+            work: 0,
         });
         for walk in &mut walks {
             if walk.cursor >= walk.stop {
@@ -332,6 +335,15 @@ impl Detector {
             return Ok(());
         };
         let step = self.judge(text, found);
+        // A walk that searches too much (long rejected candidates, searched
+        // again from one character on) hands the text to the one walk, which
+        // stops at its budget.
+        walk.work = walk
+            .work
+            .saturating_add(step.searched_to.saturating_sub(walk.cursor));
+        if walk.work > super::work_budget(len) {
+            return Err(GaveUp);
+        }
         walk.steps.push((walk.cursor, step));
         walk.cursor = step.resume;
         if walk.cursor > len {

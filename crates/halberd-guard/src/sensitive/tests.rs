@@ -700,3 +700,41 @@ fn interleaved_scan_survives_cache_clears() {
     assert!(clears == 0 && !gave_up, "{clears} clears");
     assert_eq!(found, expected);
 }
+
+/// Text made of long candidates that are all rejected, each running to the
+/// end, would be searched again from every boundary (quadratic: 31 s for
+/// 200 KB of `key=`). The scan stops at its work budget and reports the rest
+/// as uninspected, with what came before found exactly.
+#[test]
+fn overlapping_rejected_candidates_stop_at_the_budget_and_the_rest_is_uninspected() {
+    for prefix in ["key=", "glpat-", "xoxb-", "sk-proj-"] {
+        for len in [10_000, 100_000, 400_000] {
+            let lead = "mail me at ann.lee@example.org then ";
+            let text = format!("{lead}{}", prefix.repeat(len / prefix.len()));
+            // The one walk and the interleaved walks agree.
+            for findings in [detector().scan(&text), detector().scan_walk(&text)] {
+                let last = findings.last().copied().expect("findings");
+                assert_eq!(findings[0].kind, Kind::Email, "{prefix} {len}");
+                if last.kind == Kind::Uninspected {
+                    assert_eq!(last.end, text.len());
+                    assert!(last.start >= lead.len() - 5, "{prefix} {len}: {last:?}");
+                    assert!(text.is_char_boundary(last.start));
+                } else {
+                    // Short enough to be inspected in full within the budget.
+                    assert!(len <= 10_000, "{prefix} {len}: {findings:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ordinary_text_of_any_length_stays_within_the_budget() {
+    let prose = "Ann (ann.lee@example.org, +1 415 555 0100) paid with 4111 1111 1111 1111; the key is AKIAIOSFODNN7EXAMPLE. Notes follow, with numbers 12, 345 and 2024-01-05. ";
+    for n in [1, 10, 1_000] {
+        let text = prose.repeat(n);
+        let findings = detector().scan(&text);
+        assert!(findings.iter().all(|f| f.kind != Kind::Uninspected));
+        assert_eq!(findings.len(), detector().scan(prose).len() * n);
+    }
+}
