@@ -164,6 +164,9 @@ pub struct SensitiveFile {
 pub struct ServerFile {
     pub listen: String,
     pub admin_listen: String,
+    /// Serve the admin API on an address other than loopback. Refused unless
+    /// set, and then only with an admin token of at least 32 characters.
+    pub admin_allow_public: bool,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -171,6 +174,10 @@ pub struct ServerFile {
     /// A keep-alive connection with no request in flight for this long is
     /// closed.
     pub idle_timeout: String,
+    /// Time for a request body: this, plus one second per
+    /// `body_min_rate` bytes the body declares.
+    pub body_read_timeout: String,
+    pub body_min_rate: u64,
     pub max_json_depth: usize,
     pub max_connections: usize,
     pub shutdown_grace: String,
@@ -181,11 +188,14 @@ impl Default for ServerFile {
         ServerFile {
             listen: "127.0.0.1:8787".into(),
             admin_listen: "127.0.0.1:8788".into(),
+            admin_allow_public: false,
             max_body_bytes: 8 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
+            body_read_timeout: "10s".into(),
+            body_min_rate: 65_536,
             max_json_depth: 64,
             max_connections: 4096,
             shutdown_grace: "30s".into(),
@@ -207,6 +217,10 @@ pub struct StoreFile {
     /// then get 503.
     pub usage_queue: usize,
     pub usage_queue_wait: String,
+    /// Usage records older than this are deleted (at least 32 days, so the
+    /// current month's budgets always have their records); "0s" keeps them
+    /// for ever.
+    pub usage_retention: String,
 }
 
 impl Default for StoreFile {
@@ -216,6 +230,7 @@ impl Default for StoreFile {
             url: None,
             usage_queue: 65_536,
             usage_queue_wait: "2s".into(),
+            usage_retention: "400d".into(),
         }
     }
 }
@@ -279,6 +294,7 @@ pub struct ModelFile {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub admin_allow_public: bool,
     pub limits: Limits,
     pub store_path: PathBuf,
     /// Postgres instead of the SQLite file; may hold a password: never print.
@@ -287,6 +303,8 @@ pub struct Config {
     pub usage_queue: usize,
     /// How long a request waits for room in a full usage queue before 503.
     pub usage_queue_wait: Duration,
+    /// Usage records older than this are deleted; `None`: kept for ever.
+    pub usage_retention: Option<Duration>,
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
     pub key_cache_ttl: Duration,
@@ -295,6 +313,34 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Policies by name; `default` always exists.
     pub policies: std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>,
+}
+
+/// Shortest admin token accepted on an admin API that is not on loopback.
+pub const PUBLIC_ADMIN_TOKEN_MIN: usize = 32;
+
+impl Config {
+    /// An admin API reachable from other hosts holds every key of the
+    /// gateway: it is refused unless `admin_allow_public` says it is meant,
+    /// and then only with a token long enough not to be guessed.
+    pub fn check_admin_exposure(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        if self.admin_listen.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.admin_allow_public {
+            return Err(format!(
+                "server.admin_listen: {} is not a loopback address; the admin API manages every key, so set server.admin_allow_public = true if it must be reachable from other hosts (behind TLS and a firewall)",
+                self.admin_listen
+            ));
+        }
+        let token = env(&self.admin_token_env).unwrap_or_default();
+        if token.trim().chars().count() < PUBLIC_ADMIN_TOKEN_MIN {
+            return Err(format!(
+                "server.admin_listen: the admin API on {} (not loopback) needs an admin token ({}) of at least {PUBLIC_ADMIN_TOKEN_MIN} random characters",
+                self.admin_listen, self.admin_token_env
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where per-key limits are counted, validated.
@@ -417,6 +463,8 @@ pub struct Limits {
     pub max_headers: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub body_min_rate: u64,
     pub max_json_depth: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
@@ -522,6 +570,11 @@ impl ConfigFile {
             max_headers: at_least("server.max_headers", s.max_headers, 8)?,
             header_read_timeout: dur("header_read_timeout", &s.header_read_timeout)?,
             idle_timeout: dur("idle_timeout", &s.idle_timeout)?,
+            body_read_timeout: dur("body_read_timeout", &s.body_read_timeout)?,
+            body_min_rate: match s.body_min_rate {
+                0 => return Err(err("server.body_min_rate", "must be at least 1")),
+                n => n,
+            },
             max_json_depth: at_least("server.max_json_depth", s.max_json_depth, 4)?,
             max_connections: at_least("server.max_connections", s.max_connections, 1)?,
             shutdown_grace: dur("shutdown_grace", &s.shutdown_grace)?,
@@ -654,9 +707,10 @@ impl ConfigFile {
             ));
         }
 
-        Ok(Config {
+        let config = Config {
             listen: addr("listen", &s.listen)?,
             admin_listen: addr("admin_listen", &s.admin_listen)?,
+            admin_allow_public: s.admin_allow_public,
             limits,
             store_path,
             store_url: store_url.map(SecretString::from),
@@ -666,6 +720,18 @@ impl ConfigFile {
             },
             usage_queue_wait: parse_duration(&self.store.usage_queue_wait)
                 .map_err(|m| err("store.usage_queue_wait", m))?,
+            usage_retention: match parse_duration(&self.store.usage_retention)
+                .map_err(|m| err("store.usage_retention", m))?
+            {
+                d if d.is_zero() => None,
+                d if d < Duration::from_secs(32 * 86_400) => {
+                    return Err(err(
+                        "store.usage_retention",
+                        "must be at least 32d (budgets read the current month's records), or 0s to keep every record",
+                    ));
+                }
+                d => Some(d),
+            },
             pepper_file,
             admin_token_env: self
                 .auth
@@ -678,7 +744,14 @@ impl ConfigFile {
             models,
             rate_limits,
             policies,
-        })
+        };
+        config.check_admin_exposure(env).map_err(|m| {
+            err(
+                "server.admin_listen",
+                m.trim_start_matches("server.admin_listen: "),
+            )
+        })?;
+        Ok(config)
     }
 }
 

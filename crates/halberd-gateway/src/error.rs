@@ -47,6 +47,8 @@ pub enum GatewayError {
         message: String,
         param: Option<String>,
     },
+    /// The client did not send its whole body in time.
+    BodyTimeout,
     MissingKey,
     InvalidKey,
     ExpiredKey,
@@ -167,6 +169,7 @@ impl GatewayError {
             | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
             UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Conflict { .. } => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -185,6 +188,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest { .. } => "invalid_request",
+            BodyTimeout => "request_timeout",
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
             ExpiredKey => "expired_api_key",
@@ -316,6 +320,7 @@ impl GatewayError {
                 format!("this API key's policy '{name}' is not configured on the gateway")
             }
             Internal => "internal error".into(),
+            BodyTimeout => "the request body was not received in time".into(),
         }
     }
 

@@ -226,7 +226,7 @@ async fn admitted(
     permit: admit::Permit,
     rate_headers: &mut HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let bytes = read_body(body, &parts.headers, app.config.limits.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, &app.config.limits).await?;
     let (value, exchange) = decode::decode(
         api,
         &parts.headers,
@@ -393,11 +393,15 @@ fn inspect(
     Ok((injection, inspection))
 }
 
+/// Reads the body within the size limit and in time: a client that declares
+/// a body and sends it slowly (or never) would otherwise hold its connection
+/// and its concurrency slot for as long as it likes.
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    limit: usize,
+    limits: &crate::config::Limits,
 ) -> Result<bytes::Bytes, GatewayError> {
+    let limit = limits.max_body_bytes;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -405,7 +409,13 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let expected = declared.unwrap_or(limit as u64);
+    let allowed =
+        limits.body_read_timeout + std::time::Duration::from_secs(expected / limits.body_min_rate);
+    let read = tokio::time::timeout(allowed, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| GatewayError::BodyTimeout)?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {

@@ -183,5 +183,36 @@ async fn write(
     }
 }
 
+/// Deletes usage records older than `retention`, at start and then every
+/// hour, in batches of 10,000 so no transaction holds the store for long.
+/// Budgets only read the current day and month, which the retention (at
+/// least 32 days, checked in the configuration) always keeps.
+pub async fn prune(store: Store, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let horizon = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let before = halberd_store::now_unix().saturating_sub(horizon);
+        let mut deleted = 0u64;
+        loop {
+            match store.delete_usage_before(before, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    deleted += n;
+                    // Let the ledger's writer in between batches.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "halberd::usage", error = %e, "cannot delete old usage records; retrying in an hour");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(target: "halberd::usage", deleted, "old usage records deleted");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

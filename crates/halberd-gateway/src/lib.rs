@@ -121,6 +121,11 @@ pub async fn build_state(
     config: Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<AppState>, String> {
+    // Again here: `--admin-listen` may have changed the address.
+    config.check_admin_exposure(env)?;
+    if !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin_listen = %config.admin_listen, "the admin API listens on a non-loopback address over plain HTTP; put it behind TLS and a firewall");
+    }
     let keyring = open_keyring(&config, env, true).await?;
     let rl = &config.rate_limits;
     let redis = match &rl.redis_url {
@@ -225,7 +230,15 @@ impl Gateway {
             let _ = stopped_at.set(tokio::time::Instant::now());
             let _ = tx.send(true);
         };
+        let prune = self
+            .state
+            .config
+            .usage_retention
+            .map(|r| tokio::spawn(ledger::prune(self.state.keyring.store().clone(), r)));
         tokio::join!(api, admin, trigger);
+        if let Some(prune) = prune {
+            prune.abort();
+        }
         // The listeners have drained (or their grace ran out): what is still
         // queued gets the rest of the grace to be written.
         let started = stopping

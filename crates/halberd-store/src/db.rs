@@ -96,6 +96,9 @@ impl Store {
     /// schema up to date. `:memory:` gives a private in-memory database.
     pub async fn open_sqlite(path: &str) -> Result<Store, StoreError> {
         let memory = path == ":memory:";
+        if !memory {
+            create_private(path)?;
+        }
         let opts = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:")?
         } else {
@@ -335,6 +338,20 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes up to `limit` usage records older than `before` (Unix
+    /// seconds), oldest first; returns how many were deleted. Small batches
+    /// keep each transaction short.
+    pub async fn delete_usage_before(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM usage_records WHERE id IN (SELECT id FROM usage_records WHERE at < $1 ORDER BY id LIMIT $2)";
+        let done = on_pool!(self, p => sqlx::query(SQL)
+            .bind(before)
+            .bind(limit)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(done)
+    }
+
     /// Sums the usage of a key or a user recorded at or after `since` (Unix
     /// seconds).
     pub async fn usage_totals(
@@ -540,6 +557,21 @@ macro_rules! impl_get {
 }
 impl_get!(SqliteRow);
 impl_get!(PgRow);
+
+/// Creates the database file readable by its owner only (mode 0600) if it
+/// does not exist: it holds key hashes, usage and the admin record. SQLite
+/// gives its `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &str) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
 
 /// Counts are unsigned here and signed in SQL (neither backend has unsigned
 /// 64-bit integers); no count comes near 2⁶³.

@@ -17,6 +17,8 @@ pub enum StoreError {
     Pepper(String),
     #[error("random number generator unavailable")]
     Random,
+    #[error("cannot create the database file: {0}")]
+    Io(std::io::Error),
 }
 
 /// Why a presented key was refused. `Malformed`, `Unknown` and `Mismatch` all

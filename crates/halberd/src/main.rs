@@ -690,6 +690,12 @@ fn check(path: Option<&Path>) -> Result<(), String> {
         |p| p.display().to_string(),
     );
     println!("configuration ok ({source})");
+    if !config.admin_listen.ip().is_loopback() {
+        println!(
+            "warning: the admin API listens on {} (not loopback) over plain HTTP; it manages every key: put it behind TLS and a firewall",
+            config.admin_listen
+        );
+    }
     let summary = json!(config.describe());
     println!(
         "{}",

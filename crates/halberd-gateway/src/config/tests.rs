@@ -394,3 +394,26 @@ fn prices_budgets_and_policy_limits_are_read_and_validated() {
         assert!(build(text).is_err(), "{text} was accepted");
     }
 }
+
+#[test]
+fn an_admin_api_off_loopback_needs_opt_in_and_a_long_token() {
+    let on = |addr: &str, allow: bool, token: &'static str| {
+        let text = format!("[server]\nadmin_listen = \"{addr}\"\nadmin_allow_public = {allow}\n");
+        let env = move |k: &str| (k == "HALBERD_ADMIN_TOKEN").then(|| token.to_owned());
+        ConfigFile::parse(&text)
+            .unwrap()
+            .build(Path::new("/tmp/base"), &env)
+    };
+    let long = "k3Jx9QmZp2LwVt8RbN4cYh6FdS1aGe7U";
+    assert!(
+        on("127.0.0.1:8788", false, "x").is_ok(),
+        "loopback: as before"
+    );
+    assert!(on("[::1]:8788", false, "").is_ok());
+    let e = on("0.0.0.0:8788", false, long).unwrap_err();
+    assert_eq!(e.at, "server.admin_listen");
+    assert!(e.message.contains("admin_allow_public"), "{}", e.message);
+    let e = on("0.0.0.0:8788", true, "x").unwrap_err();
+    assert!(e.message.contains("at least 32"), "{}", e.message);
+    assert!(on("0.0.0.0:8788", true, long).is_ok());
+}

@@ -171,3 +171,38 @@ async fn keys_authenticate_while_a_write_holds_the_store() {
     assert_eq!(checked.unwrap().id, issued.record.id);
     sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_past_the_retention_are_deleted_and_recent_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let now = halberd_store::now_unix();
+    let days = |d: i64| now - d * 86_400;
+    let mut batch = Vec::new();
+    for (i, at) in [days(500), days(401), days(399), days(1), now]
+        .into_iter()
+        .enumerate()
+    {
+        batch.push(UsageRecord { at, ..record(i) });
+    }
+    store.record_usage_batch(&batch).await.unwrap();
+    let pruning = tokio::spawn(super::prune(
+        store.clone(),
+        Duration::from_secs(400 * 86_400),
+    ));
+    for _ in 0..200 {
+        if written(&store).await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pruning.abort();
+    let kept: Vec<i64> = store
+        .usage_records("k1", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(kept, [now, days(1), days(399)]);
+}

@@ -689,7 +689,13 @@ impl Limiter {
     pub async fn redis_health(&self) -> Option<bool> {
         let redis = self.redis.as_ref()?;
         let ok = redis.ping().await;
-        self.redis_ok.store(ok, Ordering::Relaxed);
+        // The change is logged whoever notices it first: a request or this
+        // check.
+        if ok {
+            self.redis_answered();
+        } else {
+            self.redis_failed("ping failed", Instant::now());
+        }
         Some(ok)
     }
 

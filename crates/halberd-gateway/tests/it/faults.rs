@@ -258,3 +258,39 @@ output = { default = "off" }
     assert_eq!(r.outcome, "completed");
     assert!(!r.estimated);
 }
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_is_refused_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start("[server]\nbody_read_timeout = \"300ms\"").await;
+    let (_, key) = key(
+        &gw,
+        KeyLimits {
+            max_concurrent: Some(1),
+            ..KeyLimits::default()
+        },
+        None,
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the slow body is still being waited for")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // The concurrency slot came back with the refusal.
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}

@@ -267,6 +267,24 @@ async fn file_database_survives_reopen() {
     assert!(kr.authenticate(&key, 2).await.is_ok());
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.db");
+    let store = Store::open_sqlite(path.to_str().unwrap()).await.unwrap();
+    let kr = Keyring::new(store, Pepper::from_hex(&"46".repeat(32)).unwrap());
+    kr.create(spec("a"), "t", 1).await.unwrap();
+    for name in ["private.db", "private.db-wal", "private.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn cache_sees_own_changes_at_once_and_others_within_the_ttl() {
     let store = Store::open_sqlite(":memory:").await.unwrap();

@@ -389,3 +389,52 @@ fn budget_counters_start_from_their_seed() {
         Outcome::Refused { .. }
     ));
 }
+
+/// Log lines written while `f` runs on this thread.
+fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    });
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[test]
+fn redis_going_away_is_logged_when_the_readiness_check_notices_first() {
+    let (health, logs) = logs_of(async {
+        let redis = super::redis::RedisLimiter::new(
+            "redis://127.0.0.1:1",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let limiter = Limiter::new(Some(redis), 1, super::FailMode::Local, true, None);
+        limiter.redis_health().await
+    });
+    assert_eq!(health, Some(false));
+    assert!(
+        logs.contains("redis unreachable: limits follow the fail modes"),
+        "{logs}"
+    );
+}
