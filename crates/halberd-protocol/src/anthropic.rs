@@ -3,13 +3,13 @@
 
 use serde_json::{Value, json};
 
-use crate::exchange::{Walker, array, optional_array, optional_bool, optional_u64, required_str};
+use crate::exchange::{Walker, array, model_name, optional_array, optional_bool, optional_u64};
 use crate::openai::Usage;
 use crate::{Api, DecodeError, Exchange, PartKind, Provenance, Role};
 
 /// Decodes a `POST /v1/messages` body.
 pub fn decode_messages(body: &Value) -> Result<Exchange, DecodeError> {
-    let model = required_str(body, "model")?;
+    let model = model_name(body)?;
     let stream = optional_bool(body, "stream")?;
     let max_output_tokens = optional_u64(body, "max_tokens")?;
     let mut w = Walker::new();
@@ -344,12 +344,15 @@ pub fn usage(body: &Value) -> Option<Usage> {
     // Halberd's input is all three. Cache writes are priced as input (they
     // cost 1.25× on Anthropic's list: the difference is not budgeted).
     let cached = field("cache_read_input_tokens");
-    let input = field("input_tokens") + field("cache_creation_input_tokens") + cached;
-    Some(Usage {
+    let input = field("input_tokens")
+        .saturating_add(field("cache_creation_input_tokens"))
+        .saturating_add(cached);
+    Usage {
         input_tokens: input,
         cached_input_tokens: cached,
         output_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
-    })
+    }
+    .plausible()
 }
 
 #[cfg(test)]

@@ -247,6 +247,23 @@ pub fn escape_pointer(token: &str) -> String {
     }
 }
 
+/// Longest model name accepted. Model ids of every provider are far shorter;
+/// a longer one is free text headed for logs and usage records.
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// The request's `model`: a non-empty string of at most [`MAX_MODEL_LEN`]
+/// bytes.
+pub(crate) fn model_name(body: &Value) -> Result<&str, DecodeError> {
+    let model = required_str(body, "model")?;
+    if model.len() > MAX_MODEL_LEN {
+        return Err(DecodeError::at(
+            "model",
+            format!("must be at most {MAX_MODEL_LEN} bytes long"),
+        ));
+    }
+    Ok(model)
+}
+
 pub(crate) fn required_str<'a>(body: &'a Value, field: &str) -> Result<&'a str, DecodeError> {
     match body.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),

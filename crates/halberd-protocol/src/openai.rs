@@ -4,13 +4,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::exchange::{
-    Walker, array, escape_pointer, optional_array, optional_bool, optional_u64, required_str,
+    Walker, array, escape_pointer, model_name, optional_array, optional_bool, optional_u64,
 };
 use crate::{Api, DecodeError, Exchange, PartKind, Provenance, Role};
 
 /// Decodes a `POST /v1/chat/completions` body.
 pub fn decode_chat(body: &Value) -> Result<Exchange, DecodeError> {
-    let model = required_str(body, "model")?;
+    let model = model_name(body)?;
     let stream = optional_bool(body, "stream")?;
     // `max_completion_tokens` superseded `max_tokens`; a client may send either.
     let max_output_tokens =
@@ -181,7 +181,7 @@ fn content_part(
 
 /// Decodes a `POST /v1/responses` body.
 pub fn decode_responses(body: &Value) -> Result<Exchange, DecodeError> {
-    let model = required_str(body, "model")?;
+    let model = model_name(body)?;
     let stream = optional_bool(body, "stream")?;
     let max_output_tokens = optional_u64(body, "max_output_tokens")?;
     let mut w = Walker::new();
@@ -408,7 +408,7 @@ fn tool_output(w: &mut Walker, output: Option<&Value>, ptr: &str) {
 /// Decodes a `POST /v1/embeddings` body. Token-id inputs carry no text we can
 /// read without the model's tokenizer; they are counted as opaque.
 pub fn decode_embeddings(body: &Value) -> Result<Exchange, DecodeError> {
-    let model = required_str(body, "model")?;
+    let model = model_name(body)?;
     let mut w = Walker::new();
     match body.get("input") {
         Some(Value::String(s)) => w.push(
@@ -505,6 +505,12 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+/// The most tokens one exchange is believed to report. A provider's (or a
+/// hostile OpenAI-compatible server's) figure above it is not usage but a
+/// fault, and would overflow budgets: such usage is treated as not reported,
+/// and the exchange is counted by Halberd instead.
+pub const MAX_REPORTED_TOKENS: u64 = 1 << 32;
+
 /// Usage from a chat completion, a chat usage chunk, an embeddings response or a
 /// Responses object (or its `response.completed` event).
 pub fn usage(body: &Value) -> Option<Usage> {
@@ -520,11 +526,26 @@ pub fn usage(body: &Value) -> Option<Usage> {
     .iter()
     .find_map(|p| u.pointer(p).and_then(Value::as_u64))
     .unwrap_or(0);
-    Some(Usage {
+    Usage {
         input_tokens: get("prompt_tokens", "input_tokens")?,
         cached_input_tokens: cached,
         output_tokens: get("completion_tokens", "output_tokens").unwrap_or(0),
-    })
+    }
+    .plausible()
+}
+
+impl Usage {
+    /// This usage, unless a figure in it is beyond [`MAX_REPORTED_TOKENS`].
+    pub fn plausible(self) -> Option<Usage> {
+        [
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+        ]
+        .iter()
+        .all(|n| *n <= MAX_REPORTED_TOKENS)
+        .then_some(self)
+    }
 }
 
 #[cfg(test)]

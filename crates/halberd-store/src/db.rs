@@ -228,21 +228,36 @@ impl Store {
         })
     }
 
-    /// Replaces the mutable attributes of a key. Returns false when no such key.
+    /// Replaces the attributes an update may change. Returns false when no
+    /// such key. Revocation and rotation are never written here (they have
+    /// statements of their own), so an update racing a revocation cannot
+    /// bring the key back, and the expiry of a rotated key (the end of its
+    /// grace) is kept whatever the update says.
     pub(crate) async fn update_key(&self, k: &KeyRecord) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE api_keys SET name = $1, user_id = $2, expires_at = $3, revoked_at = $4, rotated_to = $5, allowed_models = $6, allowed_endpoints = $7, policy = $8, metadata = $9, limits = $10 WHERE id = $11";
+        const SQL: &str = "UPDATE api_keys SET name = $1, user_id = $2, expires_at = CASE WHEN rotated_to IS NULL THEN $3 ELSE expires_at END, allowed_models = $4, allowed_endpoints = $5, policy = $6, metadata = $7, limits = $8 WHERE id = $9";
         let done = on_pool!(self, p => sqlx::query(SQL)
             .bind(&k.name)
             .bind(&k.user)
             .bind(k.expires_at)
-            .bind(k.revoked_at)
-            .bind(&k.rotated_to)
             .bind(json_text(&k.allowed_models))
             .bind(json_text(&k.allowed_endpoints))
             .bind(&k.policy)
             .bind(k.metadata.to_string())
             .bind(limits_text(&k.limits))
             .bind(&k.id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Marks a key revoked at `at`, unless it already is (the first
+    /// revocation's time stands). Returns false when no such key.
+    pub(crate) async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2";
+        let done = on_pool!(self, p => sqlx::query(SQL)
+            .bind(at)
+            .bind(id)
             .execute(p)
             .await?
             .rows_affected());
@@ -257,7 +272,9 @@ impl Store {
         new: &KeyRecord,
         new_hash: &[u8],
     ) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE api_keys SET expires_at = $1, rotated_to = $2 WHERE id = $3 AND revoked_at IS NULL";
+        // Only a live key that was never rotated: two rotations racing
+        // cannot both succeed.
+        const SQL: &str = "UPDATE api_keys SET expires_at = $1, rotated_to = $2 WHERE id = $3 AND revoked_at IS NULL AND rotated_to IS NULL";
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             insert_key!(&mut *tx, new, new_hash);

@@ -343,6 +343,14 @@ impl Keyring {
             changed.push("user");
         }
         if let Some(expires) = change.expires_at {
+            if let Some(successor) = &k.rotated_to {
+                return Err(StoreError::Invalid {
+                    field: "expires",
+                    reason: format!(
+                        "key {id} was rotated to {successor}; its expiry is the end of its grace period"
+                    ),
+                });
+            }
             k.expires_at = expires;
             changed.push("expires_at");
         }
@@ -400,6 +408,23 @@ impl Keyring {
         if old.revoked_at.is_some() {
             return Err(StoreError::Revoked(id.to_owned()));
         }
+        // A rotated key's record carries its grace end as its expiry, and a
+        // key past its expiry is dead: a successor of either would inherit
+        // the wrong expiry. The live key to rotate is the successor.
+        if let Some(successor) = &old.rotated_to {
+            return Err(StoreError::Invalid {
+                field: "key",
+                reason: format!(
+                    "key {id} was already rotated to {successor}; rotate {successor} instead"
+                ),
+            });
+        }
+        if old.expires_at.is_some_and(|e| e <= now) {
+            return Err(StoreError::Invalid {
+                field: "key",
+                reason: format!("key {id} has expired; create a new key instead"),
+            });
+        }
         let (new_id, key) = new_key()?;
         let new = KeyRecord {
             id: new_id,
@@ -422,14 +447,14 @@ impl Keyring {
         Ok(IssuedKey { record: new, key })
     }
 
+    /// Revokes a key for good: no later update, rotation or race brings it
+    /// back, and a second revocation keeps the first one's time.
     pub async fn revoke(&self, id: &str, actor: &str, now: i64) -> Result<KeyRecord, StoreError> {
-        let mut k = self.get(id).await?;
-        if k.revoked_at.is_none() {
-            k.revoked_at = Some(now);
-            self.store.update_key(&k).await?;
+        if !self.store.revoke_key(id, now).await? {
+            return Err(StoreError::NotFound(id.to_owned()));
         }
         self.record(actor, "key.revoke", id, json!({}), now).await?;
-        Ok(k)
+        self.get(id).await
     }
 
     /// Checks a presented key: shape and checksum, then the stored HMAC in

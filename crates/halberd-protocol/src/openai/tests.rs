@@ -103,6 +103,14 @@ fn chat_errors_name_the_parameter() {
         assert_eq!(err.param.as_deref(), Some(param), "{err}");
     };
     check(json!({"messages": []}), "model");
+    check(
+        json!({"model": "m".repeat(crate::exchange::MAX_MODEL_LEN + 1), "messages": []}),
+        "model",
+    );
+    assert!(
+        decode_chat(&json!({"model": "m".repeat(crate::exchange::MAX_MODEL_LEN), "messages": []}))
+            .is_ok()
+    );
     check(json!({"model": "m"}), "messages");
     check(json!({"model": "m", "messages": {}}), "messages");
     check(
@@ -262,4 +270,34 @@ fn usage_chunk_and_usage() {
             output_tokens: 6
         })
     );
+}
+
+#[test]
+fn absurd_reported_usage_is_treated_as_not_reported() {
+    let reported = |u: Value| usage(&json!({"usage": u}));
+    assert_eq!(
+        reported(json!({"prompt_tokens": 7, "completion_tokens": 11})),
+        Some(Usage {
+            input_tokens: 7,
+            cached_input_tokens: 0,
+            output_tokens: 11
+        })
+    );
+    assert_eq!(
+        reported(json!({"prompt_tokens": 7, "completion_tokens": u64::MAX})),
+        None
+    );
+    assert_eq!(
+        reported(json!({"input_tokens": MAX_REPORTED_TOKENS + 1, "output_tokens": 1})),
+        None
+    );
+    let anthropic = |u: Value| crate::anthropic::usage(&json!({"usage": u}));
+    assert_eq!(
+        anthropic(
+            json!({"input_tokens": u64::MAX, "cache_read_input_tokens": u64::MAX, "output_tokens": 1})
+        ),
+        None,
+        "sums saturate instead of overflowing, and are then refused"
+    );
+    assert!(anthropic(json!({"input_tokens": 3, "output_tokens": 4})).is_some());
 }

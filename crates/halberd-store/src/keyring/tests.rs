@@ -52,6 +52,8 @@ on_both_backends!(
     every_change_is_recorded_without_secrets,
     usage_is_summed_per_key_and_user_since_a_time,
     a_usage_batch_is_written_whole_in_one_transaction,
+    an_update_never_unrevokes_or_moves_a_rotation,
+    a_rotated_or_expired_key_is_not_rotated_again,
     user_limits_are_set_merged_and_removed,
 );
 
@@ -175,6 +177,98 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only(kr: Keyring) {
         kr.rotate(&old.record.id, 10, "test", 2002).await,
         Err(StoreError::Revoked(_))
     ));
+}
+
+async fn an_update_never_unrevokes_or_moves_a_rotation(kr: Keyring) {
+    let a = kr.create(spec("a"), "t", 1).await.unwrap();
+    // An update that read the key before it was revoked writes after it:
+    // the store's own write of the update must not carry revoked_at back.
+    let stale = kr.get(&a.record.id).await.unwrap();
+    kr.revoke(&a.record.id, "t", 2).await.unwrap();
+    let mut renamed = stale.clone();
+    renamed.name = "renamed".into();
+    assert!(kr.store().update_key(&renamed).await.unwrap());
+    let now = kr.get(&a.record.id).await.unwrap();
+    assert_eq!(now.name, "renamed");
+    assert_eq!(now.revoked_at, Some(2), "revocation is monotonic");
+    assert!(matches!(
+        kr.authenticate(&a.key, 3).await,
+        Err(AuthError::Revoked)
+    ));
+    // A second revocation keeps the first one's time.
+    assert_eq!(
+        kr.revoke(&a.record.id, "t", 9).await.unwrap().revoked_at,
+        Some(2)
+    );
+
+    // The same for rotation: a stale update cannot wipe the grace end or
+    // the link to the successor.
+    let b = kr.create(spec("b"), "t", 1).await.unwrap();
+    let stale = kr.get(&b.record.id).await.unwrap();
+    let successor = kr.rotate(&b.record.id, 60, "t", 10).await.unwrap();
+    assert!(kr.store().update_key(&stale).await.unwrap());
+    let now = kr.get(&b.record.id).await.unwrap();
+    assert_eq!(now.expires_at, Some(70));
+    assert_eq!(
+        now.rotated_to.as_deref(),
+        Some(successor.record.id.as_str())
+    );
+    // Through the keyring, changing a rotated key's expiry is refused.
+    let e = kr
+        .update(
+            &b.record.id,
+            KeyUpdate {
+                expires_at: Some(None),
+                ..KeyUpdate::default()
+            },
+            "t",
+            11,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expires"), "{e}");
+}
+
+async fn a_rotated_or_expired_key_is_not_rotated_again(kr: Keyring) {
+    let a = kr
+        .create(
+            KeySpec {
+                expires_at: Some(10_000),
+                ..spec("a")
+            },
+            "t",
+            1,
+        )
+        .await
+        .unwrap();
+    let first = kr.rotate(&a.record.id, 60, "t", 100).await.unwrap();
+    // The successor inherits the original's own expiry, not the grace end.
+    assert_eq!(first.record.expires_at, Some(10_000));
+    let again = kr.rotate(&a.record.id, 60, "t", 200).await.unwrap_err();
+    assert!(
+        again.to_string().contains(&first.record.id),
+        "names the successor to rotate instead: {again}"
+    );
+    // After the grace ended, the same refusal, never a dead successor.
+    assert!(kr.rotate(&a.record.id, 60, "t", 5_000).await.is_err());
+    // Rotating the live successor works and keeps the original expiry.
+    let second = kr.rotate(&first.record.id, 60, "t", 300).await.unwrap();
+    assert_eq!(second.record.expires_at, Some(10_000));
+    assert!(kr.authenticate(&second.key, 9_999).await.is_ok());
+    assert!(kr.authenticate(&first.key, 300 + 59).await.is_ok());
+    // An expired key is not rotated.
+    let b = kr
+        .create(
+            KeySpec {
+                expires_at: Some(50),
+                ..spec("b")
+            },
+            "t",
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(kr.rotate(&b.record.id, 60, "t", 51).await.is_err());
 }
 
 async fn scopes_are_validated_and_checked(kr: Keyring) {
