@@ -62,6 +62,11 @@ output = { default = "redact" }
 name = "strict"
 [policies.sensitive]
 input = { default = "redact", secret = "block" }
+
+[[policies]]
+name = "strict-out"
+[policies.sensitive]
+output = { default = "redact", secret = "block" }
 """
 
 
@@ -180,3 +185,18 @@ def test_blocked_secret_is_the_sdks_bad_request_error(policy_gateway):
         messages(ant(policy_gateway, key), PII, 3, True)
     assert "sensitive_data_detected" in str(e.value)
     assert "AKIA" not in str(e.value)
+
+
+def test_a_response_withheld_by_policy_is_a_permission_error_not_a_bad_request(policy_gateway):
+    # The "strict" policy blocks secrets in responses: the request was valid,
+    # so the SDKs must not call it the client's fault, and must not retry.
+    key = policy_gateway.create_key("strict-out", "--policy", "strict-out")["key"]
+    reply = "Here: ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        chat(oai(policy_gateway, key), "hi", 3, False, reply=reply)
+    assert e.value.code == "sensitive_data_detected"
+    assert e.value.response.headers["x-should-retry"] == "false"
+    assert "ghp_" not in str(e.value)
+    with pytest.raises(anthropic.PermissionDeniedError) as e:
+        messages(ant(policy_gateway, key), "hi", 3, False, reply=reply)
+    assert "sensitive_data_detected" in str(e.value)

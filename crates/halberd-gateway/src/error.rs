@@ -95,6 +95,13 @@ pub enum GatewayError {
     Unavailable {
         message: String,
     },
+    /// The provider's answer held sensitive data whose output action is
+    /// `block`: the answer was withheld. Not the client's fault (403, a
+    /// policy decision, not 400), and not worth retrying.
+    OutputBlocked {
+        /// The finding type, never the value.
+        kind: String,
+    },
     /// A request part holds sensitive data whose policy action is `block`.
     SensitiveData {
         /// The finding type (`secret:aws_access_key_id`, `email`), never the value.
@@ -165,6 +172,7 @@ impl GatewayError {
             }
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
+            | OutputBlocked { .. }
             | AdminDisabled
             | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
             UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
@@ -210,7 +218,7 @@ impl GatewayError {
             KeyNotFound { .. } => "key_not_found",
             Conflict { .. } => "conflict",
             Unavailable { .. } => "unavailable",
-            SensitiveData { .. } => "sensitive_data_detected",
+            SensitiveData { .. } | OutputBlocked { .. } => "sensitive_data_detected",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -227,6 +235,7 @@ impl GatewayError {
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
+            | OutputBlocked { .. }
             | PromptInjection { .. }
             | RateLimited { .. }
             | BudgetExceeded { .. }
@@ -279,6 +288,9 @@ impl GatewayError {
             }
             KeyNotFound { id } => format!("no key with id '{id}'"),
             Conflict { message } | Unavailable { message } => message.clone(),
+            OutputBlocked { kind } => format!(
+                "the response was withheld: it contained sensitive data ({kind}) that this key's policy blocks"
+            ),
             SensitiveData { kind, at } => {
                 format!("sensitive data ({kind}) at {at} is blocked by this key's policy")
             }
@@ -395,7 +407,10 @@ impl GatewayError {
         }
         // Tell the SDKs not to retry what cannot succeed on retry (a rate limit
         // can: the SDKs honour Retry-After).
-        let retry = matches!(self.origin(), Origin::Upstream | Origin::Internal)
+        // An upstream that refused the gateway's credentials refuses them
+        // again: retrying cannot heal it.
+        let retry = (matches!(self.origin(), Origin::Upstream | Origin::Internal)
+            && !matches!(self, GatewayError::UpstreamAuth))
             || matches!(self, GatewayError::RateLimited { .. });
         resp.headers_mut().insert(
             "x-should-retry",

@@ -115,7 +115,13 @@ pub async fn forward(
         let body = collect(upstream.body, idle, deadline, MAX_UPSTREAM_ERROR_BODY)
             .await
             .unwrap_or_default();
-        return map_upstream_error(ex.api, upstream.status, upstream.retry_after, &body);
+        return map_upstream_error(
+            ex.api,
+            upstream.status,
+            upstream.retry_after,
+            &body,
+            output.as_mut(),
+        );
     }
 
     let is_sse = upstream
@@ -216,10 +222,7 @@ pub async fn forward(
 
 pub fn output_error(e: OutputError) -> GatewayError {
     match e {
-        OutputError::Blocked(kind) => GatewayError::SensitiveData {
-            kind,
-            at: "the response".into(),
-        },
+        OutputError::Blocked(kind) => GatewayError::OutputBlocked { kind },
         OutputError::Uninspectable => GatewayError::Upstream {
             status: 200,
             message: "the response cannot be inspected".into(),
@@ -256,18 +259,38 @@ async fn collect(
     }
 }
 
+/// The provider's error, relayed or mapped. Its text is provider output like
+/// any answer (a 4xx body may quote the prompt, a 5xx message may carry
+/// anything): it goes through the same output inspection, and a body the
+/// policy would block is replaced by a generic error.
 fn map_upstream_error(
     api: Api,
     status: StatusCode,
     retry_after: Option<HeaderValue>,
     body: &[u8],
+    output: Option<&mut OutputInspector>,
 ) -> Result<Response, GatewayError> {
-    let parsed: Option<Value> = serde_json::from_slice(body)
+    let mut parsed: Option<Value> = serde_json::from_slice(body)
         .ok()
         .filter(|v: &Value| v.get("error").is_some());
+    let withheld = || GatewayError::Upstream {
+        status: status.as_u16(),
+        message: "the provider's error message was withheld: it contained sensitive data".into(),
+    };
+    let inspected = match (output, parsed.as_mut()) {
+        (Some(output), Some(v)) => output.whole(v).is_ok(),
+        _ => true,
+    };
     match status.as_u16() {
         400 | 404 | 409 | 413 | 422 | 429 if parsed.is_some() => {
-            let mut resp = Response::new(Body::from(Bytes::copy_from_slice(body)));
+            if !inspected {
+                return Err(withheld());
+            }
+            let relayed = parsed.as_ref().map_or_else(
+                || Bytes::copy_from_slice(body),
+                |v| Bytes::from(v.to_string()),
+            );
+            let mut resp = Response::new(Body::from(relayed));
             *resp.status_mut() = status;
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -280,6 +303,7 @@ fn map_upstream_error(
         }
         401 | 403 => Err(GatewayError::UpstreamAuth),
         408 | 504 => Err(GatewayError::UpstreamTimeout),
+        _ if !inspected => Err(withheld()),
         s => {
             let message = parsed
                 .as_ref()

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 use crate::client;
 
+/// A provider error that quotes the prompt back.
+const LEAKY_ERROR: &str = r#"{"error": {"message": "invalid content near 'reach jane.doe@example.com, card 4111 1111 1111 1111'", "type": "invalid_request_error", "param": null, "code": null}}"#;
+
 const TEXT: &str = "The tide came in slowly over the flats while the gulls argued about nothing. ";
 
 /// An Anthropic stream that reports the placeholder `output_tokens: 1` at its
@@ -62,6 +65,14 @@ async fn scripted_upstream() -> std::net::SocketAddr {
         .route(
             "/oai/v1/chat/completions",
             post(move || async move { sse(chat_cut()) }),
+        )
+        .route(
+            "/e400/v1/chat/completions",
+            post(|| async { (axum::http::StatusCode::BAD_REQUEST, LEAKY_ERROR) }),
+        )
+        .route(
+            "/e500/v1/chat/completions",
+            post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, LEAKY_ERROR) }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -84,8 +95,24 @@ kind = "anthropic"
 base_url = "http://{addr}/ant"
 allow_http = true
 [[providers]]
+name = "e400"
+kind = "openai"
+base_url = "http://{addr}/e400/v1"
+allow_http = true
+[[providers]]
+name = "e500"
+kind = "openai"
+base_url = "http://{addr}/e500/v1"
+allow_http = true
+[[providers]]
 name = "inproc"
 kind = "mock"
+[[models]]
+name = "gpt-400"
+provider = "e400"
+[[models]]
+name = "gpt-500"
+provider = "e500"
 [[models]]
 name = "gpt-x"
 provider = "cut-oai"
@@ -293,4 +320,23 @@ async fn a_body_sent_too_slowly_is_refused_and_frees_its_slot() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn provider_error_bodies_are_inspected_like_answers() {
+    let gw = gateway("").await;
+    let (_, key) = key(&gw, KeyLimits::default(), None).await;
+    for (model, status) in [("gpt-400", 400), ("gpt-500", 502)] {
+        let resp = crate::post(
+            &gw.url("/v1/chat/completions"),
+            &key,
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(resp.status(), status, "{model}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("jane.doe@example.com"), "{model}: {text}");
+        assert!(!text.contains("4111 1111"), "{model}: {text}");
+        assert!(text.contains("[EMAIL]"), "{model}: {text}");
+    }
 }

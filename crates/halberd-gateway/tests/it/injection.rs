@@ -230,8 +230,10 @@ async fn a_canary_goes_into_the_system_prompt_and_a_leak_is_blocked() {
     assert!(prompt.starts_with(system), "{prompt}");
     let second = canary_in(&prompt).unwrap();
     assert_ne!(canary, second, "canaries are per request");
-    // The upstream leaked the system prompt: the response is refused.
-    assert_eq!(resp.status(), 400);
+    // The upstream leaked the system prompt: the response is withheld (a
+    // policy decision, not the client's fault).
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
     let body = resp.text().await.unwrap();
     assert!(body.contains("halberd_canary"), "{body}");
     assert!(

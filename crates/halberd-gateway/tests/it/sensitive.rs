@@ -305,8 +305,10 @@ async fn blocked_output_ends_the_stream_with_an_error_before_the_value() {
         Some(reply),
     )
     .await;
-    assert_eq!(status, 400, "{raw}");
+    // Withheld by policy: 403, not the 400 of a bad request.
+    assert_eq!(status, 403, "{raw}");
     assert!(raw.contains("sensitive_data_detected"));
+    assert!(raw.contains("withheld"), "{raw}");
     assert_clean(&raw);
     for endpoint in ENDPOINTS {
         let (status, text, raw) = ask(&gw, &key, endpoint, "hi", true, 3, Some(reply)).await;
