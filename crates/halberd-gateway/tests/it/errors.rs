@@ -339,12 +339,12 @@ async fn upstream_errors_are_mapped() {
         "upstream_error",
     )
     .await;
-    check_openai(
-        with_status("gpt-test", CHAT, "401").await.unwrap(),
-        502,
-        "upstream_auth_failed",
-    )
-    .await;
+    // A refused credential is refused again: the SDKs must not retry it.
+    let resp = with_status("gpt-test", CHAT, "401").await.unwrap();
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    check_openai(resp, 502, "upstream_auth_failed").await;
+    let resp = with_status("gpt-test", CHAT, "500").await.unwrap();
+    assert_eq!(resp.headers()["x-should-retry"], "true");
     check_openai(
         with_status("mock-1", CHAT, "503").await.unwrap(),
         502,
