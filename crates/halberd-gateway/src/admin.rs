@@ -133,14 +133,26 @@ fn expires_at(expires_in: Option<&str>, now: i64) -> Result<Option<i64>, Gateway
         .transpose()
 }
 
+/// A key may only name a policy the configuration in force has: a typo
+/// would otherwise make every request of the key fail at run time.
+fn known_policy(app: &AppState, policy: Option<&str>) -> Result<(), GatewayError> {
+    app.config
+        .known_policy(policy)
+        .map_err(|message| GatewayError::InvalidRequest {
+            message,
+            param: Some("policy".into()),
+        })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: String,
     user: Option<String>,
-    #[serde(default)]
+    /// Also accepted as `allowed_models`, the name the key record uses.
+    #[serde(default, alias = "allowed_models")]
     models: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "allowed_endpoints")]
     endpoints: Vec<String>,
     expires_in: Option<String>,
     policy: Option<String>,
@@ -155,6 +167,7 @@ async fn create_key(
     body: axum::body::Bytes,
 ) -> Result<Response, GatewayError> {
     let req: CreateKey = json_body(&body)?;
+    known_policy(&app, req.policy.as_deref())?;
     let now = now_unix();
     let spec = KeySpec {
         name: req.name,
@@ -277,7 +290,9 @@ async fn get_key(
 struct UpdateKey {
     name: Option<String>,
     user: Option<String>,
+    #[serde(alias = "allowed_models")]
     models: Option<Vec<String>>,
+    #[serde(alias = "allowed_endpoints")]
     endpoints: Option<Vec<String>>,
     expires_in: Option<String>,
     policy: Option<String>,
@@ -293,6 +308,7 @@ async fn update_key(
     body: axum::body::Bytes,
 ) -> Result<Response, GatewayError> {
     let req: UpdateKey = json_body(&body)?;
+    known_policy(&app, req.policy.as_deref())?;
     let now = now_unix();
     let change = KeyUpdate {
         name: req.name,

@@ -315,10 +315,28 @@ pub struct Config {
     pub policies: std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>,
 }
 
+/// Shortest key the `hash` action accepts.
+const MIN_HASH_KEY: usize = 16;
+
 /// Shortest admin token accepted on an admin API that is not on loopback.
 pub const PUBLIC_ADMIN_TOKEN_MIN: usize = 32;
 
 impl Config {
+    /// Whether a key may name `policy` (none: the default policy).
+    pub fn known_policy(&self, policy: Option<&str>) -> Result<(), String> {
+        match policy {
+            Some(name) if !self.policies.contains_key(name) => Err(format!(
+                "no policy named {name:?} in the configuration in force (known: {})",
+                self.policies
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// An admin API reachable from other hosts holds every key of the
     /// gateway: it is refused unless `admin_allow_public` says it is meant,
     /// and then only with a token long enough not to be guessed.
@@ -850,6 +868,23 @@ fn build_policies(
             })?,
             None => String::new(),
         };
+        // A hash under an empty or short key is a lookup table away from the
+        // value (every card number, SSN or phone number can be tried): refuse
+        // it rather than pseudo-protect.
+        let hashes = p
+            .sensitive
+            .input
+            .values()
+            .chain(p.sensitive.output.values())
+            .any(|a| a == "hash");
+        if hashes && hash_key.len() < MIN_HASH_KEY {
+            return Err(err(
+                format!("{at}.sensitive.hash_key_env"),
+                format!(
+                    "the hash action needs a secret key of at least {MIN_HASH_KEY} characters from the environment variable this names (an unkeyed hash of a card or phone number can be reversed by trying every number)"
+                ),
+            ));
+        }
         let compile = |direction: &str, map: &std::collections::BTreeMap<String, String>| {
             let default = map.get("default").map(String::as_str).unwrap_or("redact");
             let default_action = Action::parse(default).ok_or_else(|| {

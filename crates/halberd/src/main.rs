@@ -515,6 +515,9 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
     match cmd {
         KeysCommand::Create { attrs, json } => {
             let name = attrs.name.clone().ok_or("--name is required")?;
+            config
+                .known_policy(attrs.policy.as_deref())
+                .map_err(|e| format!("--policy: {e}"))?;
             let spec = KeySpec {
                 name,
                 user: attrs.user,
@@ -566,6 +569,9 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
             }
         }
         KeysCommand::Update { id, attrs, json } => {
+            config
+                .known_policy(attrs.policy.as_deref())
+                .map_err(|e| format!("--policy: {e}"))?;
             let change = KeyUpdate {
                 name: attrs.name,
                 user: attrs.user.map(Some),

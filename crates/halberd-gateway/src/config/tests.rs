@@ -417,3 +417,31 @@ fn an_admin_api_off_loopback_needs_opt_in_and_a_long_token() {
     assert!(e.message.contains("at least 32"), "{}", e.message);
     assert!(on("0.0.0.0:8788", true, long).is_ok());
 }
+
+#[test]
+fn the_hash_action_needs_a_secret_key() {
+    let with = |sensitive: &str, key: &'static str| {
+        let text = format!("[[policies]]\nname = \"p\"\n[policies.sensitive]\n{sensitive}\n");
+        let env = move |k: &str| (k == "HASH_KEY").then(|| key.to_owned());
+        ConfigFile::parse(&text)
+            .unwrap()
+            .build(Path::new("/tmp/base"), &env)
+    };
+    let e = with("input = { default = \"hash\" }", "").unwrap_err();
+    assert_eq!(e.at, "policies[0].sensitive.hash_key_env");
+    let e = with(
+        "output = { email = \"hash\" }\nhash_key_env = \"HASH_KEY\"",
+        "short",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("at least 16"), "{}", e.message);
+    assert!(
+        with(
+            "input = { default = \"hash\" }\nhash_key_env = \"HASH_KEY\"",
+            "a-long-enough-secret-key"
+        )
+        .is_ok()
+    );
+    // No hash action, no key needed.
+    assert!(with("input = { default = \"redact\" }", "").is_ok());
+}

@@ -196,6 +196,44 @@ async fn bad_admin_input_gets_clear_errors() {
     );
     let (s, _) = admin(&gw, reqwest::Method::GET, "/admin/events?limit=0", None).await;
     assert_eq!(s, 400);
+    // A policy the configuration does not have is refused at creation and
+    // on update, not at every request of the key.
+    let (s, v) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "typo", "policy": "stirct"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("policy")),
+        "{v}"
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("default"));
+    // `allowed_models`, the record's own name, is accepted on input too.
+    let (s, v) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "scoped", "allowed_models": ["mock-1"], "policy": "default"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["allowed_models"], json!(["mock-1"]), "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        &format!("/admin/keys/{id}"),
+        Some(json!({"policy": "nope"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("policy")),
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,16 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown endpoint"));
     let out = halberd(dir.path(), &["keys", "create"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--name is required"));
+    // A policy the configuration does not have is refused at creation.
+    let out = halberd(
+        dir.path(),
+        &["keys", "create", "--name", "x", "--policy", "stirct"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--policy") && err.contains("stirct"), "{err}");
+    let out = halberd(dir.path(), &["keys", "list", "--json"]);
+    assert_eq!(json_of(&out), serde_json::json!([]), "nothing was created");
 }
 
 #[test]
