@@ -339,14 +339,14 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin().await?;
-                for rows in records.chunks(USAGE_ROWS_PER_STATEMENT) {
+                for rows in usage_chunks(records) {
                     insert_usage!(sqlx::Sqlite, &mut *tx, rows);
                 }
                 tx.commit().await?;
             }
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                for rows in records.chunks(USAGE_ROWS_PER_STATEMENT) {
+                for rows in usage_chunks(records) {
                     insert_usage!(sqlx::Postgres, &mut *tx, rows);
                 }
                 tx.commit().await?;
@@ -477,6 +477,35 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod chunk_tests {
+    #[test]
+    fn usage_chunks_cover_every_record_in_order_with_five_sizes() {
+        let record = |i: usize| super::UsageRecord {
+            request_id: i.to_string(),
+            key_id: String::new(),
+            user_id: None,
+            at: 0,
+            api: String::new(),
+            model: String::new(),
+            provider: String::new(),
+            input_tokens: 0,
+            cached_input_tokens: 0,
+            output_tokens: 0,
+            cost: crate::Usd(0),
+            estimated: false,
+            outcome: String::new(),
+        };
+        for n in [0, 1, 3, 4, 5, 63, 64, 65, 255, 256, 257, 700, 2048] {
+            let records: Vec<_> = (0..n).map(record).collect();
+            let chunks: Vec<_> = super::usage_chunks(&records).collect();
+            assert!(chunks.iter().all(|c| super::USAGE_CHUNKS.contains(&c.len())));
+            let joined: Vec<_> = chunks.concat();
+            assert_eq!(joined, records, "{n}");
+        }
+    }
+}
+
 /// Inserts a key on a connection or transaction of either backend.
 macro_rules! insert_key {
     ($conn:expr, $k:expr, $hash:expr) => {{
@@ -506,9 +535,23 @@ macro_rules! insert_key {
 }
 use insert_key;
 
-/// Rows per multi-row `INSERT`: 13 parameters each stays far below SQLite's
-/// 32,766 and Postgres's 65,535 bind parameters per statement.
-const USAGE_ROWS_PER_STATEMENT: usize = 256;
+/// Rows per multi-row `INSERT`, largest first: 13 parameters each stays far
+/// below SQLite's 32,766 and Postgres's 65,535 bind parameters per
+/// statement. A batch is cut into chunks of these sizes only, so the driver's
+/// cache holds five prepared statements instead of one per batch size (a
+/// statement of a new size is parsed and planned again).
+const USAGE_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `records` in chunks of the sizes of [`USAGE_CHUNKS`], in order.
+fn usage_chunks(records: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        let size = USAGE_CHUNKS.iter().copied().find(|n| *n <= rest.len())?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// Inserts usage rows with one multi-row `INSERT` on a connection or
 /// transaction of the backend `$db`. The statement's text depends only on the
