@@ -60,7 +60,15 @@ pub fn trust(provenance: Provenance, kind: PartKind) -> Option<Trust> {
     match kind {
         PartKind::ToolArguments | PartKind::Reasoning | PartKind::EmbeddingInput => None,
         PartKind::ToolResult => Some(Trust::Untrusted),
-        PartKind::Text | PartKind::ToolDefinition => Some(match provenance {
+        // Tool definitions arrive in the operator's part of the request but
+        // are often written by others (third-party MCP servers): a poisoned
+        // description must be blockable, so never the operator's trust,
+        // which only flags.
+        PartKind::ToolDefinition => Some(match provenance {
+            Provenance::Tool | Provenance::Document => Trust::Untrusted,
+            _ => Trust::User,
+        }),
+        PartKind::Text => Some(match provenance {
             Provenance::Operator => Trust::Operator,
             Provenance::Tool | Provenance::Document => Trust::Untrusted,
             Provenance::User | Provenance::Model => Trust::User,
@@ -264,6 +272,11 @@ mod tests {
         );
         assert_eq!(trust(Provenance::Model, PartKind::ToolArguments), None);
         assert_eq!(trust(Provenance::User, PartKind::EmbeddingInput), None);
+        assert_eq!(
+            trust(Provenance::Operator, PartKind::ToolDefinition),
+            Some(Trust::User),
+            "tool definitions are scored as documented, not at operator trust"
+        );
     }
 
     #[test]

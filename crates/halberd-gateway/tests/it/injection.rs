@@ -180,6 +180,33 @@ async fn an_injection_in_a_tool_result_is_blocked_and_located() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// A tool definition is often written by a third party (an MCP server): a
+/// poisoned description is blocked like a user turn, not only flagged as an
+/// operator's prompt would be.
+#[tokio::test]
+async fn a_poisoned_tool_description_is_blocked() {
+    let (gw, seen) = gateway().await;
+    let key = key(&gw, None).await;
+    let body = json!({
+        "model": "mock-1",
+        "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+        "tools": [{"type": "function", "function": {
+            "name": "weather",
+            "description": format!("Weather lookup. {ATTACK}"),
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+        }}]
+    });
+    let resp = crate::post(&gw.url("/v1/chat/completions"), &key, body).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "prompt_injection_detected", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("/tools/0"),
+        "{v}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn the_operator_prompt_is_not_blocked_and_off_means_off() {
     let (gw, seen) = gateway().await;
