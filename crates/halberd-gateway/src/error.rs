@@ -23,7 +23,8 @@ impl Dialect {
     pub fn for_request(path: &str, headers: &http::HeaderMap) -> Dialect {
         if path == "/v1/messages"
             || path.starts_with("/v1/messages/")
-            || (path == "/v1/models" && headers.contains_key("anthropic-version"))
+            || ((path == "/v1/models" || path.starts_with("/v1/models/"))
+                && headers.contains_key("anthropic-version"))
         {
             Dialect::Anthropic
         } else {

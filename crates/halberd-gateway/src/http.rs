@@ -33,6 +33,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { GatewayError::NotFound })
@@ -429,6 +430,33 @@ async fn read_body(
     })
 }
 
+/// The models this key may use: named routes only (a pattern such as
+/// `mock-*` is not a model).
+fn visible_models<'a>(
+    app: &'a AppState,
+    key: &halberd_store::KeyRecord,
+) -> impl Iterator<Item = &'a crate::config::ModelRoute> {
+    app.config
+        .models
+        .iter()
+        .filter(move |m| !m.is_pattern() && key.allows_model(&m.name))
+}
+
+fn model_object(
+    app: &AppState,
+    dialect: Dialect,
+    m: &crate::config::ModelRoute,
+) -> serde_json::Value {
+    match dialect {
+        Dialect::OpenAi => {
+            json!({"id": m.name, "object": "model", "created": 0, "owned_by": app.config.providers[m.provider].name})
+        }
+        Dialect::Anthropic => {
+            json!({"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"})
+        }
+    }
+}
+
 async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Response, GatewayError> {
     let ctx = req
         .extensions()
@@ -439,25 +467,49 @@ async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Respon
     if !key.allows_endpoint("models") {
         return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });
     }
-    let visible: Vec<_> = app
-        .config
-        .models
+    let visible: Vec<_> = visible_models(&app, &key).collect();
+    let data: Vec<_> = visible
         .iter()
-        .filter(|m| !m.is_pattern() && key.allows_model(&m.name))
+        .map(|m| model_object(&app, ctx.dialect, m))
         .collect();
     let body = match ctx.dialect {
-        Dialect::OpenAi => json!({
-            "object": "list",
-            "data": visible.iter().map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": app.config.providers[m.provider].name})).collect::<Vec<_>>(),
-        }),
+        Dialect::OpenAi => json!({"object": "list", "data": data}),
         Dialect::Anthropic => json!({
-            "data": visible.iter().map(|m| json!({"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            "data": data,
             "has_more": false,
             "first_id": visible.first().map(|m| m.name.clone()),
             "last_id": visible.last().map(|m| m.name.clone()),
         }),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// One model (`client.models.retrieve`), scoped like the list: a model the
+/// key may not use is as unknown as one that does not exist.
+async fn model(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or(GatewayError::Internal)?;
+    let key = authenticate::authenticate(&app.keyring, req.headers(), &ctx.request_id).await?;
+    if !key.allows_endpoint("models") {
+        return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });
+    }
+    let found = visible_models(&app, &key).find(|m| m.name == id);
+    match found {
+        Some(m) => Ok(axum::Json(model_object(&app, ctx.dialect, m)).into_response()),
+        None => Err(GatewayError::UnknownModel {
+            model: id
+                .chars()
+                .take(halberd_protocol::exchange::MAX_MODEL_LEN)
+                .collect(),
+        }),
+    }
 }
 
 async fn healthz() -> Response {

@@ -499,7 +499,11 @@ mod chunk_tests {
         for n in [0, 1, 3, 4, 5, 63, 64, 65, 255, 256, 257, 700, 2048] {
             let records: Vec<_> = (0..n).map(record).collect();
             let chunks: Vec<_> = super::usage_chunks(&records).collect();
-            assert!(chunks.iter().all(|c| super::USAGE_CHUNKS.contains(&c.len())));
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| super::USAGE_CHUNKS.contains(&c.len()))
+            );
             let joined: Vec<_> = chunks.concat();
             assert_eq!(joined, records, "{n}");
         }

@@ -72,9 +72,10 @@ enum Command {
         /// With --dataset: list this many of the most confident mistakes.
         #[arg(long, default_value_t = 0)]
         show_errors: usize,
-        /// The data directory holding the public data sets.
-        #[arg(long, default_value = "../shared/data")]
-        data: PathBuf,
+        /// With --sensitive: the directory holding the public data sets (see
+        /// each data set's SOURCE.md; they are not part of this repository).
+        #[arg(long, required_if_eq("sensitive", "true"))]
+        data: Option<PathBuf>,
         /// Fail when any structured PII type (with --sensitive), or the
         /// overall detection (with --dataset), scores an F1 below this.
         #[arg(long)]
@@ -367,7 +368,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             data,
             fail_under,
         } => match (sensitive, dataset) {
-            (true, _) => eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}")),
+            (true, _) => {
+                let data = data.ok_or("--sensitive needs --data DIR, the public data sets")?;
+                eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}"))
+            }
             (false, Some(dataset)) => {
                 injection_cli::eval(&dataset, model.as_deref(), show_errors, fail_under)
                     .map_err(|e| format!("{e:#}"))

@@ -214,6 +214,43 @@ async fn models_lists_what_the_key_may_use_in_both_shapes() {
         .unwrap();
     assert_eq!(v["data"][0]["type"], "model");
     assert_eq!(v["has_more"], false);
+
+    // One model, as `client.models.retrieve` asks for it, in each dialect;
+    // a model outside the key's scope is as unknown as a missing one.
+    let get = |path: &str, anthropic: bool| {
+        let mut req = client().get(gw.url(path));
+        req = if anthropic {
+            req.header("x-api-key", &key)
+                .header("anthropic-version", "2023-06-01")
+        } else {
+            req.bearer_auth(&key)
+        };
+        req.send()
+    };
+    let r = get("/v1/models/gpt-test", false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("gpt-test"), Some("model"))
+    );
+    let v: Value = get("/v1/models/gpt-test", true)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["type"].as_str()),
+        (Some("gpt-test"), Some("model"))
+    );
+    for (path, anthropic) in [("/v1/models/claude-test", false), ("/v1/models/nope", true)] {
+        let r = get(path, anthropic).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found", "{path}: {v}");
+        assert_eq!(v["type"] == "error", anthropic, "{path}: {v}");
+    }
 }
 
 #[tokio::test]

@@ -126,6 +126,10 @@ fn errors_name_the_parameter() {
         "messages.0.content.0.text",
     );
     check(json!({"model": "m", "system": 3, "messages": []}), "system");
+    check(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        "max_tokens",
+    );
 }
 
 #[test]
