@@ -10,6 +10,13 @@
 //! per-request placeholders upstream and keeps the mapping in memory for the
 //! output stage. Inspection fails closed: if an edit cannot be written back, the
 //! request is refused, never forwarded unredacted.
+//!
+//! The parts are what the decoders model; a provider reads more (`user`,
+//! `metadata`, a message's `name`, `stop_sequences`, an image URL, fields
+//! added after this was written). Every other string value of the body is
+//! then scanned with the same policy, except the fields that must stay exact
+//! ([`EXACT_FIELDS`]: ids, signatures, enumerations) and inline binary data
+//! (base64 and `data:` URLs), which a text redaction would only corrupt.
 
 use std::collections::BTreeMap;
 
@@ -92,7 +99,116 @@ pub fn inspect_input(
             *slot = Value::String(redaction.text);
         }
     }
+    let covered: std::collections::HashSet<&str> =
+        exchange.parts.iter().map(|p| p.pointer.as_str()).collect();
+    let mut pointer = String::new();
+    inspect_rest(policy, body, &covered, &mut pointer, &mut inspection)?;
     Ok(inspection)
+}
+
+/// Fields whose string values go upstream exactly as sent: identifiers the
+/// provider matches, signatures it verifies, and words of its own vocabulary.
+/// A value found in one of them stays (redacting it would break the call and
+/// protect nothing: these are never free text).
+pub const EXACT_FIELDS: &[&str] = &[
+    "model",
+    "type",
+    "role",
+    "object",
+    "status",
+    "id",
+    "tool_call_id",
+    "tool_use_id",
+    "call_id",
+    "item_id",
+    "file_id",
+    "response_id",
+    "previous_response_id",
+    "container_id",
+    "signature",
+    "encrypted_content",
+    "media_type",
+    "mime_type",
+    "format",
+    "detail",
+    "tool_choice",
+    "reasoning_effort",
+    "effort",
+    "service_tier",
+    "truncation",
+    "modalities",
+    "voice",
+];
+
+/// Scans every string of `value` the decoders did not model, as
+/// [`inspect_input`] scans parts. `pointer` is the JSON Pointer of `value`.
+fn inspect_rest(
+    policy: &GuardPolicy,
+    value: &mut Value,
+    covered: &std::collections::HashSet<&str>,
+    pointer: &mut String,
+    inspection: &mut InputInspection,
+) -> Result<(), GatewayError> {
+    match value {
+        Value::Object(map) => {
+            // Inline binary: `{"type": "base64", "data": …}` and kin.
+            let base64 = map.get("type").and_then(Value::as_str) == Some("base64");
+            for (key, child) in map.iter_mut() {
+                if EXACT_FIELDS.contains(&key.as_str())
+                    || (base64 && key == "data")
+                    || matches!(key.as_str(), "file_data" | "b64_json")
+                {
+                    continue;
+                }
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&halberd_protocol::exchange::escape_pointer(key));
+                inspect_rest(policy, child, covered, pointer, inspection)?;
+                pointer.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                inspect_rest(policy, child, covered, pointer, inspection)?;
+                pointer.truncate(len);
+            }
+        }
+        Value::String(text) => {
+            if covered.contains(pointer.as_str()) || text.starts_with("data:") {
+                return Ok(());
+            }
+            let findings = Detector::shared().scan(text);
+            if findings.is_empty() {
+                return Ok(());
+            }
+            let redaction = sensitive::redact(
+                text,
+                &findings,
+                &policy.sensitive_input,
+                &mut inspection.pseudonyms,
+            );
+            for edit in &redaction.edits {
+                *inspection
+                    .counts
+                    .entry((type_label(edit.finding.kind), edit.action.name()))
+                    .or_default() += 1;
+            }
+            if let Some(kind) = redaction.blocked() {
+                return Err(GatewayError::SensitiveData {
+                    kind: type_label(kind),
+                    at: pointer.clone(),
+                });
+            }
+            if redaction.changed() {
+                *text = redaction.text;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
 }
 
 /// Whether any input finding was pseudonymized (the response then needs

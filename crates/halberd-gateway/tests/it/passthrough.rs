@@ -255,3 +255,78 @@ async fn azure_style_deployments_get_their_query_and_key_header() {
     assert_eq!(headers["api-key"], "sk-provider-secret");
     assert!(!headers.contains_key("authorization"));
 }
+
+/// PII in fields the decoders do not model (`user`, `metadata`, a message's
+/// `name`, `stop`, Anthropic's `metadata.user_id` and `stop_sequences`)
+/// reaches the provider redacted; identifiers stay exactly as sent.
+#[tokio::test]
+async fn strings_outside_message_text_are_inspected_too() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        json!({
+            "model": "public-name",
+            "user": "jane.doe@example.com",
+            "metadata": {"customer": "card 4111 1111 1111 1111"},
+            "stop": ["call +44 20 7946 0958"],
+            "messages": [
+                {"role": "user", "name": "ann.lee@example.org", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_bob@example.com", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_bob@example.com", "content": "done"}
+            ],
+            "future_field": {"nested": ["token ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"]}
+        }),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let sent = seen.lock().unwrap()[0].1.clone();
+    assert_eq!(sent["user"], "[EMAIL]");
+    assert_eq!(sent["metadata"]["customer"], "card [CREDIT_CARD]");
+    assert_eq!(sent["stop"][0], "call [PHONE]");
+    assert_eq!(sent["messages"][0]["name"], "[EMAIL]");
+    assert_eq!(
+        sent["future_field"]["nested"][0],
+        "token [SECRET:github_token]"
+    );
+    // Identifiers the provider matches stay exact.
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["id"],
+        "call_bob@example.com"
+    );
+    assert_eq!(sent["messages"][2]["tool_call_id"], "call_bob@example.com");
+
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({
+            "model": "claude-pub",
+            "max_tokens": 10,
+            "metadata": {"user_id": "jane.doe@example.com"},
+            "stop_sequences": ["4111 1111 1111 1111"],
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo4111111111111111"}},
+                {"type": "image", "source": {"type": "url", "url": "https://img.example/a.png?owner=jane.doe@example.com"}},
+                {"type": "text", "text": "hi"}
+            ]}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let sent = seen.lock().unwrap()[1].1.clone();
+    assert_eq!(sent["metadata"]["user_id"], "[EMAIL]");
+    assert_eq!(sent["stop_sequences"][0], "[CREDIT_CARD]");
+    let content = &sent["messages"][0]["content"];
+    assert_eq!(
+        content[0]["source"]["data"], "iVBORw0KGgo4111111111111111",
+        "inline binary is not edited"
+    );
+    assert_eq!(
+        content[1]["source"]["url"],
+        "https://img.example/a.png?owner=[EMAIL]"
+    );
+}
