@@ -5,6 +5,8 @@
 //! rows are read through [`Get`], so row decoding is written once too.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -20,7 +22,22 @@ use crate::{StoreError, Usd};
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    health: Arc<Health>,
 }
+
+/// Whether the database is known to be unreachable. A read that fails to
+/// reach the server (connection refused, pool timeout) marks it down and
+/// starts one background probe; until the probe succeeds, reads on the
+/// request path fail at once instead of each waiting out the pool's acquire
+/// timeout (every request used to wait 5 s for its 503 while Postgres was
+/// gone).
+#[derive(Debug, Default)]
+struct Health {
+    down: AtomicBool,
+}
+
+/// How often the background probe asks a database that is down.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
 enum Pool {
@@ -124,6 +141,7 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            health: Arc::default(),
         })
     }
 
@@ -140,6 +158,7 @@ impl Store {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
+            health: Arc::default(),
         })
     }
 
@@ -189,10 +208,52 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers. While it is known to be down, says
+    /// so at once (the background probe is asking it).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))?;
+        self.reachable()?;
+        self.watch(on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop)))?;
         Ok(())
+    }
+
+    /// Whether the database is known to be unreachable right now.
+    pub fn is_down(&self) -> bool {
+        self.health.down.load(Ordering::Acquire)
+    }
+
+    /// Refuses at once while the database is known to be down.
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.is_down() {
+            Err(StoreError::Unreachable)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Notes a failure to reach the server: marks the database down and
+    /// starts the probe that brings it back.
+    fn watch<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        if let Err(e) = &result
+            && unreachable(e)
+            && !self.health.down.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(target: "halberd::store", backend = self.backend(), "store unreachable: requests that need it get 503 until it answers");
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let store = self.clone();
+                runtime.spawn(async move {
+                    loop {
+                        tokio::time::sleep(PROBE_EVERY).await;
+                        let answered = on_pool!(store, p => sqlx::query("SELECT 1").execute(p).await.map(drop));
+                        if answered.is_ok() {
+                            store.health.down.store(false, Ordering::Release);
+                            tracing::info!(target: "halberd::store", "store reachable again");
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(result?)
     }
 
     pub(crate) async fn insert_key(&self, k: &KeyRecord, hash: &[u8]) -> Result<(), StoreError> {
@@ -209,8 +270,9 @@ impl Store {
         id: &str,
     ) -> Result<Option<(KeyRecord, Vec<u8>)>, StoreError> {
         const SQL: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1");
+        self.reachable()?;
         on_pool!(self, p => {
-            let row = sqlx::query(SQL).bind(id).fetch_optional(p).await?;
+            let row = self.watch(sqlx::query(SQL).bind(id).fetch_optional(p).await)?;
             row.map(|r| Ok((key_from_row(&r)?, r.bytes("key_hash")?)))
                 .transpose()
         })
@@ -336,6 +398,17 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
+        let written = self.write_usage(records).await;
+        if let Err(StoreError::Database(e)) = &written
+            && unreachable(e)
+        {
+            // Let the probe run; the ledger retries on its own.
+            let _ = self.watch::<()>(Err(sqlx::Error::PoolTimedOut));
+        }
+        written
+    }
+
+    async fn write_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin().await?;
@@ -390,8 +463,9 @@ impl Store {
             UsageScope::Key(id) => (totals!("key_id"), id),
             UsageScope::User(id) => (totals!("user_id"), id),
         };
+        self.reachable()?;
         on_pool!(self, p => {
-            let r = sqlx::query(sql).bind(who).bind(since).fetch_one(p).await?;
+            let r = self.watch(sqlx::query(sql).bind(who).bind(since).fetch_one(p).await)?;
             Ok(UsageTotals {
                 requests: unsigned(r.int("requests")?),
                 input_tokens: unsigned(r.int("input_tokens")?),
@@ -436,8 +510,9 @@ impl Store {
     /// The limits set on a user (empty when none).
     pub async fn user_limits(&self, user: &str) -> Result<KeyLimits, StoreError> {
         const SQL: &str = "SELECT limits FROM user_limits WHERE user_id = $1";
+        self.reachable()?;
         on_pool!(self, p => {
-            let row = sqlx::query(SQL).bind(user).fetch_optional(p).await?;
+            let row = self.watch(sqlx::query(SQL).bind(user).fetch_optional(p).await)?;
             row.map_or(Ok(KeyLimits::default()), |r| parse_limits(&r.text("limits")?))
         })
     }
@@ -621,6 +696,19 @@ macro_rules! impl_get {
 }
 impl_get!(SqliteRow);
 impl_get!(PgRow);
+
+/// Whether an error means the server could not be reached (as opposed to a
+/// statement it refused).
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
 
 /// Creates the database file readable by its owner only (mode 0600) if it
 /// does not exist: it holds key hashes, usage and the admin record. SQLite

@@ -19,6 +19,10 @@ pub enum StoreError {
     Random,
     #[error("cannot create the database file: {0}")]
     Io(std::io::Error),
+    /// The database did not answer recently and is being probed in the
+    /// background: the read was not attempted.
+    #[error("the store is unreachable")]
+    Unreachable,
 }
 
 /// Why a presented key was refused. `Malformed`, `Unknown` and `Mismatch` all

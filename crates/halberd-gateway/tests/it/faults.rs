@@ -340,3 +340,76 @@ async fn provider_error_bodies_are_inspected_like_answers() {
         assert!(text.contains("[EMAIL]"), "{model}: {text}");
     }
 }
+
+/// Postgres goes away under traffic and comes back: exchanges of a cached key
+/// keep being served and their usage records wait in the ledger; requests
+/// that need the store get 503 with Retry-After (at once, once the outage is
+/// known), `/readyz` says so; after recovery every record is written.
+#[tokio::test]
+#[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
+async fn store_outage_under_traffic_loses_no_usage_record() {
+    let server = std::env::var("HALBERD_TEST_POSTGRES_URL")
+        .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
+    let db = halberd_store::Store::create_test_database(&server)
+        .await
+        .unwrap();
+    let switch = crate::Switch::start(&db).await;
+    let (scheme_user, rest) = db.rsplit_once('@').unwrap();
+    let name = rest.split_once('/').unwrap().1;
+    let proxied = format!("{scheme_user}@{}/{name}", switch.addr);
+    let gw = TestGateway::start(&format!(
+        "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"60s\"\n"
+    ))
+    .await;
+    let (cached_id, cached) = key(&gw, KeyLimits::default(), None).await;
+    let (_, other) = key(&gw, KeyLimits::default(), None).await;
+    let chat = || json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]});
+    let url = gw.url("/v1/chat/completions");
+    assert_eq!(crate::post(&url, &cached, chat()).await.status(), 200);
+    let written = |n: u64| {
+        let store = gw.state.keyring.store().clone();
+        let id = cached_id.clone();
+        async move {
+            for _ in 0..500 {
+                let got = store
+                    .usage_totals(halberd_store::UsageScope::Key(&id), 0)
+                    .await
+                    .map(|t| t.requests)
+                    .unwrap_or(0);
+                if got == n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    assert!(written(1).await);
+
+    switch.set(false);
+    // The cached key is still served; its records wait for the store.
+    for _ in 0..20 {
+        assert_eq!(crate::post(&url, &cached, chat()).await.status(), 200);
+    }
+    // A key that must be read from the store is refused, in the caller's
+    // shape, with Retry-After; once the outage is known, without a wait.
+    for _ in 0..3 {
+        let resp = crate::post(&url, &other, chat()).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    }
+    assert!(gw.state.keyring.store().is_down());
+    let ready = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    switch.set(true);
+    assert!(
+        written(21).await,
+        "every record admitted during the outage is written"
+    );
+    assert_eq!(crate::post_until_ok(&url, &other, chat(), 250).await, 200);
+    let ready = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

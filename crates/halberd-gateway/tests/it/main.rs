@@ -67,8 +67,8 @@ pub async fn post_until_ok(url: &str, key: &str, body: Value, tries: usize) -> u
     status
 }
 
-/// A TCP relay to Redis that can be cut and restored, to stop "Redis" without
-/// stopping the machine's shared server.
+/// A TCP relay to Redis or Postgres that can be cut and restored, to stop the
+/// service without stopping the machine's shared server.
 pub struct Switch {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
@@ -76,11 +76,10 @@ pub struct Switch {
 
 impl Switch {
     pub async fn start(target: &str) -> Switch {
-        let target: SocketAddr = target
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap();
+        // `scheme://[user@]host:port[/path]`, or a bare `host:port`.
+        let rest = target.split_once("://").map_or(target, |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let target: SocketAddr = rest.split('/').next().unwrap().parse().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
