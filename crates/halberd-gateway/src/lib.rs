@@ -129,21 +129,13 @@ pub async fn build_state(
     let keyring = open_keyring(&config, env, true).await?;
     let rl = &config.rate_limits;
     let redis = match &rl.redis_url {
-        // A concurrency lease outlives the longest exchange a provider allows.
-        Some(url) => {
-            let lease = config
-                .providers
-                .iter()
-                .map(|p| p.timeouts.total)
-                .max()
-                .unwrap_or(std::time::Duration::from_secs(600))
-                + std::time::Duration::from_secs(60);
-            Some(pipeline::admit::redis::RedisLimiter::new(
-                url,
-                lease,
-                rl.redis_timeout,
-            )?)
-        }
+        // A concurrency lease lives a minute and is renewed while its
+        // exchange runs (see `admit/redis.rs`).
+        Some(url) => Some(pipeline::admit::redis::RedisLimiter::new(
+            url,
+            std::time::Duration::from_secs(60),
+            rl.redis_timeout,
+        )?),
         None => None,
     };
     let limiter = pipeline::admit::Limiter::new(

@@ -233,11 +233,14 @@ pub enum Outcome {
 /// How the unused part of a reservation goes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refund {
+    /// A signed correction of a rate: used minus reserved units (negative
+    /// gives back, positive charges what the provider counted beyond the
+    /// reservation).
     Rate {
         name: String,
         limit: u64,
         period: Duration,
-        amount: u64,
+        delta: i64,
     },
     /// A signed correction of a budget counter (negative gives back).
     Budget { name: String, delta: i64, end: i64 },
@@ -394,11 +397,16 @@ impl Local {
                     name,
                     limit,
                     period,
-                    amount,
+                    delta,
                 } => {
-                    if let Some(tat) = self.tats.get_mut(name) {
-                        let back = cells(*period, *amount, *limit);
-                        *tat = tat.checked_sub(back).map_or(now, |t| t.max(now));
+                    let shift = cells(*period, delta.unsigned_abs(), *limit);
+                    if *delta < 0 {
+                        if let Some(tat) = self.tats.get_mut(name) {
+                            *tat = tat.checked_sub(shift).map_or(now, |t| t.max(now));
+                        }
+                    } else {
+                        let tat = self.tats.entry(name.clone()).or_insert(now);
+                        *tat = (*tat).max(now) + shift;
                     }
                 }
                 Refund::Budget { name, delta, .. } => {
@@ -471,10 +479,15 @@ pub struct Permit {
     lease: String,
     /// The tightest request rate, for the `x-ratelimit-*-requests` headers.
     pub rate: Option<RateInfo>,
+    /// Renews the Redis lease while the exchange runs.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
         if self.slots.is_empty() {
             return;
         }
@@ -520,12 +533,19 @@ impl Reservation {
                     period,
                     cost: reserved,
                     ..
-                } => (*reserved > tokens).then(|| Refund::Rate {
-                    name: name.clone(),
-                    limit: *limit,
-                    period: *period,
-                    amount: reserved - tokens,
-                }),
+                } => {
+                    let delta = i128::from(tokens) - i128::from(*reserved);
+                    (delta != 0).then(|| Refund::Rate {
+                        name: name.clone(),
+                        limit: *limit,
+                        period: *period,
+                        delta: i64::try_from(delta).unwrap_or(if delta < 0 {
+                            i64::MIN
+                        } else {
+                            i64::MAX
+                        }),
+                    })
+                }
                 Check::Budget {
                     name,
                     amount,
@@ -713,6 +733,7 @@ impl Limiter {
             slots: Vec::new(),
             lease: String::new(),
             rate: None,
+            heartbeat: None,
         };
         if checks.is_empty() {
             return Ok(permit);
@@ -734,6 +755,22 @@ impl Limiter {
             })
             .collect();
         permit.rate = tightest(&checks, &results, RateUnit::Requests);
+        if let (Backend::Redis, Some(redis), false) =
+            (backend, &self.redis, permit.slots.is_empty())
+        {
+            let redis = redis.clone();
+            let slots = permit.slots.clone();
+            let lease = permit.lease.clone();
+            permit.heartbeat = Some(tokio::spawn(async move {
+                let every = redis.lease() / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    // A renewal Redis missed is tried at the next beat; the
+                    // lease outlives two of them.
+                    redis.renew(&slots, &lease).await;
+                }
+            }));
+        }
         Ok(permit)
     }
 

@@ -11,7 +11,12 @@
 //!
 //! Concurrency slots are leases in a sorted set scored by their expiry: a slot
 //! is given back when the exchange ends, and a replica that dies holding slots
-//! loses them when their lease expires instead of leaking them for ever.
+//! loses them when their lease expires instead of leaking them for ever. A
+//! lease is short (a minute) and renewed while its exchange runs, so a dead
+//! replica's slots come back within a minute, not after the longest exchange
+//! a provider allows. Releases and settlements that Redis could not take are
+//! kept (bounded) and done when it answers again; settlements carry an id, so
+//! one retried after a lost reply is applied once.
 //! Budget counters expire a day after their period ends.
 
 use std::time::Duration;
@@ -111,22 +116,37 @@ return out
 "#;
 
 const REFUND: &str = r#"
--- KEYS[i]: state of item i; four arguments per item: kind, a, b, c.
---   r (rate):   a = limit, b = period (us), c = units to give back
+-- KEYS[1]: this settlement's marker; KEYS[i + 1]: state of item i; four
+-- arguments per item: kind, a, b, c.
+--   r (rate):   a = limit, b = period (us), c = signed correction (units;
+--               negative gives back, positive charges)
 --   b (budget): a = signed correction
+-- A settlement retried after a reply was lost must not apply twice: the
+-- marker says it was applied.
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', 86400) == false then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for i = 1, #KEYS do
-  local at = (i - 1) * 4
+for i = 2, #KEYS do
+  local at = (i - 2) * 4
   local kind = ARGV[at + 1]
   local key = KEYS[i]
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', key) or now)
-    local back = tat - math.floor(tonumber(ARGV[at + 3]) * tonumber(ARGV[at + 4]) / tonumber(ARGV[at + 2]))
-    if back > now then
-      redis.call('SET', key, string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1000)
+    local d = tonumber(ARGV[at + 4])
+    local shift = math.floor(math.abs(d) * tonumber(ARGV[at + 3]) / tonumber(ARGV[at + 2]))
+    if d < 0 then
+      local back = tat - shift
+      if back > now then
+        redis.call('SET', key, string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1000)
+      else
+        redis.call('DEL', key)
+      end
     else
-      redis.call('DEL', key)
+      if tat < now then tat = now end
+      local nxt = tat + shift
+      redis.call('SET', key, string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
     end
   elseif redis.call('EXISTS', key) == 1 then
     redis.call('INCRBY', key, ARGV[at + 2])
@@ -135,11 +155,47 @@ end
 return 1
 "#;
 
+const RENEW: &str = r#"
+-- KEYS: slot sets holding lease ARGV[1]; ARGV[2]: lease (us). Pushes the
+-- lease's expiry on, if it is still held.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then
+    redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], math.ceil(lease / 1000) + 1000)
+  end
+end
+return 1
+"#;
+
+/// Work that Redis must still do: slots to give back, settlements to apply.
+/// Kept (bounded) while Redis is away and done when it answers again, so a
+/// slot or a reservation never stays taken because Redis was down at the
+/// moment an exchange ended.
+#[derive(Debug, Clone)]
+enum Pending {
+    Release { slots: Vec<String>, lease: String },
+    Settle { id: String, refunds: Vec<Refund> },
+}
+
+/// Most pending items kept; past it the oldest are dropped (their leases and
+/// budget periods expire on their own).
+const PENDING_MAX: usize = 100_000;
+
+/// How often pending work is tried while Redis is away.
+const PENDING_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct RedisLimiter {
     conn: ConnectionManager,
     run: redis::Script,
     refund: redis::Script,
+    renew: redis::Script,
+    pending: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Pending>>>,
+    /// A task is retrying the pending work.
+    retrying: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// How long a concurrency lease lives if never given back.
     lease: Duration,
     timeout: Duration,
@@ -172,6 +228,9 @@ impl RedisLimiter {
             conn,
             run: redis::Script::new(RUN),
             refund: redis::Script::new(REFUND),
+            renew: redis::Script::new(RENEW),
+            pending: std::sync::Arc::default(),
+            retrying: std::sync::Arc::default(),
             lease,
             timeout,
         })
@@ -262,68 +321,156 @@ impl RedisLimiter {
         }
     }
 
-    /// Applies settlement corrections (in the background: called from a drop).
+    /// Applies settlement corrections (in the background: called from a
+    /// drop); kept for later if Redis does not answer.
     pub fn refund(&self, refunds: Vec<Refund>) {
-        let script = self.refund.clone();
-        let mut conn = self.conn.clone();
-        let timeout = self.timeout;
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        handle.spawn(async move {
-            let mut invocation = script.prepare_invoke();
-            for r in &refunds {
-                match r {
-                    Refund::Rate {
-                        name,
-                        limit,
-                        period,
-                        amount,
-                    } => {
-                        invocation
-                            .key(format!("{PREFIX}{name}"))
-                            .arg("r")
-                            .arg(*limit)
-                            .arg(micros_of(*period))
-                            .arg(*amount);
-                    }
-                    Refund::Budget { name, delta, .. } => {
-                        invocation
-                            .key(format!("{PREFIX}{name}"))
-                            .arg("b")
-                            .arg(*delta)
-                            .arg(0)
-                            .arg(0);
-                    }
-                }
-            }
-            let call = invocation.invoke_async::<i64>(&mut conn);
-            if !matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_))) {
-                // The reservation then stands in full: the safe side.
-                tracing::warn!(target: "halberd::limits", "could not settle a reservation in redis");
-            }
+        let id = format!("{:032x}", rand::random::<u128>());
+        self.submit(Pending::Settle { id, refunds });
+    }
+
+    /// Gives concurrency slots back (in the background: called from a
+    /// drop); kept for later if Redis does not answer.
+    pub fn release(&self, slots: &[String], lease: &str) {
+        self.submit(Pending::Release {
+            slots: slots.to_vec(),
+            lease: lease.to_owned(),
         });
     }
 
-    /// Gives concurrency slots back (in the background: called from a drop).
-    pub fn release(&self, slots: &[String], lease: &str) {
-        let mut pipe = redis::pipe();
+    /// Pushes the expiry of a lease on while its exchange runs.
+    pub async fn renew(&self, slots: &[String], lease: &str) -> bool {
+        let mut invocation = self.renew.prepare_invoke();
         for name in slots {
-            pipe.cmd("ZREM")
-                .arg(format!("{PREFIX}{name}"))
-                .arg(lease)
-                .ignore();
+            invocation.key(format!("{PREFIX}{name}"));
         }
+        invocation.arg(lease).arg(micros_of(self.lease));
         let mut conn = self.conn.clone();
-        let timeout = self.timeout;
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let done = tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await;
-                if !matches!(done, Ok(Ok(()))) {
-                    // The lease expires on its own; the slot is not lost.
-                    tracing::warn!(target: "halberd::limits", "could not give a concurrency slot back to redis");
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .is_ok()
+    }
+
+    /// How long a lease lives without renewal.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Items waiting for Redis.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().map_or(0, |p| p.len())
+    }
+
+    fn submit(&self, item: Pending) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        handle.spawn(async move {
+            // Behind earlier work that is still waiting, to keep the order.
+            let queued = this.pending.lock().is_ok_and(|p| !p.is_empty());
+            if !queued && this.apply(&item).await {
+                return;
+            }
+            this.keep(item);
+        });
+    }
+
+    fn keep(&self, item: Pending) {
+        if let Ok(mut pending) = self.pending.lock() {
+            if pending.len() >= PENDING_MAX {
+                pending.pop_front();
+                tracing::warn!(target: "halberd::limits", "too much redis work pending; the oldest is dropped (its lease or budget period expires on its own)");
+            }
+            pending.push_back(item);
+        }
+        if !self
+            .retrying
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::warn!(target: "halberd::limits", "redis did not answer: slot releases and settlements are kept and retried");
+            let this = self.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { this.retry().await });
+            }
+        }
+    }
+
+    /// Does the pending work in order, waiting while Redis is away.
+    async fn retry(&self) {
+        loop {
+            let next = self.pending.lock().ok().and_then(|p| p.front().cloned());
+            let Some(item) = next else {
+                self.retrying
+                    .store(false, std::sync::atomic::Ordering::Release);
+                // Work kept between the check and the flag is picked up.
+                if self.pending() > 0
+                    && !self
+                        .retrying
+                        .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    continue;
                 }
-            });
+                tracing::info!(target: "halberd::limits", "pending redis work done");
+                return;
+            };
+            if self.apply(&item).await {
+                if let Ok(mut pending) = self.pending.lock() {
+                    pending.pop_front();
+                }
+            } else {
+                tokio::time::sleep(PENDING_RETRY).await;
+            }
+        }
+    }
+
+    /// One item, within the timeout; whether Redis did it.
+    async fn apply(&self, item: &Pending) -> bool {
+        let mut conn = self.conn.clone();
+        match item {
+            Pending::Release { slots, lease } => {
+                let mut pipe = redis::pipe();
+                for name in slots {
+                    pipe.cmd("ZREM")
+                        .arg(format!("{PREFIX}{name}"))
+                        .arg(lease)
+                        .ignore();
+                }
+                self.bounded(pipe.query_async::<()>(&mut conn))
+                    .await
+                    .is_ok()
+            }
+            Pending::Settle { id, refunds } => {
+                let mut invocation = self.refund.prepare_invoke();
+                invocation.key(format!("{PREFIX}settled:{id}"));
+                for r in refunds {
+                    match r {
+                        Refund::Rate {
+                            name,
+                            limit,
+                            period,
+                            delta,
+                        } => {
+                            invocation
+                                .key(format!("{PREFIX}{name}"))
+                                .arg("r")
+                                .arg(*limit)
+                                .arg(micros_of(*period))
+                                .arg(*delta);
+                        }
+                        Refund::Budget { name, delta, .. } => {
+                            invocation
+                                .key(format!("{PREFIX}{name}"))
+                                .arg("b")
+                                .arg(*delta)
+                                .arg(0)
+                                .arg(0);
+                        }
+                    }
+                }
+                self.bounded(invocation.invoke_async::<i64>(&mut conn))
+                    .await
+                    .is_ok()
+            }
         }
     }
 

@@ -266,6 +266,26 @@ fn token_reservations_hold_until_settled() {
 }
 
 #[test]
+fn usage_above_the_reservation_is_charged_to_the_token_rate() {
+    let limiter = Arc::new(Limiter::default());
+    let s = key_scope(KeyLimits {
+        tpm: Some(1_000),
+        ..KeyLimits::default()
+    });
+    // 200 reserved, 700 used (a provider that counted more than the
+    // estimate): the rate is charged the 500 beyond the reservation.
+    let first = reserve(&limiter, &s, 100, 100, Usd::ZERO).unwrap().unwrap();
+    first.settle(700, Usd::ZERO);
+    // 300 remain: 300 fits, 301 does not.
+    assert!(matches!(
+        reserve(&limiter, &s, 1, 300, Usd::ZERO),
+        Err(GatewayError::RateLimited { .. })
+    ));
+    let fits = reserve(&limiter, &s, 100, 200, Usd::ZERO).unwrap().unwrap();
+    assert_eq!(fits.rate.unwrap().remaining, 0);
+}
+
+#[test]
 fn a_request_larger_than_a_token_rate_is_a_client_error() {
     let limiter = Arc::new(Limiter::default());
     let small = key_scope(KeyLimits {
