@@ -54,6 +54,11 @@ const SKIP_FIELDS: &[&str] = &[
     "name",
 ];
 
+/// Fields whose value the model wrote as data: below them every key is
+/// content, however it is named (`{"id": "AKIA…", "name": "ann@…"}` in a tool
+/// call's input is the model's output, not the provider's identifiers).
+const MODEL_WRITTEN: &[&str] = &["input", "arguments", "parsed"];
+
 /// Why the output stage stopped a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputError {
@@ -125,6 +130,13 @@ impl OutputInspector {
 
     /// Redacts every string below `value`; says whether any changed.
     fn walk(&mut self, value: &mut Value) -> Result<bool, OutputError> {
+        self.walk_in(value, false)
+    }
+
+    /// `free`: `value` is model-written content (a tool call's `input` or
+    /// `arguments`, parsed structured output), where a key named `id` or
+    /// `name` is the model's text like any other, so nothing is skipped.
+    fn walk_in(&mut self, value: &mut Value, free: bool) -> Result<bool, OutputError> {
         let mut changed = false;
         match value {
             Value::String(s) => {
@@ -135,15 +147,32 @@ impl OutputInspector {
             }
             Value::Array(items) => {
                 for item in items {
-                    changed |= self.walk(item)?;
+                    changed |= self.walk_in(item, free)?;
                 }
             }
             Value::Object(map) => {
+                let mut text_changed = false;
                 for (key, item) in map.iter_mut() {
-                    if item.is_string() && SKIP_FIELDS.contains(&key.as_str()) {
+                    if !free && item.is_string() && SKIP_FIELDS.contains(&key.as_str()) {
                         continue;
                     }
-                    changed |= self.walk(item)?;
+                    let inner = free || MODEL_WRITTEN.contains(&key.as_str());
+                    let edited = self.walk_in(item, inner)?;
+                    changed |= edited;
+                    text_changed |= edited && key != "logprobs";
+                }
+                // Log probabilities spell the text token by token: once the
+                // text was edited they would give back what was redacted
+                // (a card split over four tokens is no finding in any one).
+                if text_changed
+                    && let Some(logprobs) = map.get_mut("logprobs")
+                    && !logprobs.is_null()
+                {
+                    *logprobs = if logprobs.is_array() {
+                        Value::Array(Vec::new())
+                    } else {
+                        Value::Null
+                    };
                 }
             }
             _ => {}
@@ -276,6 +305,15 @@ impl OutputInspector {
         for choice in choices.iter_mut() {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            // The text of a stream may be held back and redacted; its log
+            // probabilities, token by token, cannot be: they are not relayed
+            // while output is inspected.
+            if let Some(logprobs) = choice.get_mut("logprobs")
+                && !logprobs.is_null()
+            {
+                *logprobs = Value::Null;
+                changed = true;
+            }
             let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
                 continue;
             };
@@ -287,6 +325,25 @@ impl OutputInspector {
                         delta.insert(field.into(), Value::String(released));
                         changed = true;
                     }
+                }
+            }
+            for (key, pointer) in [
+                ("function_call", "/function_call/arguments"),
+                ("audio", "/audio/transcript"),
+            ] {
+                let mut value = Value::Object(std::mem::take(delta));
+                if let Some(Value::String(piece)) = value.pointer(pointer) {
+                    let piece = piece.clone();
+                    let released = self.push(&format!("{index}/{key}"), &piece)?;
+                    if released != piece
+                        && let Some(slot) = value.pointer_mut(pointer)
+                    {
+                        *slot = Value::String(released);
+                        changed = true;
+                    }
+                }
+                if let Value::Object(map) = value {
+                    *delta = map;
                 }
             }
             if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
@@ -349,7 +406,37 @@ impl OutputInspector {
                     "citations_delta" => {
                         return self.walk(event);
                     }
-                    _ => return Ok(false),
+                    // Verified by the provider byte for byte; never text.
+                    "signature_delta" => return Ok(false),
+                    // A delta type this code does not know: its one text
+                    // field gets a redactor of its own like the known ones;
+                    // one that cannot be read that way fails closed.
+                    _ => {
+                        let fields: Vec<String> = delta
+                            .iter()
+                            .filter(|(k, v)| k.as_str() != "type" && v.is_string())
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        let [field] = fields.as_slice() else {
+                            return if fields.is_empty() {
+                                Ok(false)
+                            } else {
+                                Err(OutputError::Uninspectable)
+                            };
+                        };
+                        let field = field.clone();
+                        let Some(Value::String(piece)) = delta.get(&field) else {
+                            return Ok(false);
+                        };
+                        let piece = piece.clone();
+                        let key = format!("{index}/{delta_type}:{field}");
+                        let released = self.push(&key, &piece)?;
+                        if released == piece {
+                            return Ok(false);
+                        }
+                        delta.insert(field, Value::String(released));
+                        return Ok(true);
+                    }
                 };
                 let Some(Value::String(piece)) = delta.get(field) else {
                     return Ok(false);
@@ -401,7 +488,17 @@ impl OutputInspector {
             "response.reasoning_summary_text",
             "response.reasoning_text",
         ];
-        if !streamed.contains(&family) {
+        // A `.delta` event of a family not listed (custom tool input, MCP
+        // arguments, code-interpreter code, audio transcripts, and whatever
+        // comes next) is streamed text all the same: it gets a redactor of
+        // its own, so a value split across its deltas is caught.
+        let generic_delta =
+            kind.ends_with(".delta") && event.get("delta").is_some_and(Value::is_string);
+        let live = self
+            .streams
+            .keys()
+            .any(|k| k.starts_with(&format!("{family}|")));
+        if !streamed.contains(&family) && !generic_delta && !live {
             return self.walk(event);
         }
         let item = event
@@ -420,8 +517,15 @@ impl OutputInspector {
             };
             let piece = piece.clone();
             let released = self.push(&key, &piece)?;
+            let mut changed = false;
+            if let Some(logprobs) = event.get_mut("logprobs")
+                && logprobs.as_array().is_some_and(|l| !l.is_empty())
+            {
+                *logprobs = Value::Array(Vec::new());
+                changed = true;
+            }
             if released == piece {
-                return Ok(false);
+                return Ok(changed);
             }
             event["delta"] = Value::String(released);
             return Ok(true);
@@ -477,6 +581,24 @@ fn chat_key(key: &str) -> (u64, &str, Option<u64>) {
 fn append_chat_delta(delta: &mut Map<String, Value>, key: &str, text: String) {
     let (_, field, call) = chat_key(key);
     match (field, call) {
+        ("function_call" | "audio", _) => {
+            let (outer, inner) = if field == "audio" {
+                ("audio", "transcript")
+            } else {
+                ("function_call", "arguments")
+            };
+            let slot = delta
+                .entry(outer)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(map) = slot {
+                let existing = map
+                    .get(inner)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                map.insert(inner.into(), Value::String(existing + &text));
+            }
+        }
         ("tool", Some(call_index)) => {
             let calls = delta
                 .entry("tool_calls")
@@ -506,10 +628,17 @@ fn chat_choice_for(key: &str, text: String) -> Value {
 fn anthropic_delta(key: &str, text: String) -> Bytes {
     let (index, delta_type) = key.split_once('/').unwrap_or(("0", "text_delta"));
     let index: u64 = index.parse().unwrap_or(0);
-    let field = match delta_type {
-        "thinking_delta" => "thinking",
-        "input_json_delta" => "partial_json",
-        _ => "text",
+    // A delta type of unknown shape carries its field in the key.
+    let (delta_type, field) = match delta_type.split_once(':') {
+        Some((t, f)) => (t, f),
+        None => (
+            delta_type,
+            match delta_type {
+                "thinking_delta" => "thinking",
+                "input_json_delta" => "partial_json",
+                _ => "text",
+            },
+        ),
     };
     let event = json!({
         "type": "content_block_delta",

@@ -189,3 +189,135 @@ fn whole_responses_redact_every_text_but_not_identifiers() {
     assert_eq!(body["content"][2]["signature"], "AKIAUJZDEGXDNCF32EPF");
     assert_eq!(body["future_field"]["nested"][0], "[CREDIT_CARD]");
 }
+
+#[test]
+fn identifiers_are_skipped_only_where_the_provider_puts_them() {
+    let mut body = json!({
+        "id": "msg_1",
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "send", "input": {
+                "data": "4111 1111 1111 1111",
+                "id": "AKIAUJZDEGXDNCF32EPF",
+                "name": "jane@example.com",
+                "nested": {"type": "ann@example.org"}
+            }}
+        ],
+        "choices": [{"message": {"tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "f", "arguments": "{\"id\": \"jane@example.com\"}"}}]}}]
+    });
+    inspector().whole(&mut body).unwrap();
+    let input = &body["content"][0]["input"];
+    assert_eq!(input["data"], "[CREDIT_CARD]");
+    assert_eq!(input["id"], "[SECRET:aws_access_key_id]");
+    assert_eq!(input["name"], "[EMAIL]");
+    assert_eq!(input["nested"]["type"], "[EMAIL]");
+    // The provider's own identifiers stay.
+    assert_eq!(body["content"][0]["id"], "toolu_1");
+    assert_eq!(body["content"][0]["name"], "send");
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"id\": \"[EMAIL]\"}"
+    );
+}
+
+#[test]
+fn log_probabilities_never_spell_what_was_redacted() {
+    // Whole: the text was edited, so its token log probabilities go.
+    let tokens = ["My card is ", "4111", " 1111", " 1111", " 1111", "."];
+    let logprobs: Vec<Value> = tokens
+        .iter()
+        .map(|t| json!({"token": t, "logprob": -0.1, "bytes": t.as_bytes(), "top_logprobs": []}))
+        .collect();
+    let mut body = json!({"choices": [
+        {"index": 0, "message": {"role": "assistant", "content": tokens.concat()}, "logprobs": {"content": logprobs.clone()}},
+        {"index": 1, "message": {"role": "assistant", "content": "nothing here"}, "logprobs": {"content": [{"token": "nothing", "logprob": -0.2, "bytes": [110], "top_logprobs": []}]}}
+    ]});
+    inspector().whole(&mut body).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "My card is [CREDIT_CARD]."
+    );
+    assert!(body["choices"][0]["logprobs"].is_null());
+    assert!(
+        !body["choices"][1]["logprobs"].is_null(),
+        "a choice whose text was not edited keeps them"
+    );
+    // Streamed: log probabilities are not relayed while output is inspected.
+    let mut raw = String::new();
+    for (t, lp) in tokens.iter().zip(&logprobs) {
+        raw.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": t}, "logprobs": {"content": [lp]}, "finish_reason": null}]})
+        ));
+    }
+    raw.push_str("data: [DONE]\n\n");
+    let events = run(&mut inspector(), Api::ChatCompletions, &raw).unwrap();
+    let all: String = events.iter().filter_map(|e| e.data.clone()).collect();
+    assert!(!all.contains("4111"), "{all}");
+}
+
+#[test]
+fn text_deltas_of_events_not_modelled_are_redacted_across_events() {
+    // Responses: a custom tool's input split across two deltas.
+    let ev = |ty: &str, v: Value| format!("event: {ty}\ndata: {v}\n\n");
+    let raw = [
+        ev("response.custom_tool_call_input.delta", json!({"type": "response.custom_tool_call_input.delta", "item_id": "ct_1", "output_index": 0, "delta": "pay with 4111 1111"})),
+        ev("response.custom_tool_call_input.delta", json!({"type": "response.custom_tool_call_input.delta", "item_id": "ct_1", "output_index": 0, "delta": " 1111 1111 now"})),
+        ev("response.custom_tool_call_input.done", json!({"type": "response.custom_tool_call_input.done", "item_id": "ct_1", "output_index": 0, "input": "pay with 4111 1111 1111 1111 now"})),
+    ]
+    .concat();
+    let events = run(&mut inspector(), Api::Responses, &raw).unwrap();
+    let all: String = events.iter().filter_map(|e| e.data.clone()).collect();
+    assert!(!all.contains("4111"), "{all}");
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
+        .filter(|v| v["type"] == "response.custom_tool_call_input.delta")
+        .filter_map(|v| v["delta"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, "pay with [CREDIT_CARD] now");
+
+    // Chat: the legacy function_call arguments, split.
+    let raw = [
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\",\"arguments\":\"{\\\"to\\\": \\\"jane@exa\"}},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"mple.com\\\"}\"}},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"function_call\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ]
+    .concat();
+    let events = run(&mut inspector(), Api::ChatCompletions, &raw).unwrap();
+    let args: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["function_call"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(args, "{\"to\": \"[EMAIL]\"}");
+
+    // Anthropic: a delta type this code does not know, with one text field.
+    let raw = [
+        anthropic("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "future_delta", "body": "token ghp_VZomHFwUbbYr"}})),
+        anthropic("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "future_delta", "body": "EqmSM9wCZ7Uw9xfogoEmvnEN ok"}})),
+        anthropic("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+    ]
+    .concat();
+    let events = run(&mut inspector(), Api::Messages, &raw).unwrap();
+    let body: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
+        .filter_map(|v| v["delta"]["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(body, "token [SECRET:github_token] ok");
+    // One it cannot read (two text fields) fails closed.
+    let raw = anthropic(
+        "content_block_delta",
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "odd_delta", "a": "x", "b": "y"}}),
+    );
+    assert_eq!(
+        run(&mut inspector(), Api::Messages, &raw).unwrap_err(),
+        OutputError::Uninspectable
+    );
+}
