@@ -420,32 +420,6 @@ impl Detector {
             caches.push(cache);
         }
     }
-
-    /// Could a match start at `at` and still need bytes after `text.len()`? Runs
-    /// the anchored lazy DFA from `at` until it dies or the text ends.
-    pub(crate) fn could_continue(&self, cache: &mut DfaCache, text: &str, at: usize) -> bool {
-        let input = Input::new(text)
-            .span(at..text.len())
-            .anchored(Anchored::Yes);
-        let Ok(mut state) = self.dfa.start_state_forward(cache, &input) else {
-            // A start state that cannot be computed (look-behind on a quit byte)
-            // is treated as alive: holding back is the safe side.
-            return true;
-        };
-        for &byte in &text.as_bytes()[at..] {
-            match self.dfa.next_state(cache, state, byte) {
-                Ok(next) => state = next,
-                Err(_) => return true,
-            }
-            if state.is_dead() {
-                return false;
-            }
-            if state.is_quit() {
-                return true;
-            }
-        }
-        !state.is_dead()
-    }
 }
 
 impl Default for Detector {

@@ -32,6 +32,16 @@ pub const MAX_HOLD: usize = 64 * 1024;
 /// What replaces held text that exceeded `MAX_HOLD` without resolving.
 pub const WITHHELD: &str = "[WITHHELD]";
 
+/// Where the anchored walk from `at` stood after `end` bytes of `buf`.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    at: usize,
+    end: usize,
+    state: regex_automata::hybrid::LazyStateID,
+    /// The cache's clear count when `state` was valid.
+    clears: usize,
+}
+
 pub struct StreamRedactor<'d> {
     detector: &'d Detector,
     policy: Arc<Policy>,
@@ -51,6 +61,16 @@ pub struct StreamRedactor<'d> {
     dead_until: usize,
     /// Accepted findings not yet released, in `buf` offsets.
     queued: Vec<Finding>,
+    /// The anchored DFA's walk from the first live position, as far as the
+    /// buffer went last time, so that the next piece only steps the new
+    /// bytes: asking again from the start on every piece made a long token
+    /// in small deltas quadratic (60 KB in 4-byte deltas: 3 s).
+    live: Option<Live>,
+    /// Bytes pushed so far, and bytes the searches and walks read: the same
+    /// work budget as a whole-text scan (`work_budget`), past which the held
+    /// text is withheld rather than searched on.
+    seen: usize,
+    work: usize,
     /// Every finding acted on so far, in absolute offsets.
     edits: Vec<Edit>,
     pseudonyms: Pseudonyms,
@@ -69,6 +89,9 @@ impl<'d> StreamRedactor<'d> {
             cursor: 0,
             dead_until: 0,
             queued: Vec::new(),
+            live: None,
+            seen: 0,
+            work: 0,
             edits: Vec::new(),
             pseudonyms: Pseudonyms::default(),
         }
@@ -78,12 +101,19 @@ impl<'d> StreamRedactor<'d> {
     /// with the kind of the first finding whose action is `block`.
     pub fn push(&mut self, chunk: &str) -> Result<String, Kind> {
         self.buf.push_str(chunk);
+        self.seen += chunk.len();
         self.advance(false)
     }
 
     /// The end of the text: releases everything still held.
     pub fn finish(&mut self) -> Result<String, Kind> {
         self.advance(true)
+    }
+
+    /// Bytes the scanner has read so far (searches and DFA walks): for tests
+    /// that the work stays linear in what was pushed.
+    pub fn work(&self) -> usize {
+        self.work
     }
 
     /// Bytes held back right now.
@@ -99,12 +129,35 @@ impl<'d> StreamRedactor<'d> {
     fn advance(&mut self, last: bool) -> Result<String, Kind> {
         let len = self.buf.len();
         let mut hold;
+        let mut overworked = false;
         loop {
             hold = if last { len } else { self.first_live() };
+            if self.work > super::work_budget(self.seen) {
+                overworked = true;
+                hold = self.cursor.min(hold);
+                break;
+            }
+            // Every position before `hold` is settled; with the cursor at
+            // `hold` there is nothing to search before it (a search from
+            // there would only find the live candidate again, reading the
+            // whole held text to do so).
+            if !last && self.cursor >= hold {
+                break;
+            }
             let Some(step) = self.detector.step(&self.buf, self.cursor, len) else {
                 break;
             };
             if step.start >= hold {
+                break;
+            }
+            self.work = self
+                .work
+                .saturating_add(step.searched_to.saturating_sub(self.cursor));
+            if self.work > super::work_budget(self.seen) {
+                // Text of long overlapping candidates, all rejected: what is
+                // not settled yet is withheld (below), never searched on.
+                overworked = true;
+                hold = self.cursor;
                 break;
             }
             if let Some(finding) = step.finding {
@@ -113,8 +166,9 @@ impl<'d> StreamRedactor<'d> {
             self.cursor = step.resume;
         }
         let mut out = String::new();
-        // A candidate that has not resolved within MAX_HOLD bytes.
-        let stuck = !last && hold < len && len - hold > MAX_HOLD;
+        // A candidate that has not resolved within MAX_HOLD bytes, or a text
+        // past the work budget.
+        let stuck = overworked || (!last && hold < len && len - hold > MAX_HOLD);
         if !self.holds {
             // Nothing to change: release everything, keep scanning from the
             // cursor. A stuck candidate is given up, which bounds the state as
@@ -155,14 +209,73 @@ impl<'d> StreamRedactor<'d> {
     fn first_live(&mut self) -> usize {
         let mut at = self.cursor.max(self.dead_until);
         while at < self.buf.len() {
-            let cache = self.cache.get_or_insert_with(|| self.detector.dfa_cache());
-            if self.detector.could_continue(cache, &self.buf, at) {
+            if self.alive_from(at) {
+                return at;
+            }
+            // Overlapping candidates that each live long (`key=key=…`) make
+            // this walk from every boundary quadratic: past the budget the
+            // caller withholds what is not settled.
+            if self.work > super::work_budget(self.seen) {
                 return at;
             }
             at = super::next_boundary(&self.buf, at);
             self.dead_until = at;
         }
         self.buf.len()
+    }
+
+    /// Whether a match starting at `at` is still alive at the end of the
+    /// buffer: the anchored DFA from `at`, resumed where it stood last time
+    /// when that was the same start (and the cache was not cleared since).
+    fn alive_from(&mut self, at: usize) -> bool {
+        let len = self.buf.len();
+        let cache = self.cache.get_or_insert_with(|| self.detector.dfa_cache());
+        let dfa = &self.detector.dfa;
+        let resumed = self
+            .live
+            .filter(|l| l.at == at && l.end <= len && l.clears == cache.clear_count());
+        let (mut state, from) = match resumed {
+            Some(l) => (l.state, l.end),
+            None => {
+                let input = regex_automata::Input::new(&self.buf)
+                    .span(at..len)
+                    .anchored(regex_automata::Anchored::Yes);
+                match dfa.start_state_forward(cache, &input) {
+                    Ok(state) => (state, at),
+                    // Look-behind on a quit byte: holding back is the safe side.
+                    Err(_) => {
+                        self.live = None;
+                        return true;
+                    }
+                }
+            }
+        };
+        for (i, &byte) in self.buf.as_bytes()[from..].iter().enumerate() {
+            match dfa.next_state(cache, state, byte) {
+                Ok(next) => state = next,
+                Err(_) => {
+                    self.live = None;
+                    return true;
+                }
+            }
+            if state.is_dead() {
+                self.work = self.work.saturating_add(i + 1);
+                self.live = None;
+                return false;
+            }
+            if state.is_quit() {
+                self.live = None;
+                return true;
+            }
+        }
+        self.work = self.work.saturating_add(len - from);
+        self.live = Some(Live {
+            at,
+            end: len,
+            state,
+            clears: cache.clear_count(),
+        });
+        !state.is_dead()
     }
 
     /// Copy `buf[released..to]` to `out`, applying the queued findings in it.
@@ -241,6 +354,14 @@ impl<'d> StreamRedactor<'d> {
         self.released -= cut;
         self.cursor -= cut;
         self.dead_until = self.dead_until.saturating_sub(cut);
+        // The walk's start is never before the cursor, which is past `cut`.
+        self.live = self.live.and_then(|l| {
+            Some(Live {
+                at: l.at.checked_sub(cut)?,
+                end: l.end.checked_sub(cut)?,
+                ..l
+            })
+        });
         for finding in &mut self.queued {
             finding.start -= cut;
             finding.end -= cut;
