@@ -1136,11 +1136,30 @@ pub fn cap_output(
         Api::Messages => "max_tokens",
         Api::Responses => "max_output_tokens",
         Api::ChatCompletions => {
-            if body.get("max_tokens").is_some() && body.get("max_completion_tokens").is_none() {
-                "max_tokens"
-            } else {
-                "max_completion_tokens"
+            // A client may send both names and a provider may read either:
+            // each is capped, and the reservation counts the larger.
+            let mut effective = None;
+            if let Some(object) = body.as_object_mut() {
+                for f in ["max_tokens", "max_completion_tokens"] {
+                    if let Some(v) = object.get_mut(f)
+                        && let Some(asked) = v.as_u64()
+                    {
+                        let capped = asked.min(cap);
+                        if capped != asked {
+                            *v = serde_json::Value::from(capped);
+                        }
+                        effective = Some(effective.map_or(capped, |e: u64| e.max(capped)));
+                    }
+                }
+                if effective.is_none() {
+                    object.insert(
+                        "max_completion_tokens".into(),
+                        serde_json::Value::from(cap),
+                    );
+                }
             }
+            let effective = effective.unwrap_or(cap);
+            return effective;
         }
     };
     let effective = exchange

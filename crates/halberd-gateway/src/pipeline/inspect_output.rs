@@ -59,6 +59,10 @@ const SKIP_FIELDS: &[&str] = &[
 /// call's input is the model's output, not the provider's identifiers).
 const MODEL_WRITTEN: &[&str] = &["input", "arguments", "parsed"];
 
+/// Most text streams (choices × fields, tool calls, content blocks, items)
+/// one response may have open at once.
+pub const MAX_TEXT_STREAMS: usize = 256;
+
 /// Why the output stage stopped a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputError {
@@ -182,6 +186,12 @@ impl OutputInspector {
 
     /// Feeds one piece of a text stream; returns what may be released.
     fn push(&mut self, key: &str, piece: &str) -> Result<String, OutputError> {
+        // Each text stream holds a redactor and a DFA cache: a response with
+        // thousands of choices or tool calls would hold memory without bound
+        // (640 MB for 5,000 choices). Past the cap it is refused, not passed.
+        if self.streams.len() >= MAX_TEXT_STREAMS && !self.streams.contains_key(key) {
+            return Err(OutputError::Uninspectable);
+        }
         let policy = &self.policy;
         let stream = self
             .streams

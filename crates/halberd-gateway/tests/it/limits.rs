@@ -350,6 +350,18 @@ async fn the_output_cap_is_injected_for_token_limited_keys() {
     );
     let (_, sent) = seen.lock().unwrap().pop().unwrap();
     assert_eq!(sent["max_tokens"], 256, "lowered to the cap");
+    // Both names sent: both are capped (a provider may read either), and a
+    // smaller one is kept.
+    let body = json!({"model": "m", "max_tokens": 5000, "max_completion_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        crate::post(&gw.url("/v1/chat/completions"), &key, body)
+            .await
+            .status(),
+        200
+    );
+    let (_, sent) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["max_tokens"], 256);
+    assert_eq!(sent["max_completion_tokens"], 100);
     // Keys without token limits are forwarded untouched.
     let free = gw.any_key().await;
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});

@@ -321,3 +321,34 @@ fn text_deltas_of_events_not_modelled_are_redacted_across_events() {
         OutputError::Uninspectable
     );
 }
+
+#[test]
+fn a_response_with_too_many_text_streams_is_refused_not_buffered() {
+    // 10,000 choices in one chunk, each the start of a value that is held.
+    let choices: Vec<Value> = (0..10_000)
+        .map(|i| json!({"index": i, "delta": {"content": "call +44 20 79"}, "finish_reason": null}))
+        .collect();
+    let raw = format!("data: {}\n\n", json!({"id": "c", "choices": choices}));
+    let mut inspector = inspector();
+    assert_eq!(
+        run(&mut inspector, Api::ChatCompletions, &raw).unwrap_err(),
+        OutputError::Uninspectable
+    );
+    assert!(inspector.streams.len() <= super::MAX_TEXT_STREAMS);
+    // Within the cap, many choices are fine.
+    let choices: Vec<Value> = (0..100)
+        .map(|i| json!({"index": i, "delta": {"content": "hello"}, "finish_reason": "stop"}))
+        .collect();
+    let raw = format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"id": "c", "choices": choices})
+    );
+    assert!(
+        run(
+            &mut super::OutputInspector::new(Arc::new(Policy::redact_all()), Pseudonyms::default()),
+            Api::ChatCompletions,
+            &raw
+        )
+        .is_ok()
+    );
+}
