@@ -85,7 +85,9 @@ pub async fn open_keyring(
     } else {
         std::time::Duration::ZERO
     };
-    Ok(Keyring::with_cache(store, pepper, ttl))
+    let keyring = Keyring::with_cache(store, pepper, ttl);
+    keyring.check_pepper().await.map_err(|e| e.to_string())?;
+    Ok(keyring)
 }
 
 /// Usage of a key or a user in the current UTC day and month, from the usage

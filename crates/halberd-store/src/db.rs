@@ -354,6 +354,23 @@ impl Store {
         Ok(())
     }
 
+    /// The value stored under `name`, storing `value` first if there is
+    /// none (the first writer wins, whichever replica it is).
+    pub(crate) async fn meta_or_insert(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<String, StoreError> {
+        const INSERT: &str =
+            "INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+        const SELECT: &str = "SELECT value FROM store_meta WHERE name = $1";
+        on_pool!(self, p => {
+            sqlx::query(INSERT).bind(name).bind(value).execute(p).await?;
+            let row = sqlx::query(SELECT).bind(name).fetch_one(p).await?;
+            row.text("value")
+        })
+    }
+
     pub(crate) async fn record_event(&self, e: &AdminEvent) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO admin_events (at, actor, action, key_id, detail) VALUES ($1, $2, $3, $4, $5)";
         on_pool!(self, p => sqlx::query(SQL)

@@ -247,6 +247,33 @@ impl Keyring {
         }
     }
 
+    /// Checks that this keyring hashes under the pepper the store's keys were
+    /// hashed under, recording the pepper's fingerprint on first use. Replicas
+    /// with different peppers would otherwise refuse each other's keys as
+    /// `invalid_api_key`, silently.
+    pub async fn check_pepper(&self) -> Result<(), StoreError> {
+        let mut mac = self.mac();
+        mac.update(b"halberd pepper fingerprint v1");
+        let mine: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let stored = self
+            .store
+            .meta_or_insert("pepper_fingerprint", &mine)
+            .await?;
+        if stored == mine {
+            Ok(())
+        } else {
+            Err(StoreError::Pepper(
+                "this store's keys were hashed under a different pepper: every replica (and the CLI) must use the same one; set HALBERD_PEPPER to the same value everywhere, or use the pepper file that created the store".into(),
+            ))
+        }
+    }
+
     /// How many authentications read the key from the store while the caller
     /// waited (cache misses), since this keyring was made.
     pub fn request_path_reads(&self) -> u64 {

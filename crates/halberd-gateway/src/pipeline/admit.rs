@@ -1152,10 +1152,7 @@ pub fn cap_output(
                     }
                 }
                 if effective.is_none() {
-                    object.insert(
-                        "max_completion_tokens".into(),
-                        serde_json::Value::from(cap),
-                    );
+                    object.insert("max_completion_tokens".into(), serde_json::Value::from(cap));
                 }
             }
             let effective = effective.unwrap_or(cap);

@@ -46,6 +46,7 @@ on_both_backends!(
     created_key_authenticates_and_only_its_hash_is_stored,
     wrong_secret_with_valid_checksum_is_a_mismatch,
     a_different_pepper_rejects_the_same_key,
+    a_replica_with_another_pepper_is_refused_at_start,
     expiry_and_revocation,
     rotation_keeps_the_old_key_for_the_grace_period_only,
     scopes_are_validated_and_checked,
@@ -94,6 +95,30 @@ async fn wrong_secret_with_valid_checksum_is_a_mismatch(kr: Keyring) {
         kr.authenticate("sk-not-ours", 1001).await,
         Err(AuthError::Malformed)
     ));
+}
+
+async fn a_replica_with_another_pepper_is_refused_at_start(kr: Keyring) {
+    // The first keyring on a store records its pepper's fingerprint.
+    kr.check_pepper().await.unwrap();
+    kr.check_pepper().await.unwrap();
+    let same = Keyring::new(
+        kr.store.clone(),
+        Pepper::from_hex(&"11".repeat(32)).unwrap(),
+    );
+    same.check_pepper().await.unwrap();
+    let other = Keyring::new(
+        kr.store.clone(),
+        Pepper::from_hex(&"22".repeat(32)).unwrap(),
+    );
+    let e = other.check_pepper().await.unwrap_err();
+    assert!(e.to_string().contains("HALBERD_PEPPER"), "{e}");
+    // The fingerprint reveals nothing of the pepper itself.
+    let stored = kr
+        .store
+        .meta_or_insert("pepper_fingerprint", "x")
+        .await
+        .unwrap();
+    assert!(!stored.contains(&"11".repeat(8)), "{stored}");
 }
 
 async fn a_different_pepper_rejects_the_same_key(kr: Keyring) {
