@@ -394,7 +394,7 @@ impl GatewayError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             if let Some(rate) = rate {
-                crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate);
+                crate::pipeline::admit::set_rate_headers(resp.headers_mut(), rate, dialect);
             }
         }
         if let GatewayError::Unavailable { .. } = self {

@@ -172,7 +172,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?;
     let mut rate_headers = HeaderMap::new();
     if let Some(rate) = &permit.rate {
-        admit::set_rate_headers(&mut rate_headers, rate);
+        admit::set_rate_headers(&mut rate_headers, rate, ctx.dialect);
     }
     let result = admitted(
         app,
@@ -337,7 +337,7 @@ async fn admitted(
         None
     };
     if let Some(rate) = reservation.as_ref().and_then(|r| r.rate) {
-        admit::set_rate_headers(rate_headers, &rate);
+        admit::set_rate_headers(rate_headers, &rate, ctx.dialect);
     }
     let accounting = finish::Accounting {
         slot,

@@ -1082,7 +1082,36 @@ pub fn worst_case_cost(
 
 /// `x-ratelimit-limit-{unit}`, `-remaining-{unit}`, `-reset-{unit}`, where the
 /// unit is `requests` or `tokens`.
-pub fn set_rate_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
+pub fn set_rate_headers(
+    headers: &mut http::HeaderMap,
+    rate: &RateInfo,
+    dialect: crate::error::Dialect,
+) {
+    if dialect == crate::error::Dialect::Anthropic {
+        // Anthropic's names, and its reset as the RFC 3339 time at which
+        // the allowance is whole again.
+        let (limit, remaining, reset) = match rate.unit {
+            RateUnit::Requests => (
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ),
+            RateUnit::Tokens => (
+                "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ),
+        };
+        headers.insert(limit, http::HeaderValue::from(rate.limit));
+        headers.insert(remaining, http::HeaderValue::from(rate.remaining));
+        let at = halberd_store::now_unix()
+            .saturating_add(i64::try_from(rate.reset.as_secs()).unwrap_or(i64::MAX))
+            .saturating_add(i64::from(rate.reset.subsec_nanos() > 0));
+        if let Ok(v) = http::HeaderValue::from_str(&rfc3339(at)) {
+            headers.insert(reset, v);
+        }
+        return;
+    }
     let (limit, remaining, reset) = match rate.unit {
         RateUnit::Requests => (
             "x-ratelimit-limit-requests",
@@ -1100,6 +1129,28 @@ pub fn set_rate_headers(headers: &mut http::HeaderMap, rate: &RateInfo) {
     if let Ok(v) = http::HeaderValue::from_str(&reset_text(rate.reset)) {
         headers.insert(reset, v);
     }
+}
+
+/// `2026-12-07T08:54:08Z` for Unix seconds (UTC; the civil-from-days
+/// algorithm, valid for every date after 1970).
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// OpenAI's duration notation for `x-ratelimit-reset-*`: `20ms`, `1s`, `6m0s`,

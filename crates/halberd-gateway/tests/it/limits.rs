@@ -77,6 +77,21 @@ async fn requests_per_minute_with_headers_then_429_in_each_dialect() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
+    // Anthropic callers get Anthropic's header names, the reset as a time.
+    assert_eq!(resp.headers()["anthropic-ratelimit-requests-limit"], "3");
+    assert_eq!(
+        resp.headers()["anthropic-ratelimit-requests-remaining"],
+        "0"
+    );
+    let reset = resp.headers()["anthropic-ratelimit-requests-reset"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reset.len() == 20 && reset.ends_with('Z') && reset.as_bytes()[10] == b'T',
+        "{reset}"
+    );
+    assert!(!resp.headers().contains_key("x-ratelimit-limit-requests"));
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "rate_limit_error");

@@ -458,3 +458,15 @@ fn redis_going_away_is_logged_when_the_readiness_check_notices_first() {
         "{logs}"
     );
 }
+
+#[test]
+fn rfc3339_of_unix_seconds() {
+    for (unix, text) in [
+        (0, "1970-01-01T00:00:00Z"),
+        (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_700_000_000, "2023-11-14T22:13:20Z"),
+        (4_102_444_800, "2100-01-01T00:00:00Z"),
+    ] {
+        assert_eq!(super::rfc3339(unix), text);
+    }
+}
