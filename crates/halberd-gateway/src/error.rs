@@ -311,12 +311,11 @@ impl GatewayError {
                 crate::pipeline::admit::reset_text(*retry_after)
             ),
             BudgetExceeded {
-                what,
                 detail,
                 retry_after,
                 ..
             } => format!(
-                "budget exhausted: the {what} does not cover this request ({detail}); it renews in {}",
+                "budget exceeded: {detail}; it renews in {}",
                 crate::pipeline::admit::reset_text(*retry_after)
             ),
             ModelNotPriced { model } => format!(

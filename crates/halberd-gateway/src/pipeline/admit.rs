@@ -1027,15 +1027,25 @@ fn refusal(checks: &[Check], scopes: &[Scope], outcome: &Outcome) -> GatewayErro
             unit,
             ..
         } => {
-            let detail = match unit {
+            let need = match unit {
                 BudgetUnit::Tokens => {
-                    format!("it needs up to {amount} tokens of a budget of {limit}")
+                    format!("up to {amount} tokens of a budget of {limit}")
                 }
-                BudgetUnit::Usd => format!(
-                    "it could cost up to ${} of a budget of ${}",
-                    Usd(*amount),
-                    Usd(*limit)
-                ),
+                BudgetUnit::Usd => {
+                    format!("up to ${} of a budget of ${}", Usd(*amount), Usd(*limit))
+                }
+            };
+            // Say which: a worst case larger than the whole budget never
+            // fits (lower max_tokens); otherwise what is left is too little
+            // for this request's worst case, which is not the same as spent.
+            let detail = if amount > limit {
+                format!(
+                    "this request's worst case alone is more than the whole {what} ({need}); lower max_tokens"
+                )
+            } else {
+                format!(
+                    "the {what} has too little left for this request's worst case ({need}); a smaller max_tokens may fit"
+                )
             };
             GatewayError::BudgetExceeded {
                 what,

@@ -194,13 +194,17 @@ async fn a_budget_survives_a_restart_through_the_usage_records() {
     let resp = send(&gw, &key, &chat(10), "20,10").await;
     assert_eq!(resp.status(), 402);
     let v: Value = resp.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("daily token budget of this API key"),
-        "{v}"
-    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("daily token budget of this API key"), "{v}");
+    assert!(message.contains("too little left"), "{v}");
+    // A worst case larger than the whole budget says so, on an untouched key.
+    let (_, fresh) = key_with(&gw, None, limits).await;
+    let resp = send(&gw, &fresh, &chat(500), "20,10").await;
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("alone is more than the whole"), "{v}");
+    assert!(message.contains("lower max_tokens"), "{v}");
 }
 
 #[tokio::test]
