@@ -45,6 +45,49 @@ pub struct Relay {
     finish: Finish,
     /// Output inspection, when the policy does anything to responses.
     output: Option<OutputInspector>,
+    /// The provider's model id and the name the client asked for, when they
+    /// differ: events report the client's name.
+    rename: Option<ModelRename>,
+}
+
+/// Reports the model the client asked for (its alias) where the provider
+/// names its own id, in a response or a stream event: `"model":"<id>"`
+/// becomes `"model":"<alias>"`, with or without a space after the colon.
+#[derive(Debug, Clone)]
+pub struct ModelRename {
+    patterns: [(String, String); 2],
+}
+
+impl ModelRename {
+    /// `None` when there is nothing to rename, or the names would need JSON
+    /// escaping (no provider's ids do).
+    pub fn new(upstream: &str, asked: &str) -> Option<ModelRename> {
+        let plain = |s: &str| !s.contains(['"', '\\']) && !s.chars().any(char::is_control);
+        (upstream != asked && plain(upstream) && plain(asked)).then(|| ModelRename {
+            patterns: [
+                (
+                    format!("\"model\":\"{upstream}\""),
+                    format!("\"model\":\"{asked}\""),
+                ),
+                (
+                    format!("\"model\": \"{upstream}\""),
+                    format!("\"model\": \"{asked}\""),
+                ),
+            ],
+        })
+    }
+
+    /// The text with the provider's id replaced, if it held it.
+    pub fn apply(&self, text: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (from, to) in &self.patterns {
+            let current = out.as_deref().unwrap_or(text);
+            if current.contains(from.as_str()) {
+                out = Some(current.replace(from.as_str(), to));
+            }
+        }
+        out
+    }
 }
 
 impl Relay {
@@ -56,6 +99,7 @@ impl Relay {
         deadline: Instant,
         finish: Finish,
         output: Option<OutputInspector>,
+        rename: Option<ModelRename>,
     ) -> Relay {
         Relay {
             upstream,
@@ -69,6 +113,7 @@ impl Relay {
             terminal: Terminal::None,
             finish,
             output,
+            rename,
         }
     }
 
@@ -149,6 +194,17 @@ impl Relay {
     fn pass(&mut self, events: &[SseEvent]) -> Bytes {
         let mut out = BytesMut::new();
         for ev in events {
+            let renamed = self.rename.as_ref().and_then(|r| {
+                let data = r.apply(ev.data.as_deref()?)?;
+                let raw = r.apply(std::str::from_utf8(&ev.raw).ok()?)?;
+                Some(SseEvent {
+                    raw: Bytes::from(raw),
+                    event: ev.event.clone(),
+                    data: Some(data),
+                    id: ev.id.clone(),
+                })
+            });
+            let ev = renamed.as_ref().unwrap_or(ev);
             // One parse per event serves both the local token count and the
             // usage the provider reports.
             let has_usage = ev.data.as_deref().is_some_and(|d| d.contains("\"usage\""));

@@ -137,6 +137,7 @@ pub async fn forward(
             deadline,
             finish,
             output.take(),
+            crate::relay::ModelRename::new(&route.upstream_model, &ex.model),
         );
         let mut resp = Response::new(Body::from_stream(relay.into_stream()));
         let h = resp.headers_mut();
@@ -173,6 +174,17 @@ pub async fn forward(
             None => finish.relayed_text(&String::from_utf8_lossy(&bytes)),
         }
     }
+    // The client hears the model name it asked for, not the provider's id.
+    let (bytes, parsed) = match crate::relay::ModelRename::new(&route.upstream_model, &ex.model)
+        .and_then(|r| r.apply(std::str::from_utf8(&bytes).ok()?))
+    {
+        Some(renamed) => {
+            let bytes = Bytes::from(renamed);
+            let parsed = serde_json::from_slice::<Value>(&bytes);
+            (bytes, parsed)
+        }
+        None => (bytes, parsed),
+    };
     let bytes = match (output.as_mut(), parsed) {
         (None, _) => bytes,
         (Some(output), Ok(mut v)) => match output.whole(&mut v) {

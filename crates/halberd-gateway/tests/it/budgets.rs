@@ -195,7 +195,10 @@ async fn a_budget_survives_a_restart_through_the_usage_records() {
     assert_eq!(resp.status(), 402);
     let v: Value = resp.json().await.unwrap();
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("daily token budget of this API key"), "{v}");
+    assert!(
+        message.contains("daily token budget of this API key"),
+        "{v}"
+    );
     assert!(message.contains("too little left"), "{v}");
     // A worst case larger than the whole budget says so, on an untouched key.
     let (_, fresh) = key_with(&gw, None, limits).await;

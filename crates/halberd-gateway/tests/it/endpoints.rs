@@ -262,3 +262,30 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["checks"]["store"], "ok");
 }
+
+/// `gpt-test` is routed to the upstream id `mock-upstream-model`: the client
+/// hears the name it asked for, whole and streamed, on chat and Responses.
+#[tokio::test]
+async fn responses_report_the_model_the_client_asked_for() {
+    let (_up, gw, key) = setup().await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("/v1/responses", json!({"model": "gpt-test", "input": "hi"})),
+    ] {
+        let v: Value = crate::post(&gw.url(path), &key, body.clone())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["model"], "gpt-test", "{path}: {v}");
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let resp = crate::post(&gw.url(path), &key, streamed).await;
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("mock-upstream-model"), "{path}: {text}");
+        assert!(text.contains("\"model\":\"gpt-test\""), "{path}: {text}");
+    }
+}
