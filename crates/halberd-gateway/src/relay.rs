@@ -99,7 +99,6 @@ impl Relay {
         deadline: Instant,
         finish: Finish,
         output: Option<OutputInspector>,
-        rename: Option<ModelRename>,
     ) -> Relay {
         Relay {
             upstream,
@@ -113,8 +112,14 @@ impl Relay {
             terminal: Terminal::None,
             finish,
             output,
-            rename,
+            rename: None,
         }
+    }
+
+    /// Reports the client's model name where the provider names its own.
+    pub fn renaming(mut self, rename: Option<ModelRename>) -> Relay {
+        self.rename = rename;
+        self
     }
 
     /// The client-facing byte stream.

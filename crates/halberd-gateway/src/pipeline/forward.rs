@@ -137,8 +137,11 @@ pub async fn forward(
             deadline,
             finish,
             output.take(),
-            crate::relay::ModelRename::new(&route.upstream_model, &ex.model),
-        );
+        )
+        .renaming(crate::relay::ModelRename::new(
+            &route.upstream_model,
+            &ex.model,
+        ));
         let mut resp = Response::new(Body::from_stream(relay.into_stream()));
         let h = resp.headers_mut();
         h.insert(
