@@ -457,7 +457,11 @@ fn model_object(
     }
 }
 
-async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Response, GatewayError> {
+/// The request's context and key, for the model endpoints.
+async fn models_caller(
+    app: &AppState,
+    req: Request,
+) -> Result<(RequestCtx, halberd_store::KeyRecord), GatewayError> {
     let ctx = req
         .extensions()
         .get::<RequestCtx>()
@@ -467,6 +471,11 @@ async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Respon
     if !key.allows_endpoint("models") {
         return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });
     }
+    Ok((ctx, key))
+}
+
+async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Response, GatewayError> {
+    let (ctx, key) = models_caller(&app, req).await?;
     let visible: Vec<_> = visible_models(&app, &key).collect();
     let data: Vec<_> = visible
         .iter()
@@ -491,15 +500,7 @@ async fn model(
     axum::extract::Path(id): axum::extract::Path<String>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    let ctx = req
-        .extensions()
-        .get::<RequestCtx>()
-        .cloned()
-        .ok_or(GatewayError::Internal)?;
-    let key = authenticate::authenticate(&app.keyring, req.headers(), &ctx.request_id).await?;
-    if !key.allows_endpoint("models") {
-        return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });
-    }
+    let (ctx, key) = models_caller(&app, req).await?;
     let found = visible_models(&app, &key).find(|m| m.name == id);
     match found {
         Some(m) => Ok(axum::Json(model_object(&app, ctx.dialect, m)).into_response()),

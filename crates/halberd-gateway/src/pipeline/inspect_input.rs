@@ -67,36 +67,13 @@ pub fn inspect_input(
     if policy.sensitive_input.is_off() {
         return Ok(inspection);
     }
-    let detector = Detector::shared();
     for part in &exchange.parts {
-        let findings = detector.scan(&part.text);
-        if findings.is_empty() {
-            continue;
-        }
-        let redaction = sensitive::redact(
-            &part.text,
-            &findings,
-            &policy.sensitive_input,
-            &mut inspection.pseudonyms,
-        );
-        for edit in &redaction.edits {
-            *inspection
-                .counts
-                .entry((type_label(edit.finding.kind), edit.action.name()))
-                .or_default() += 1;
-        }
-        if let Some(kind) = redaction.blocked() {
-            return Err(GatewayError::SensitiveData {
-                kind: type_label(kind),
-                at: part.pointer.clone(),
-            });
-        }
-        if redaction.changed() {
+        if let Some(text) = inspect_text(policy, &part.text, &part.pointer, &mut inspection)? {
             let Some(slot) = body.pointer_mut(&part.pointer) else {
                 tracing::error!(pointer = %part.pointer, "decoded part not found in the body");
                 return Err(GatewayError::Internal);
             };
-            *slot = Value::String(redaction.text);
+            *slot = Value::String(text);
         }
     }
     let covered: std::collections::HashSet<&str> =
@@ -180,35 +157,46 @@ fn inspect_rest(
             if covered.contains(pointer.as_str()) || text.starts_with("data:") {
                 return Ok(());
             }
-            let findings = Detector::shared().scan(text);
-            if findings.is_empty() {
-                return Ok(());
-            }
-            let redaction = sensitive::redact(
-                text,
-                &findings,
-                &policy.sensitive_input,
-                &mut inspection.pseudonyms,
-            );
-            for edit in &redaction.edits {
-                *inspection
-                    .counts
-                    .entry((type_label(edit.finding.kind), edit.action.name()))
-                    .or_default() += 1;
-            }
-            if let Some(kind) = redaction.blocked() {
-                return Err(GatewayError::SensitiveData {
-                    kind: type_label(kind),
-                    at: pointer.clone(),
-                });
-            }
-            if redaction.changed() {
-                *text = redaction.text;
+            if let Some(new) = inspect_text(policy, text, pointer, inspection)? {
+                *text = new;
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
+}
+
+/// One text at `pointer` under the input policy: counted, refused on a
+/// `block`, and the edited text when the policy changed it.
+fn inspect_text(
+    policy: &GuardPolicy,
+    text: &str,
+    pointer: &str,
+    inspection: &mut InputInspection,
+) -> Result<Option<String>, GatewayError> {
+    let findings = Detector::shared().scan(text);
+    if findings.is_empty() {
+        return Ok(None);
+    }
+    let redaction = sensitive::redact(
+        text,
+        &findings,
+        &policy.sensitive_input,
+        &mut inspection.pseudonyms,
+    );
+    for edit in &redaction.edits {
+        *inspection
+            .counts
+            .entry((type_label(edit.finding.kind), edit.action.name()))
+            .or_default() += 1;
+    }
+    if let Some(kind) = redaction.blocked() {
+        return Err(GatewayError::SensitiveData {
+            kind: type_label(kind),
+            at: pointer.to_owned(),
+        });
+    }
+    Ok(redaction.changed().then_some(redaction.text))
 }
 
 /// Whether any input finding was pseudonymized (the response then needs
