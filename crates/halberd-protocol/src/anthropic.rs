@@ -104,7 +104,7 @@ pub fn decode_messages(body: &Value) -> Result<Exchange, DecodeError> {
     // Required by the Messages API, which refuses a request without it;
     // checked last, so that other errors are named as the API names them.
     if max_output_tokens.is_none() {
-        return Err(DecodeError::at("max_tokens", "max_tokens: Field required"));
+        return Err(DecodeError::at("max_tokens", "Field required"));
     }
     Ok(Exchange {
         api: Api::Messages,
