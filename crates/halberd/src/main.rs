@@ -308,12 +308,44 @@ fn env(name: &str) -> Option<String> {
 /// Reads and validates the configuration. Relative paths in a file are taken
 /// from the file's directory; the embedded default uses the working directory.
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
-    let (file, base) = match path {
+    let (file, base) = read_config(path)?;
+    file.build(&base, &env)
+        .map_err(|e| format!("invalid configuration: {e}"))
+}
+
+fn read_config(path: Option<&Path>) -> Result<(ConfigFile, PathBuf), String> {
+    Ok(match path {
         Some(p) => (
             ConfigFile::read(p).map_err(|e| e.to_string())?,
             p.parent().map(Path::to_path_buf).unwrap_or_default(),
         ),
         None => (ConfigFile::default(), PathBuf::from(".")),
+    })
+}
+
+/// The configuration for commands that work on the store only (`keys`,
+/// `users`): they call no provider and hash nothing, so the variables that
+/// hold provider keys and hash keys need not be set for them (an operator
+/// managing keys should not need every provider's credentials). Everything
+/// else is validated as for `serve`.
+fn load_config_for_store(path: Option<&Path>) -> Result<Config, String> {
+    let (file, base) = read_config(path)?;
+    let secrets: std::collections::HashSet<String> = file
+        .providers
+        .iter()
+        .filter_map(|p| p.api_key_env.clone())
+        .chain(
+            file.policies
+                .iter()
+                .filter_map(|p| p.sensitive.hash_key_env.clone()),
+        )
+        .collect();
+    let env = |name: &str| {
+        env(name).or_else(|| {
+            secrets
+                .contains(name)
+                .then(|| "unused-by-this-command-0000".to_owned())
+        })
     };
     file.build(&base, &env)
         .map_err(|e| format!("invalid configuration: {e}"))
@@ -512,7 +544,7 @@ fn metadata(m: Option<&str>) -> Result<Option<serde_json::Value>, String> {
 }
 
 async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
-    let config = load_config(path)?;
+    let config = load_config_for_store(path)?;
     let keyring: Keyring = halberd_gateway::open_keyring(&config, &env, false).await?;
     let now = now_unix();
     let err = |e: halberd_store::StoreError| e.to_string();
@@ -639,7 +671,7 @@ fn state(k: &KeyRecord, now: i64) -> &'static str {
 }
 
 async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
-    let config = load_config(path)?;
+    let config = load_config_for_store(path)?;
     let keyring: Keyring = halberd_gateway::open_keyring(&config, &env, false).await?;
     let err = |e: halberd_store::StoreError| e.to_string();
     let to_json = |v: &serde_json::Value| serde_json::to_string(v).map_err(|e| e.to_string());

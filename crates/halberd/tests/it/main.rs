@@ -516,3 +516,42 @@ fn eval_dataset_reports_per_source_and_loads_a_weights_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1"));
 }
+
+/// Key management calls no provider: it works without the provider keys and
+/// hash keys the configuration names, which `serve` and `scan` still need.
+#[test]
+fn keys_and_users_work_without_provider_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h.toml");
+    std::fs::write(
+        &cfg,
+        "[[providers]]\nname = \"oai\"\nkind = \"openai\"\napi_key_env = \"HALBERD_TEST_UNSET_PROVIDER_KEY\"\n[[models]]\nname = \"gpt-4o\"\nprovider = \"oai\"\n[[policies]]\nname = \"default\"\n[policies.sensitive]\ninput = { email = \"hash\" }\nhash_key_env = \"HALBERD_TEST_UNSET_HASH_KEY\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_halberd"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("HALBERD_CONFIG", &cfg)
+            .env_remove("HALBERD_TEST_UNSET_PROVIDER_KEY")
+            .env_remove("HALBERD_TEST_UNSET_HASH_KEY")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["keys", "create", "--name", "ops", "--json"][..],
+        &["keys", "list"][..],
+        &["users", "limits", "ann", "--rpm", "5"][..],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The commands that need them still say what is missing.
+    let out = run(&["config", "check"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HALBERD_TEST_UNSET_PROVIDER_KEY"));
+}
