@@ -61,6 +61,7 @@ struct PendingError(GatewayError);
 pub async fn edge(mut req: Request, next: Next) -> Response {
     let request_id = request_id(req.headers());
     let dialect = Dialect::for_request(req.uri().path(), req.headers());
+    let path = req.uri().path().to_owned();
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
         dialect,
@@ -74,6 +75,19 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         }
     };
     if let Some(pending) = resp.extensions_mut().remove::<Arc<PendingError>>() {
+        // Refusals of the client's own making (malformed, unknown path, bad
+        // method, too large, bad key) would otherwise leave no trace; the
+        // others log their own event. Never the body; the path capped.
+        if pending.0.origin() == crate::error::Origin::Client {
+            let path: String = path.chars().take(256).collect();
+            tracing::info!(
+                request_id,
+                path = %path.escape_debug(),
+                status = pending.0.status().as_u16(),
+                code = pending.0.code(),
+                "request refused"
+            );
+        }
         // Headers a handler set beside its error (x-ratelimit-*) stay.
         let extra = std::mem::take(resp.headers_mut());
         resp = pending.0.respond(dialect, &request_id);
@@ -575,5 +589,44 @@ mod tests {
             assert_eq!(v["error"]["code"], "internal_error");
             assert_eq!(v["type"] == "error", anthropic);
         }
+    }
+
+    #[tokio::test]
+    async fn refusals_before_authentication_are_logged_without_the_body() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .fallback(|| async { GatewayError::NotFound })
+            .layer(middleware::from_fn(edge));
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/nowhere")
+            .header(REQUEST_ID_HEADER, "req-probe-1")
+            .body(Body::from("{\"secret\": \"sk-do-not-log\"}"))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("request refused"), "{logs}");
+        assert!(logs.contains("req-probe-1"), "{logs}");
+        assert!(logs.contains("/v1/nowhere"), "{logs}");
+        assert!(logs.contains("status=404"), "{logs}");
+        assert!(!logs.contains("sk-do-not-log"), "{logs}");
     }
 }

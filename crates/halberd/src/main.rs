@@ -291,8 +291,11 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALBERD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: piped to a file or a collector, escape
+    // codes are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("HALBERD_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -465,7 +468,11 @@ async fn serve(
     let admin = gateway.admin_addr().map_err(|e| e.to_string())?;
     let keys = state.keyring.list().await.map_err(|e| e.to_string())?;
     println!("halberd listening on http://{addr} (admin API on http://{admin})");
-    println!("store: {}", state.config.store_path.display());
+    match state.config.store_url {
+        // The URL may hold a password: the backend only.
+        Some(_) => println!("store: postgres ([store] url / HALBERD_STORE_URL)"),
+        None => println!("store: {}", state.config.store_path.display()),
+    }
     println!(
         "models: {}",
         state
@@ -489,8 +496,15 @@ async fn serve(
         println!(
             "no keys yet; create the first one with:\n  halberd{cfg} keys create --name my-first-key"
         );
+        // A model the configuration really has: the first named one.
+        let example = state
+            .config
+            .models
+            .iter()
+            .find(|m| !m.is_pattern())
+            .map_or("MODEL", |m| m.name.as_str());
         println!(
-            "then call it like OpenAI:\n  curl http://{addr}/v1/chat/completions -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+            "then call it like OpenAI:\n  curl http://{addr}/v1/chat/completions -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );
     }
     gateway.run(shutdown_signal()).await;
@@ -585,16 +599,34 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 );
             } else {
                 println!(
-                    "{:<14} {:<24} {:<16} {:<10} MODELS",
-                    "ID", "NAME", "USER", "STATE"
+                    "{:<14} {:<24} {:<16} {:<10} {:<20} {:<12} {:<24} MODELS",
+                    "ID", "NAME", "USER", "STATE", "EXPIRES", "POLICY", "LIMITS"
                 );
                 for k in &keys {
+                    let limits = serde_json::to_value(k.limits)
+                        .ok()
+                        .and_then(|v| v.as_object().cloned())
+                        .map(|m| {
+                            m.iter()
+                                .filter(|(_, v)| !v.is_null())
+                                .map(|(name, v)| {
+                                    format!("{name}={}", v.to_string().trim_matches('"'))
+                                })
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<14} {:<24} {:<16} {:<10} {}",
+                        "{:<14} {:<24} {:<16} {:<10} {:<20} {:<12} {:<24} {}",
                         k.id,
                         k.name,
                         k.user.as_deref().unwrap_or("-"),
                         state(k, now),
+                        k.expires_at
+                            .map_or_else(|| "-".into(), halberd_gateway::pipeline::admit::rfc3339),
+                        k.policy.as_deref().unwrap_or("default"),
+                        limits,
                         if k.allowed_models.is_empty() {
                             "*".into()
                         } else {

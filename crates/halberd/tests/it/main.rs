@@ -82,7 +82,19 @@ fn key_lifecycle_on_the_default_store() {
     assert!(revoked["revoked_at"].is_i64());
 
     let human = halberd(dir.path(), &["keys", "list"]);
-    assert!(String::from_utf8_lossy(&human.stdout).contains("revoked"));
+    let table = String::from_utf8_lossy(&human.stdout);
+    assert!(table.contains("revoked"));
+    // Expiry (a time 30 days on), policy and limits are shown.
+    let header = table.lines().next().unwrap();
+    for column in ["EXPIRES", "POLICY", "LIMITS"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.contains("default"), "{row}");
+    assert!(
+        row.contains('T') && row.contains('Z'),
+        "an expiry time: {row}"
+    );
 }
 
 #[test]
@@ -554,4 +566,45 @@ fn keys_and_users_work_without_provider_credentials() {
     let out = run(&["config", "check"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HALBERD_TEST_UNSET_PROVIDER_KEY"));
+}
+
+/// The banner suggests a model the configuration has, and logs written to a
+/// pipe carry no colour codes.
+#[test]
+fn the_banner_names_a_configured_model_and_piped_logs_have_no_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nallow_http = true\n[[models]]\nname = \"llama-local\"\nprovider = \"local\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .current_dir(dir.path())
+        .env("HALBERD_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let banner: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(9)
+        .map(Result::unwrap)
+        .collect();
+    let text = banner.join("\n");
+    assert!(text.contains("\"model\":\"llama-local\""), "{text}");
+    assert!(!text.contains("mock-1"), "{text}");
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    child.0.wait().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut logs).unwrap();
+    assert!(!logs.is_empty());
+    assert!(!logs.contains('\u{1b}'), "{logs}");
 }
