@@ -18,7 +18,12 @@ use halberd_gateway::duration::parse_duration;
 use halberd_store::{KeyRecord, KeySpec, KeyUpdate, Keyring, now_unix};
 
 #[derive(Parser)]
-#[command(name = "halberd", version, about = "A security gateway for AI APIs")]
+#[command(
+    name = "halberd",
+    version,
+    about = "A security gateway for AI APIs",
+    after_help = "Examples:\n  halberd serve\n  halberd keys create --name app --models gpt-4o --rpm 600 --json\n  halberd keys rotate KEY_ID --grace 24h\n  halberd users limits ann --budget-usd-daily 5\n  halberd config check halberd.toml\n  echo '{\"text\": \"mail ann@example.com\"}' | halberd scan\n\nEnvironment: HALBERD_CONFIG (configuration file), HALBERD_LOG (log filter, e.g. info or halberd=debug), HALBERD_LOG_FORMAT=json, HALBERD_PEPPER (key-hashing pepper, hex), HALBERD_STORE_URL (Postgres URL), HALBERD_ADMIN_TOKEN (admin API token; the variable is configurable), and the provider and hash key variables the configuration names."
+)]
 struct Cli {
     /// Configuration file (TOML). Default: $HALBERD_CONFIG, else the embedded
     /// default (SQLite ./halberd.db, the built-in mock provider).
@@ -48,6 +53,9 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script: `halberd completions bash >
+    /// /etc/bash_completion.d/halberd`, or zsh, fish, elvish, powershell.
+    Completions { shell: clap_complete::Shell },
     /// Inspect JSON Lines offline: one result per input line (`text` field).
     Scan {
         /// The policy whose input actions apply (default: `default`).
@@ -116,34 +124,42 @@ enum KeysCommand {
     Create {
         #[command(flatten)]
         attrs: KeyAttrs,
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List keys (never their secrets).
     List {
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Change a key's attributes.
     Update {
+        /// The key's id (the part after `hbd_`, as `keys list` shows it).
         id: String,
         #[command(flatten)]
         attrs: KeyAttrs,
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Issue a successor; the old key keeps working for the grace period.
     Rotate {
+        /// The key's id (as `keys list` shows it).
         id: String,
         /// How long the old key stays valid.
         #[arg(long, default_value = "24h")]
         grace: String,
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a key at once.
     Revoke {
+        /// The key's id (as `keys list` shows it).
         id: String,
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -237,14 +253,17 @@ impl LimitFlags {
 enum UsersCommand {
     /// Set limits that apply to all of a user's keys together (0 removes one).
     Limits {
+        /// The user, as given to `keys create --user`.
         user: String,
         #[command(flatten)]
         limits: LimitFlags,
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List users with limits.
     List {
+        /// Print JSON (one object or array) for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -263,7 +282,11 @@ enum UsersCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and print the effective settings.
-    Check { file: Option<PathBuf> },
+    Check {
+        /// The file to check (default: --config, $HALBERD_CONFIG, or the
+        /// embedded default).
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -362,6 +385,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => serve(cli.config.as_deref(), listen, admin_listen).await,
         Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
         Command::Users(cmd) => users(cli.config.as_deref(), cmd).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "halberd", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             check(file.as_deref().or(cli.config.as_deref()))
         }

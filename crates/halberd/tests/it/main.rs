@@ -608,3 +608,27 @@ fn the_banner_names_a_configured_model_and_piped_logs_have_no_colour() {
     assert!(!logs.is_empty());
     assert!(!logs.contains('\u{1b}'), "{logs}");
 }
+
+#[test]
+fn completions_and_help_for_people_in_terminals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = halberd(dir.path(), &["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_halberd") && script.contains("rotate"),
+        "{script}"
+    );
+    let out = halberd(dir.path(), &["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["Examples:", "HALBERD_PEPPER", "HALBERD_LOG_FORMAT"] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    let out = halberd(dir.path(), &["keys", "rotate", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("<ID>  The key's id"), "{help}");
+    assert!(
+        help.contains("--json") && help.contains("Print JSON"),
+        "{help}"
+    );
+}
