@@ -225,6 +225,20 @@ fn content_block(
                 }
             }
         }
+        Some(t) if t.ends_with("_tool_result") => {
+            // Results of server tools (`web_fetch_tool_result`,
+            // `code_execution_tool_result`, `web_search_tool_result`) and of
+            // MCP servers (`mcp_tool_result`): text a tool or the web wrote.
+            if let Some(content) = obj.get("content") {
+                w.push_text_leaves(
+                    &format!("{ptr}/content"),
+                    content,
+                    Some(Role::Tool),
+                    Provenance::Tool,
+                    PartKind::ToolResult,
+                );
+            }
+        }
         Some(_) | None => {
             // Images, redacted thinking and block types we do not model. A block
             // with a `text` string is still text, whatever its type.

@@ -238,6 +238,61 @@ impl Walker {
     }
 }
 
+impl Walker {
+    /// Like [`Walker::push_leaves`], but for content a provider or a tool
+    /// wrote in a shape we do not model: every string is text someone else
+    /// wrote, except the fields that are identifiers or vocabulary and
+    /// inline binary (`{"type": "base64", "data": …}`).
+    pub fn push_text_leaves(
+        &mut self,
+        pointer: &str,
+        value: &Value,
+        role: Option<Role>,
+        provenance: Provenance,
+        kind: PartKind,
+    ) {
+        const NOT_TEXT: &[&str] = &[
+            "type",
+            "id",
+            "tool_use_id",
+            "call_id",
+            "approval_request_id",
+            "media_type",
+            "mime_type",
+            "signature",
+            "encrypted_content",
+            "status",
+            "server_label",
+            "file_id",
+            "container_id",
+        ];
+        match value {
+            Value::String(s) => self.push(pointer.to_owned(), role, provenance, kind, s),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    self.push_text_leaves(&format!("{pointer}/{i}"), v, role, provenance, kind);
+                }
+            }
+            Value::Object(map) => {
+                let base64 = map.get("type").and_then(Value::as_str) == Some("base64");
+                for (k, v) in map {
+                    if NOT_TEXT.contains(&k.as_str()) || (base64 && k == "data") {
+                        continue;
+                    }
+                    self.push_text_leaves(
+                        &format!("{pointer}/{}", escape_pointer(k)),
+                        v,
+                        role,
+                        provenance,
+                        kind,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Escapes one reference token of a JSON Pointer.
 pub fn escape_pointer(token: &str) -> String {
     if token.contains(['~', '/']) {

@@ -3,9 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::exchange::{
-    Walker, array, escape_pointer, model_name, optional_array, optional_bool, optional_u64,
-};
+use crate::exchange::{Walker, array, model_name, optional_array, optional_bool, optional_u64};
 use crate::{Api, DecodeError, Exchange, PartKind, Provenance, Role};
 
 /// Decodes a `POST /v1/chat/completions` body.
@@ -134,6 +132,17 @@ pub fn decode_chat(body: &Value) -> Result<Exchange, DecodeError> {
             None,
             Provenance::Operator,
             PartKind::ToolDefinition,
+        );
+    }
+    // A predicted output is text the model reads as a draft of its answer:
+    // whoever wrote it, it is read like a user turn.
+    if let Some(content) = body.pointer("/prediction/content") {
+        w.push_text_leaves(
+            "/prediction/content",
+            content,
+            Some(Role::User),
+            Provenance::User,
+            PartKind::Text,
         );
     }
     Ok(Exchange {
@@ -352,20 +361,12 @@ fn response_item(w: &mut Walker, item: &Value, param: &str, ptr: &str) -> Result
             }
         }
         Some(_) => {
-            // An item type we do not model (a built-in tool call, a new kind):
-            // whatever text it carries came from a tool or the model, never from
-            // the operator, so it is listed as tool output.
-            for field in ["output", "text", "content", "arguments", "input", "result"] {
-                if let Some(v) = obj.get(field) {
-                    w.push_leaves(
-                        &format!("{ptr}/{}", escape_pointer(field)),
-                        v,
-                        None,
-                        Provenance::Tool,
-                        PartKind::ToolResult,
-                    );
-                }
-            }
+            // An item type we do not model (a built-in tool call, file search
+            // results, code-interpreter logs, an MCP server's tool list, a new
+            // kind): whatever text it carries, in any field, came from a tool
+            // or the model, never from the operator, so it is scored and
+            // inspected as tool output.
+            w.push_text_leaves(ptr, item, None, Provenance::Tool, PartKind::ToolResult);
         }
     }
     Ok(())
