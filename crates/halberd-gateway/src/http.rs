@@ -248,6 +248,9 @@ async fn admitted(
         &bytes,
         app.config.limits.max_json_depth,
     )?;
+    // Size and shape first: a request the policy refuses anyway costs no
+    // inspection.
+    inspect_input::check_shape(&policy.content, &value, &exchange, bytes.len())?;
     // Large bodies are inspected on the blocking pool: a scan is linear in
     // its input but a multi-megabyte part still takes milliseconds, which
     // must not stall the async workers (and `/healthz`) for everyone else.
@@ -317,9 +320,7 @@ async fn admitted(
     let counts_tokens = scopes.iter().any(|s| s.limits.counts_tokens());
     let count = || encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
     let counted = (counts_tokens || policy.content.max_prompt_tokens.is_some()).then(count);
-    inspect_input::check_content(&policy.content, &value, &exchange, bytes.len(), || {
-        counted.unwrap_or_else(count)
-    })?;
+    inspect_input::check_prompt_tokens(&policy.content, || counted.unwrap_or_else(count))?;
     let prompt = counted.unwrap_or(0);
     let price = app.config.rate_limits.prices.get(&route.upstream_model);
     // Room for the usage record before anything is reserved or forwarded: a

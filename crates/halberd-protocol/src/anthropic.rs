@@ -106,13 +106,15 @@ pub fn decode_messages(body: &Value) -> Result<Exchange, DecodeError> {
     if max_output_tokens.is_none() {
         return Err(DecodeError::at("max_tokens", "Field required"));
     }
+    let opaque = w.opaque;
+    let w_parts = w.into_parts()?;
     Ok(Exchange {
         api: Api::Messages,
         model: model.to_owned(),
         stream,
         max_output_tokens,
-        parts: w.parts,
-        opaque_parts: w.opaque,
+        parts: w_parts,
+        opaque_parts: opaque,
     })
 }
 

@@ -175,16 +175,35 @@ impl Exchange {
 /// Builds an [`Exchange`] while walking a body: keeps the JSON Pointer and the
 /// provider-notation path in step, so errors and parts both say where they are.
 pub(crate) struct Walker {
-    pub parts: Vec<Part>,
+    parts: Vec<Part>,
     pub opaque: usize,
+    /// Parts past [`MAX_PARTS`], not kept.
+    dropped: usize,
 }
+
+/// The most text parts one request may have. Counted while decoding, so
+/// that a body of millions of tiny strings is refused before it is held as
+/// millions of parts (an 8 MB body of tool-schema strings took 420 MB).
+pub const MAX_PARTS: usize = 65_536;
 
 impl Walker {
     pub fn new() -> Self {
         Walker {
             parts: Vec::new(),
             opaque: 0,
+            dropped: 0,
         }
+    }
+
+    /// The parts, or an error if there were more than [`MAX_PARTS`].
+    pub fn into_parts(self) -> Result<Vec<Part>, DecodeError> {
+        if self.dropped > 0 {
+            return Err(DecodeError::body(format!(
+                "the request has more than {MAX_PARTS} text parts ({} in all)",
+                self.parts.len() + self.dropped
+            )));
+        }
+        Ok(self.parts)
     }
 
     pub fn push(
@@ -195,6 +214,10 @@ impl Walker {
         kind: PartKind,
         text: &str,
     ) {
+        if self.parts.len() >= MAX_PARTS {
+            self.dropped += 1;
+            return;
+        }
         self.parts.push(Part {
             pointer,
             role,

@@ -145,13 +145,15 @@ pub fn decode_chat(body: &Value) -> Result<Exchange, DecodeError> {
             PartKind::Text,
         );
     }
+    let opaque = w.opaque;
+    let w_parts = w.into_parts()?;
     Ok(Exchange {
         api: Api::ChatCompletions,
         model: model.to_owned(),
         stream,
         max_output_tokens,
-        parts: w.parts,
-        opaque_parts: w.opaque,
+        parts: w_parts,
+        opaque_parts: opaque,
     })
 }
 
@@ -254,13 +256,15 @@ pub fn decode_responses(body: &Value) -> Result<Exchange, DecodeError> {
             PartKind::Text,
         );
     }
+    let opaque = w.opaque;
+    let w_parts = w.into_parts()?;
     Ok(Exchange {
         api: Api::Responses,
         model: model.to_owned(),
         stream,
         max_output_tokens,
-        parts: w.parts,
-        opaque_parts: w.opaque,
+        parts: w_parts,
+        opaque_parts: opaque,
     })
 }
 
@@ -447,13 +451,15 @@ pub fn decode_embeddings(body: &Value) -> Result<Exchange, DecodeError> {
             ));
         }
     }
+    let opaque = w.opaque;
+    let w_parts = w.into_parts()?;
     Ok(Exchange {
         api: Api::Embeddings,
         model: model.to_owned(),
         stream: false,
         max_output_tokens: None,
-        parts: w.parts,
-        opaque_parts: w.opaque,
+        parts: w_parts,
+        opaque_parts: opaque,
     })
 }
 

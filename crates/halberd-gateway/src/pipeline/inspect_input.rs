@@ -208,23 +208,15 @@ pub fn pseudonymized(inspection: &InputInspection) -> bool {
         .any(|(_, action)| *action == Action::Pseudonymize.name())
 }
 
-/// Checks the policy's content limits on a decoded request. `prompt_tokens`
-/// is called only when a token limit is set (counting costs a tokenizer pass).
-pub fn check_content(
+/// Checks the policy's size and shape limits on a decoded request, before
+/// any inspection: a request too big to be allowed is refused before the
+/// detectors spend time on it.
+pub fn check_shape(
     limits: &crate::config::ContentLimits,
     body: &Value,
     exchange: &Exchange,
     body_bytes: usize,
-    prompt_tokens: impl FnOnce() -> u64,
 ) -> Result<(), GatewayError> {
-    let over = |what: &'static str, limit: Option<u64>, actual: u64| match limit {
-        Some(limit) if actual > limit => Err(GatewayError::ContentLimit {
-            what,
-            limit,
-            actual,
-        }),
-        _ => Ok(()),
-    };
     let len = |field: &str| {
         body.get(field)
             .and_then(Value::as_array)
@@ -242,9 +234,29 @@ pub fn check_content(
         "image, audio or file parts",
         limits.max_opaque_parts,
         exchange.opaque_parts as u64,
-    )?;
+    )
+}
+
+/// The policy's prompt-token limit; `prompt_tokens` is called only when one
+/// is set (counting costs a tokenizer pass, with the routed model's
+/// tokenizer, so after routing).
+pub fn check_prompt_tokens(
+    limits: &crate::config::ContentLimits,
+    prompt_tokens: impl FnOnce() -> u64,
+) -> Result<(), GatewayError> {
     if limits.max_prompt_tokens.is_some() {
         over("prompt tokens", limits.max_prompt_tokens, prompt_tokens())?;
     }
     Ok(())
+}
+
+fn over(what: &'static str, limit: Option<u64>, actual: u64) -> Result<(), GatewayError> {
+    match limit {
+        Some(limit) if actual > limit => Err(GatewayError::ContentLimit {
+            what,
+            limit,
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }

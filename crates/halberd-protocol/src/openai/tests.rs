@@ -301,3 +301,19 @@ fn absurd_reported_usage_is_treated_as_not_reported() {
     );
     assert!(anthropic(json!({"input_tokens": 3, "output_tokens": 4})).is_some());
 }
+
+#[test]
+fn a_body_of_too_many_text_parts_is_refused_while_decoding() {
+    // Tiny strings in a tool schema, each one a part.
+    let many: Vec<Value> = (0..crate::exchange::MAX_PARTS + 10)
+        .map(|i| json!(format!("v{i}")))
+        .collect();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"enum": many}}}]});
+    let err = decode_chat(&body).unwrap_err();
+    assert!(err.message.contains("more than 65536 text parts"), "{err}");
+    let few: Vec<Value> = (0..100).map(|i| json!(format!("v{i}"))).collect();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"enum": few}}}]});
+    assert!(decode_chat(&body).is_ok());
+}
