@@ -3,17 +3,21 @@
 //! 1. [`authenticate`]: the presented key → the key's record (the principal).
 //! 2. [`admit`]: per-key request-rate and concurrency limits → a permit held
 //!    until the exchange ends, or a 429.
-//! 3. [`decode`]: the body → a JSON tree and its [`halberd_protocol::Exchange`].
+//! 3. [`decode`]: the body (read within the body timeout) → a JSON tree and
+//!    its [`halberd_protocol::Exchange`]; then the policy's size and shape
+//!    limits, before any detector runs.
 //! 4. [`inspect_injection`]: every part scored for prompt injection at its
 //!    trust level → the request refused, or flagged parts reported; then
-//!    [`inspect_input`]: PII and secrets in every part → the body rewritten by
-//!    the key's policy, or the request refused; then the policy's content
-//!    limits.
-//! 5. [`route`]: the requested model → provider and upstream model id.
+//!    [`inspect_input`]: PII and secrets in every part and in every other
+//!    string of the body → the body rewritten by the key's policy, or the
+//!    request refused (bodies of 64 KiB and more on the blocking pool).
+//! 5. [`route`]: the requested model → provider and upstream model id; then
+//!    the policy's prompt-token limit, counted with that model's tokenizer.
 //! 6. [`admit`] again, for keys with a token limit: prompt tokens (counted for
 //!    the routed model) plus the output cap → a reservation settled when the
 //!    exchange ends, or a 429.
-//! 7. [`forward`]: the upstream call, streamed when the client streams.
+//! 7. [`forward`]: the upstream call, streamed when the client streams, after a
+//!    place for its usage record is reserved in the ledger (503 when full).
 //! 8. [`inspect_output`]: the response, whole or streamed, redacted by the
 //!    key's output policy, with input pseudonyms restored (run by `forward` and
 //!    the streaming relay).
