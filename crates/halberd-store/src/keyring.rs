@@ -269,7 +269,7 @@ impl Keyring {
             Ok(())
         } else {
             Err(StoreError::Pepper(
-                "this store's keys were hashed under a different pepper: every replica (and the CLI) must use the same one; set HALBERD_PEPPER to the same value everywhere, or use the pepper file that created the store".into(),
+                "this store's keys were hashed under a different pepper: every replica (and the CLI) must use the same one; set HALBERD_PEPPER to the same value everywhere, or use the pepper file that created the store (to start over with a new pepper, which makes every existing key invalid, delete the row 'pepper_fingerprint' of the table store_meta)".into(),
             ))
         }
     }
