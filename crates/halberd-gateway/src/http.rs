@@ -61,7 +61,8 @@ struct PendingError(GatewayError);
 pub async fn edge(mut req: Request, next: Next) -> Response {
     let request_id = request_id(req.headers());
     let dialect = Dialect::for_request(req.uri().path(), req.headers());
-    let path = req.uri().path().to_owned();
+    // The URI shares its bytes: no copy unless a refusal is logged.
+    let uri = req.uri().clone();
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
         dialect,
@@ -79,7 +80,7 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         // method, too large, bad key) would otherwise leave no trace; the
         // others log their own event. Never the body; the path capped.
         if pending.0.origin() == crate::error::Origin::Client {
-            let path: String = path.chars().take(256).collect();
+            let path: String = uri.path().chars().take(256).collect();
             tracing::info!(
                 request_id,
                 path = %path.escape_debug(),
@@ -594,23 +595,8 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_before_authentication_are_logged_without_the_body() {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
+        let capture = crate::test_logs::LogCapture::default();
+        let subscriber = capture.subscriber();
         let _guard = tracing::subscriber::set_default(subscriber);
         let app = Router::new()
             .fallback(|| async { GatewayError::NotFound })
@@ -623,7 +609,7 @@ mod tests {
             .unwrap();
         let resp = app.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let logs = capture.text();
         assert!(logs.contains("request refused"), "{logs}");
         assert!(logs.contains("req-probe-1"), "{logs}");
         assert!(logs.contains("/v1/nowhere"), "{logs}");

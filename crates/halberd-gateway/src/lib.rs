@@ -16,6 +16,9 @@ pub mod relay;
 pub mod server;
 pub mod upstream;
 
+#[cfg(test)]
+pub(crate) mod test_logs;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

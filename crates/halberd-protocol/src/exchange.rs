@@ -238,30 +238,9 @@ impl Walker {
         provenance: Provenance,
         kind: PartKind,
     ) {
-        match value {
-            Value::String(s) => self.push(pointer.to_owned(), role, provenance, kind, s),
-            Value::Array(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    self.push_leaves(&format!("{pointer}/{i}"), v, role, provenance, kind);
-                }
-            }
-            Value::Object(map) => {
-                for (k, v) in map {
-                    self.push_leaves(
-                        &format!("{pointer}/{}", escape_pointer(k)),
-                        v,
-                        role,
-                        provenance,
-                        kind,
-                    );
-                }
-            }
-            _ => {}
-        }
+        self.leaves(pointer, value, role, provenance, kind, false);
     }
-}
 
-impl Walker {
     /// Like [`Walker::push_leaves`], but for content a provider or a tool
     /// wrote in a shape we do not model: every string is text someone else
     /// wrote, except the fields that are identifiers or vocabulary and
@@ -274,40 +253,47 @@ impl Walker {
         provenance: Provenance,
         kind: PartKind,
     ) {
-        const NOT_TEXT: &[&str] = &[
-            "type",
-            "id",
-            "tool_use_id",
-            "call_id",
-            "approval_request_id",
-            "media_type",
-            "mime_type",
-            "signature",
-            "encrypted_content",
-            "status",
-            "server_label",
-            "file_id",
-            "container_id",
-        ];
+        self.leaves(pointer, value, role, provenance, kind, true);
+    }
+
+    /// Every string leaf under `value`; with `skip_ids`, not those of
+    /// [`NOT_TEXT`] fields nor inline base64 data.
+    fn leaves(
+        &mut self,
+        pointer: &str,
+        value: &Value,
+        role: Option<Role>,
+        provenance: Provenance,
+        kind: PartKind,
+        skip_ids: bool,
+    ) {
         match value {
             Value::String(s) => self.push(pointer.to_owned(), role, provenance, kind, s),
             Value::Array(items) => {
                 for (i, v) in items.iter().enumerate() {
-                    self.push_text_leaves(&format!("{pointer}/{i}"), v, role, provenance, kind);
+                    self.leaves(
+                        &format!("{pointer}/{i}"),
+                        v,
+                        role,
+                        provenance,
+                        kind,
+                        skip_ids,
+                    );
                 }
             }
             Value::Object(map) => {
                 let base64 = map.get("type").and_then(Value::as_str) == Some("base64");
                 for (k, v) in map {
-                    if NOT_TEXT.contains(&k.as_str()) || (base64 && k == "data") {
+                    if skip_ids && (NOT_TEXT.contains(&k.as_str()) || (base64 && k == "data")) {
                         continue;
                     }
-                    self.push_text_leaves(
+                    self.leaves(
                         &format!("{pointer}/{}", escape_pointer(k)),
                         v,
                         role,
                         provenance,
                         kind,
+                        skip_ids,
                     );
                 }
             }
@@ -315,6 +301,24 @@ impl Walker {
         }
     }
 }
+
+/// Fields of unmodelled shapes whose strings are identifiers or vocabulary,
+/// never text.
+const NOT_TEXT: &[&str] = &[
+    "type",
+    "id",
+    "tool_use_id",
+    "call_id",
+    "approval_request_id",
+    "media_type",
+    "mime_type",
+    "signature",
+    "encrypted_content",
+    "status",
+    "server_label",
+    "file_id",
+    "container_id",
+];
 
 /// Escapes one reference token of a JSON Pointer.
 pub fn escape_pointer(token: &str) -> String {

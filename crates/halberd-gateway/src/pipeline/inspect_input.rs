@@ -147,8 +147,8 @@ fn inspect_rest(
         Value::Array(items) => {
             for (i, child) in items.iter_mut().enumerate() {
                 let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
+                // Written into the buffer: no String per array item.
+                let _ = std::fmt::Write::write_fmt(pointer, format_args!("/{i}"));
                 inspect_rest(policy, child, covered, pointer, inspection)?;
                 pointer.truncate(len);
             }

@@ -412,23 +412,8 @@ fn budget_counters_start_from_their_seed() {
 
 /// Log lines written while `f` runs on this thread.
 fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let capture = crate::test_logs::LogCapture::default();
+    let subscriber = capture.subscriber();
     let out = tracing::subscriber::with_default(subscriber, || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -436,8 +421,7 @@ fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
             .unwrap()
             .block_on(f)
     });
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    (out, text)
+    (out, capture.text())
 }
 
 #[test]
