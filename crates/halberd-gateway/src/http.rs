@@ -80,7 +80,21 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         // method, too large, bad key) would otherwise leave no trace; the
         // others log their own event. Never the body; the path capped.
         if pending.0.origin() == crate::error::Origin::Client {
+            // A client's path may carry anything, an address or a key among
+            // it: redacted like any text before it reaches the log.
             let path: String = uri.path().chars().take(256).collect();
+            let findings = halberd_guard::sensitive::Detector::shared().scan(&path);
+            let path = if findings.is_empty() {
+                path
+            } else {
+                halberd_guard::sensitive::redact(
+                    &path,
+                    &findings,
+                    &halberd_guard::sensitive::Policy::redact_all(),
+                    &mut halberd_guard::sensitive::Pseudonyms::default(),
+                )
+                .text
+            };
             tracing::info!(
                 request_id,
                 path = %path.escape_debug(),
@@ -603,7 +617,7 @@ mod tests {
             .layer(middleware::from_fn(edge));
         let req = Request::builder()
             .method("POST")
-            .uri("/v1/nowhere")
+            .uri("/v1/nowhere/ann.lee@example.org")
             .header(REQUEST_ID_HEADER, "req-probe-1")
             .body(Body::from("{\"secret\": \"sk-do-not-log\"}"))
             .unwrap();
@@ -612,7 +626,8 @@ mod tests {
         let logs = capture.text();
         assert!(logs.contains("request refused"), "{logs}");
         assert!(logs.contains("req-probe-1"), "{logs}");
-        assert!(logs.contains("/v1/nowhere"), "{logs}");
+        assert!(logs.contains("/v1/nowhere/[EMAIL]"), "{logs}");
+        assert!(!logs.contains("ann.lee"), "{logs}");
         assert!(logs.contains("status=404"), "{logs}");
         assert!(!logs.contains("sk-do-not-log"), "{logs}");
     }
