@@ -598,6 +598,24 @@ fn the_banner_names_a_configured_model_and_piped_logs_have_no_colour() {
     let text = banner.join("\n");
     assert!(text.contains("\"model\":\"llama-local\""), "{text}");
     assert!(!text.contains("mock-1"), "{text}");
+    // A request the gateway refuses and logs, so the log is never empty
+    // whatever the timing of start-up and shutdown lines.
+    let addr = banner[0]
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
