@@ -72,6 +72,11 @@ pub enum GatewayError {
     BodyTooLarge {
         limit: usize,
     },
+    /// The request head is over `[server] max_header_bytes` or `max_headers`.
+    HeadersTooLarge {
+        bytes: usize,
+        fields: usize,
+    },
     UnsupportedMediaType,
     NotFound,
     MethodNotAllowed,
@@ -184,6 +189,7 @@ impl GatewayError {
             BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
             ModelNotPriced { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Upstream { .. } | UpstreamAuth | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -207,6 +213,7 @@ impl GatewayError {
             UnknownModel { .. } => "model_not_found",
             ModelNotOnEndpoint { .. } => "model_not_supported_on_endpoint",
             BodyTooLarge { .. } => "request_too_large",
+            HeadersTooLarge { .. } => "headers_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
@@ -271,6 +278,9 @@ impl GatewayError {
                 format!("the model '{model}' is not served on the {endpoint} endpoint")
             }
             BodyTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
+            HeadersTooLarge { bytes, fields } => format!(
+                "request headers exceed the limit of {bytes} bytes or {fields} fields"
+            ),
             UnsupportedMediaType => {
                 "request body must be JSON (Content-Type: application/json)".into()
             }

@@ -68,7 +68,21 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         dialect,
         started: tokio::time::Instant::now(),
     });
-    let mut resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let head_over = req
+        .extensions()
+        .get::<crate::server::HeadTooLarge>()
+        .copied();
+    let run = async move {
+        match head_over {
+            Some(limits) => GatewayError::HeadersTooLarge {
+                bytes: limits.bytes,
+                fields: limits.fields,
+            }
+            .into_response(),
+            None => next.run(req).await,
+        }
+    };
+    let mut resp = match AssertUnwindSafe(run).catch_unwind().await {
         Ok(resp) => resp,
         Err(_) => {
             tracing::error!(request_id, "handler panicked");

@@ -94,12 +94,17 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
+        // hyper refuses heads over its own limits with an empty 400/431; it
+        // is given twice ours, so that a head over ours reaches [`Tracked`]
+        // and is refused in the caller's error shape with a request id.
+        .max_buf_size(limits.max_header_bytes.saturating_mul(2))
+        .max_headers(limits.max_headers.saturating_mul(2));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let registry = Arc::new(Registry::default());
@@ -153,6 +158,10 @@ pub async fn serve(
             router: router.clone(),
             conn: conn_state.clone(),
             epoch,
+            head_limits: HeadTooLarge {
+                bytes: limits.max_header_bytes,
+                fields: limits.max_headers,
+            },
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -238,6 +247,32 @@ struct Tracked {
     router: Router,
     conn: Arc<Conn>,
     epoch: Instant,
+    head_limits: HeadTooLarge,
+}
+
+/// Marks a request whose head is over `[server] max_header_bytes` or
+/// `max_headers` (the limits it carries); the edge refuses it with 431 in the
+/// caller's error shape.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadTooLarge {
+    pub bytes: usize,
+    pub fields: usize,
+}
+
+impl HeadTooLarge {
+    /// The head's size as it came on the wire (HTTP/1.1 framing), near enough:
+    /// request line and one `name: value\r\n` per field.
+    fn exceeded_by<B>(self, req: &http::Request<B>) -> bool {
+        let line = req.method().as_str().len()
+            + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+            + 12;
+        let fields: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        req.headers().len() > self.fields || line + fields + 2 > self.bytes
+    }
 }
 
 impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
@@ -254,7 +289,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if self.head_limits.exceeded_by(&req) {
+            req.extensions_mut().insert(self.head_limits);
+        }
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
             conn: self.conn.clone(),
