@@ -246,6 +246,9 @@ pub struct AuthFile {
     /// How long the gateway trusts a key record it has read; the bound on how
     /// long a change made elsewhere (CLI, another replica) takes to apply.
     pub key_cache_ttl: Option<String>,
+    /// While the store is unreachable, cached keys are served this much longer
+    /// past `key_cache_ttl`; "0s" refuses them (fail closed).
+    pub key_cache_stale_if_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +311,7 @@ pub struct Config {
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
     pub key_cache_ttl: Duration,
+    pub key_cache_stale_if_error: Duration,
     pub providers: Vec<Provider>,
     pub models: Vec<ModelRoute>,
     pub rate_limits: RateLimits,
@@ -758,6 +762,13 @@ impl ConfigFile {
                 .unwrap_or_else(|| "HALBERD_ADMIN_TOKEN".into()),
             key_cache_ttl: parse_duration(self.auth.key_cache_ttl.as_deref().unwrap_or("2s"))
                 .map_err(|m| err("auth.key_cache_ttl", m))?,
+            key_cache_stale_if_error: parse_duration(
+                self.auth
+                    .key_cache_stale_if_error
+                    .as_deref()
+                    .unwrap_or("60s"),
+            )
+            .map_err(|m| err("auth.key_cache_stale_if_error", m))?,
             providers,
             models,
             rate_limits,

@@ -278,9 +278,9 @@ impl GatewayError {
                 format!("the model '{model}' is not served on the {endpoint} endpoint")
             }
             BodyTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
-            HeadersTooLarge { bytes, fields } => format!(
-                "request headers exceed the limit of {bytes} bytes or {fields} fields"
-            ),
+            HeadersTooLarge { bytes, fields } => {
+                format!("request headers exceed the limit of {bytes} bytes or {fields} fields")
+            }
             UnsupportedMediaType => {
                 "request body must be JSON (Content-Type: application/json)".into()
             }

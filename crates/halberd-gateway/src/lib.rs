@@ -88,7 +88,8 @@ pub async fn open_keyring(
     } else {
         std::time::Duration::ZERO
     };
-    let keyring = Keyring::with_cache(store, pepper, ttl);
+    let keyring = Keyring::with_cache(store, pepper, ttl)
+        .with_stale_if_error(config.key_cache_stale_if_error);
     keyring.check_pepper().await.map_err(|e| e.to_string())?;
     Ok(keyring)
 }

@@ -200,9 +200,17 @@ pub struct Keyring {
 /// keeps using the entry meanwhile; only an entry past its `ttl` (a key idle
 /// that long, or a store slower than half the `ttl`) is read on the request
 /// path. So the revocation bound stays `ttl`.
+///
+/// While the store is unreachable, an entry past its `ttl` is still served for
+/// `stale_if_error` more (as Kong's `db_resurrect_ttl`): a store blip of a few
+/// seconds would otherwise refuse every key, since the `ttl` is short. What
+/// this risks is narrow: a change made elsewhere within `ttl` before the store
+/// went away is seen when it is back (no change can be made while it is away),
+/// and expiry is still checked against the clock.
 #[derive(Debug)]
 struct KeyCache {
     ttl: Duration,
+    stale_if_error: Duration,
     entries: RwLock<HashMap<String, CachedKey>>,
     /// Bumped by every eviction. A read that began before an eviction must
     /// not put what it read back (it may be the record from before the
@@ -239,12 +247,23 @@ impl Keyring {
             pepper,
             cache: Arc::new(KeyCache {
                 ttl,
+                stale_if_error: Duration::ZERO,
                 entries: RwLock::new(HashMap::new()),
                 evictions: std::sync::atomic::AtomicU64::new(0),
                 misses: std::sync::atomic::AtomicU64::new(0),
                 users: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Serves cached keys for `stale` past their TTL while the store is
+    /// unreachable (see [`KeyCache`]); zero refuses them (fail closed).
+    #[must_use]
+    pub fn with_stale_if_error(mut self, stale: Duration) -> Keyring {
+        if let Some(cache) = Arc::get_mut(&mut self.cache) {
+            cache.stale_if_error = stale;
+        }
+        self
     }
 
     /// Checks that this keyring hashes under the pepper the store's keys were
@@ -495,13 +514,19 @@ impl Keyring {
                     .misses
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let generation = self.generation();
-                let found = self
-                    .store
-                    .key_with_hash(parsed.id)
-                    .await?
-                    .ok_or(AuthError::Unknown)?;
-                self.remember(&found.0, &found.1, generation);
-                found
+                match self.store.key_with_hash(parsed.id).await {
+                    Ok(found) => {
+                        let found = found.ok_or(AuthError::Unknown)?;
+                        self.remember(&found.0, &found.1, generation);
+                        found
+                    }
+                    // The store went away while we asked: what we had, if
+                    // not too old.
+                    Err(e) => match self.stale(parsed.id) {
+                        Some(hit) if self.store.is_down() => hit,
+                        _ => return Err(e.into()),
+                    },
+                }
             }
         };
         let mut mac = self.mac();
@@ -535,7 +560,26 @@ impl Keyring {
                 return Ok(*limits);
             }
         }
-        let limits = self.store.user_limits(user).await?;
+        let limits = match self.store.user_limits(user).await {
+            Ok(limits) => limits,
+            Err(e) if self.store.is_down() => {
+                // As for keys: what we had, for a while, while the store is away.
+                let users = self
+                    .cache
+                    .users
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                return match users.get(user) {
+                    Some((read_at, limits))
+                        if read_at.elapsed() < self.cache.ttl + self.cache.stale_if_error =>
+                    {
+                        Ok(*limits)
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         if !self.cache.ttl.is_zero() {
             let mut users = self
                 .cache
@@ -593,7 +637,10 @@ impl Keyring {
         let hit = entries.get(id)?;
         let age = hit.read_at.elapsed();
         if age >= self.cache.ttl {
-            return None;
+            // Past its ttl: read again, unless the store is known to be away
+            // (then, for a while, what we had).
+            return (self.store.is_down() && age < self.cache.ttl + self.cache.stale_if_error)
+                .then(|| (hit.record.clone(), hit.hash.clone()));
         }
         if age >= self.cache.ttl / 2
             && !hit.refreshing.swap(true, Ordering::Relaxed)
@@ -614,6 +661,18 @@ impl Keyring {
             });
         }
         Some((hit.record.clone(), hit.hash.clone()))
+    }
+
+    /// The cached entry of `id` if within `ttl + stale_if_error`.
+    fn stale(&self, id: &str) -> Option<(KeyRecord, Vec<u8>)> {
+        let entries = self
+            .cache
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hit = entries.get(id)?;
+        (hit.read_at.elapsed() < self.cache.ttl + self.cache.stale_if_error)
+            .then(|| (hit.record.clone(), hit.hash.clone()))
     }
 
     fn generation(&self) -> u64 {

@@ -32,7 +32,13 @@ pub async fn authenticate(
                 AuthError::Expired => ("expired", GatewayError::ExpiredKey),
                 AuthError::Revoked => ("revoked", GatewayError::RevokedKey),
                 AuthError::Store(e) => {
-                    tracing::error!(request_id, error = %e, "key lookup failed");
+                    // A store known to be down was logged once, when it went
+                    // away; one line per refused request would flood the log.
+                    if matches!(e, halberd_store::StoreError::Unreachable) {
+                        tracing::debug!(request_id, "key lookup refused: store unreachable");
+                    } else {
+                        tracing::error!(request_id, error = %e, "key lookup failed");
+                    }
                     // Fail closed: no store, no access.
                     return Err(GatewayError::Unavailable {
                         message: "authentication is temporarily unavailable".into(),

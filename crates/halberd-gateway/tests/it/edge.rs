@@ -55,7 +55,10 @@ async fn too_many_or_too_large_headers_are_refused() {
     assert!(r.headers().contains_key("x-request-id"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "error", "{body}");
-    assert_eq!(body["error"]["message"], "request headers exceed the limit of 8192 bytes or 16 fields");
+    assert_eq!(
+        body["error"]["message"],
+        "request headers exceed the limit of 8192 bytes or 16 fields"
+    );
     let r = client()
         .get(gw.url("/healthz"))
         .header("x-big", "a".repeat(9_000))

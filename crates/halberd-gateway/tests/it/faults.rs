@@ -357,8 +357,9 @@ async fn store_outage_under_traffic_loses_no_usage_record() {
     let (scheme_user, rest) = db.rsplit_once('@').unwrap();
     let name = rest.split_once('/').unwrap().1;
     let proxied = format!("{scheme_user}@{}/{name}", switch.addr);
+    // A short TTL: the cached key outlives it on `key_cache_stale_if_error`.
     let gw = TestGateway::start(&format!(
-        "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"60s\"\n"
+        "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"300ms\"\n"
     ))
     .await;
     let (cached_id, cached) = key(&gw, KeyLimits::default(), None).await;
@@ -387,7 +388,9 @@ async fn store_outage_under_traffic_loses_no_usage_record() {
     assert!(written(1).await);
 
     switch.set(false);
-    // The cached key is still served; its records wait for the store.
+    // The cached key is still served, past its TTL; its records wait for
+    // the store.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..20 {
         assert_eq!(crate::post(&url, &cached, chat()).await.status(), 200);
     }
@@ -412,6 +415,35 @@ async fn store_outage_under_traffic_loses_no_usage_record() {
     assert_eq!(crate::post_until_ok(&url, &other, chat(), 250).await, 200);
     let ready = client().get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// With `key_cache_stale_if_error = "0s"` a store outage refuses every key
+/// once its cache entry ages out (fail closed), and serves it again after.
+#[tokio::test]
+#[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
+async fn store_outage_without_stale_keys_fails_closed() {
+    let server = std::env::var("HALBERD_TEST_POSTGRES_URL")
+        .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
+    let db = halberd_store::Store::create_test_database(&server)
+        .await
+        .unwrap();
+    let switch = crate::Switch::start(&db).await;
+    let (scheme_user, rest) = db.rsplit_once('@').unwrap();
+    let name = rest.split_once('/').unwrap().1;
+    let proxied = format!("{scheme_user}@{}/{name}", switch.addr);
+    let gw = TestGateway::start(&format!(
+        "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"300ms\"\nkey_cache_stale_if_error = \"0s\"\n"
+    ))
+    .await;
+    let (_, key) = key(&gw, KeyLimits::default(), None).await;
+    let chat = json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]});
+    let url = gw.url("/v1/chat/completions");
+    assert_eq!(crate::post(&url, &key, chat.clone()).await.status(), 200);
+    switch.set(false);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(crate::post(&url, &key, chat.clone()).await.status(), 503);
+    switch.set(true);
+    assert_eq!(crate::post_until_ok(&url, &key, chat, 250).await, 200);
 }
 
 fn redis_url() -> String {
