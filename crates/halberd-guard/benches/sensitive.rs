@@ -94,5 +94,26 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Every adversarial text (a pattern's prefix or separator repeated) at 1 MiB,
+/// next to prose of the same size: the scan must cost the same order per byte.
+/// `cargo run --release -p halberd-guard --example scan_cost` prints the same
+/// as a table of µs per KiB from 1 KiB to 8 MiB.
+fn adversarial(c: &mut Criterion) {
+    let detector = Detector::new();
+    let mut group = c.benchmark_group("sensitive adversarial 1 MiB");
+    group
+        .sample_size(10)
+        .measurement_time(std::time::Duration::from_secs(1))
+        .warm_up_time(std::time::Duration::from_millis(300));
+    let size = 1024 * 1024;
+    let texts = std::iter::once(("prose", halberd_guard::fuzzing::prose(size)))
+        .chain(halberd_guard::fuzzing::adversarial(size));
+    for (name, text) in texts {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(name, |b| b.iter(|| detector.scan(&text)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, adversarial);
 criterion_main!(benches);

@@ -392,10 +392,16 @@ impl Detector {
         let mut cursor = 0;
         let mut k = 0;
         while let Some(walk) = walks.get(k) {
+            // Steps are in order and their spans `[from, start]` do not
+            // overlap: the one that can hold the cursor is the last that
+            // begins at or before it (a binary search: a linear one, once
+            // per single step below, made texts of many short rejected
+            // candidates quadratic, 43 s for 8 MiB of `1 1 1 …`).
             let joined = walk
                 .steps
-                .iter()
-                .position(|(from, step)| *from <= cursor && cursor <= step.start);
+                .partition_point(|(from, _)| *from <= cursor)
+                .checked_sub(1)
+                .filter(|&i| cursor <= walk.steps[i].1.start);
             if let Some(i) = joined {
                 findings.extend(walk.steps[i..].iter().filter_map(|(_, step)| step.finding));
                 cursor = walk.cursor;

@@ -67,7 +67,8 @@ pub struct StreamRedactor<'d> {
     /// in small deltas quadratic (60 KB in 4-byte deltas: 3 s).
     live: Option<Live>,
     /// Bytes pushed so far, and bytes the searches and walks read: the same
-    /// work budget as a whole-text scan (`work_budget`), past which the held
+    /// work budget as a whole-text scan and a fixed allowance more
+    /// (`stream_work_budget`), past which the held
     /// text is withheld rather than searched on.
     seen: usize,
     work: usize,
@@ -132,7 +133,7 @@ impl<'d> StreamRedactor<'d> {
         let mut overworked = false;
         loop {
             hold = if last { len } else { self.first_live() };
-            if self.work > super::work_budget(self.seen) {
+            if self.work > super::stream_work_budget(self.seen) {
                 overworked = true;
                 hold = self.cursor.min(hold);
                 break;
@@ -153,7 +154,7 @@ impl<'d> StreamRedactor<'d> {
             self.work = self
                 .work
                 .saturating_add(step.searched_to.saturating_sub(self.cursor));
-            if self.work > super::work_budget(self.seen) {
+            if self.work > super::stream_work_budget(self.seen) {
                 // Text of long overlapping candidates, all rejected: what is
                 // not settled yet is withheld (below), never searched on.
                 overworked = true;
@@ -215,7 +216,7 @@ impl<'d> StreamRedactor<'d> {
             // Overlapping candidates that each live long (`key=key=…`) make
             // this walk from every boundary quadratic: past the budget the
             // caller withholds what is not settled.
-            if self.work > super::work_budget(self.seen) {
+            if self.work > super::stream_work_budget(self.seen) {
                 return at;
             }
             at = super::next_boundary(&self.buf, at);
