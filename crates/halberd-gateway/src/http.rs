@@ -347,7 +347,11 @@ async fn admitted(
     // Counted once, and only when a token limit, a budget or a prompt-size
     // limit needs it now; otherwise only if the provider reports no usage.
     let counts_tokens = scopes.iter().any(|s| s.limits.counts_tokens());
-    let count = || encoding.count_parts(exchange.parts.iter().map(|p| p.text.as_str()));
+    let count = || {
+        encoding
+            .count_parts(exchange.parts.iter().map(|p| p.text.as_str()))
+            .saturating_add(exchange.token_ids)
+    };
     let counted = (counts_tokens || policy.content.max_prompt_tokens.is_some()).then(count);
     inspect_input::check_prompt_tokens(&policy.content, || counted.unwrap_or_else(count))?;
     let prompt = counted.unwrap_or(0);
@@ -360,7 +364,12 @@ async fn admitted(
         let cap = policy_cap.map_or(app.config.rate_limits.max_output_tokens, |p| {
             p.min(app.config.rate_limits.max_output_tokens)
         });
-        let max_output = admit::cap_output(&mut value, &exchange, cap);
+        // Each of `n` completions may reach the cap; what we cannot count
+        // (images, files, server-side history) is reserved conservatively
+        // and settled on what the provider reports.
+        let max_output =
+            admit::cap_output(&mut value, &exchange, cap).saturating_mul(exchange.choices);
+        let prompt = prompt.saturating_add(admit::uncounted_input(&exchange));
         let cost =
             admit::worst_case_cost(scopes, price, &route.upstream_model, prompt, max_output)?;
         app.limiter

@@ -115,6 +115,9 @@ pub fn decode_messages(body: &Value) -> Result<Exchange, DecodeError> {
         max_output_tokens,
         parts: w_parts,
         opaque_parts: opaque,
+        token_ids: 0,
+        choices: 1,
+        server_history: false,
     })
 }
 

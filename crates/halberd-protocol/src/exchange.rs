@@ -153,6 +153,14 @@ pub struct Exchange {
     /// Content parts that carry no text we can read (images, audio, files, token
     /// arrays); counted so that limits and audits can see them.
     pub opaque_parts: usize,
+    /// Token ids sent as such (embeddings `input` arrays): each is one
+    /// prompt token, exactly.
+    pub token_ids: u64,
+    /// Completions asked for (chat `n`); the output cap applies to each.
+    pub choices: u64,
+    /// The provider adds history we never see (Responses
+    /// `previous_response_id` or `conversation`).
+    pub server_history: bool,
 }
 
 impl Exchange {

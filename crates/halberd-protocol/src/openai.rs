@@ -13,6 +13,13 @@ pub fn decode_chat(body: &Value) -> Result<Exchange, DecodeError> {
     // `max_completion_tokens` superseded `max_tokens`; a client may send either.
     let max_output_tokens =
         optional_u64(body, "max_completion_tokens")?.or(optional_u64(body, "max_tokens")?);
+    // Each of `n` completions may be as long as the cap: the reservation
+    // counts them all. The API takes 1 to 128.
+    let choices = match optional_u64(body, "n")? {
+        None => 1,
+        Some(n @ 1..=128) => n,
+        Some(_) => return Err(DecodeError::at("n", "must be between 1 and 128")),
+    };
     let mut w = Walker::new();
     for (i, msg) in array(body, "messages")?.iter().enumerate() {
         let param = format!("messages[{i}]");
@@ -154,6 +161,9 @@ pub fn decode_chat(body: &Value) -> Result<Exchange, DecodeError> {
         max_output_tokens,
         parts: w_parts,
         opaque_parts: opaque,
+        token_ids: 0,
+        choices,
+        server_history: false,
     })
 }
 
@@ -265,6 +275,10 @@ pub fn decode_responses(body: &Value) -> Result<Exchange, DecodeError> {
         max_output_tokens,
         parts: w_parts,
         opaque_parts: opaque,
+        token_ids: 0,
+        choices: 1,
+        server_history: !matches!(body.get("previous_response_id"), None | Some(Value::Null))
+            || !matches!(body.get("conversation"), None | Some(Value::Null)),
     })
 }
 
@@ -415,6 +429,7 @@ fn tool_output(w: &mut Walker, output: Option<&Value>, ptr: &str) {
 pub fn decode_embeddings(body: &Value) -> Result<Exchange, DecodeError> {
     let model = model_name(body)?;
     let mut w = Walker::new();
+    let mut token_ids: u64 = 0;
     match body.get("input") {
         Some(Value::String(s)) => w.push(
             "/input".into(),
@@ -433,7 +448,14 @@ pub fn decode_embeddings(body: &Value) -> Result<Exchange, DecodeError> {
                         PartKind::EmbeddingInput,
                         s,
                     ),
-                    Value::Number(_) | Value::Array(_) => w.opaque += 1,
+                    Value::Number(_) => {
+                        w.opaque += 1;
+                        token_ids += 1;
+                    }
+                    Value::Array(ids) => {
+                        w.opaque += 1;
+                        token_ids += ids.len() as u64;
+                    }
                     _ => {
                         return Err(DecodeError::at(
                             format!("input[{i}]"),
@@ -460,6 +482,9 @@ pub fn decode_embeddings(body: &Value) -> Result<Exchange, DecodeError> {
         max_output_tokens: None,
         parts: w_parts,
         opaque_parts: opaque,
+        token_ids,
+        choices: 1,
+        server_history: false,
     })
 }
 

@@ -1070,6 +1070,32 @@ fn budgets_unavailable() -> GatewayError {
     }
 }
 
+/// Tokens reserved for each content part we cannot count (an image, audio, a
+/// file): about what one large image costs on either provider. A PDF of many
+/// pages costs more; settlement charges the difference.
+pub const OPAQUE_PART_TOKENS: u64 = 1_600;
+
+/// Tokens reserved for history the provider adds from its own store
+/// (`previous_response_id`, `conversation`), which we never see.
+pub const SERVER_HISTORY_TOKENS: u64 = 8_192;
+
+/// The prompt tokens a request will be billed for that its text does not
+/// show: estimates for opaque parts and server-side history. (Token ids are
+/// counted exactly with the text.)
+pub fn uncounted_input(exchange: &halberd_protocol::Exchange) -> u64 {
+    let opaque = match exchange.api {
+        // An embeddings request's opaque parts are its token-id arrays.
+        halberd_protocol::Api::Embeddings => 0,
+        _ => (exchange.opaque_parts as u64).saturating_mul(OPAQUE_PART_TOKENS),
+    };
+    let history = if exchange.server_history {
+        SERVER_HISTORY_TOKENS
+    } else {
+        0
+    };
+    opaque.saturating_add(history)
+}
+
 /// The worst-case cost of a request, or an error when a cost budget applies and
 /// the model has no price.
 pub fn worst_case_cost(

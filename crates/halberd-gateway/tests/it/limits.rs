@@ -272,6 +272,63 @@ async fn token_reservations_are_settled_against_reported_usage() {
     assert_eq!(resp.status(), 200);
 }
 
+/// The reservation counts what the provider will bill but the text does not
+/// show: every one of `n` completions, token ids, images and files (an
+/// estimate each), history kept by the provider (an estimate). Each request
+/// below fits the limit but for that part, and with it needs more than the
+/// limit could ever give.
+#[tokio::test]
+async fn reservations_count_choices_token_ids_media_and_server_history() {
+    let gw = TestGateway::start("").await;
+    let url = |p: &str| gw.url(p);
+    let cases: Vec<(&str, Value, Value)> = vec![
+        (
+            "/v1/chat/completions",
+            json!({"model": "mock-1", "max_completion_tokens": 400, "messages": [{"role": "user", "content": "hi"}]}),
+            json!({"model": "mock-1", "n": 3, "max_completion_tokens": 400, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "mock-1", "input": [[1, 2, 3]]}),
+            json!({"model": "mock-1", "input": [vec![7; 1_500]]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "mock-1", "max_completion_tokens": 100, "messages": [{"role": "user", "content": "what is this?"}]}),
+            json!({"model": "mock-1", "max_completion_tokens": 100, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+            ]}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "mock-1", "max_output_tokens": 100, "input": "and then?"}),
+            json!({"model": "mock-1", "max_output_tokens": 100, "input": "and then?", "previous_response_id": "resp_123"}),
+        ),
+    ];
+    for (path, fits, over) in cases {
+        let key = token_key(&gw, 1_000).await;
+        let resp = crate::post(&url(path), &key, fits.clone()).await;
+        assert_eq!(resp.status(), 200, "{path} {fits}");
+        let key = token_key(&gw, 1_000).await;
+        let resp = crate::post(&url(path), &key, over.clone()).await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        // More than the limit could ever admit: refused as such, not 429.
+        assert_eq!(status, 400, "{path} {over}: {body}");
+        assert!(body.contains("needs up to"), "{body}");
+    }
+    // `n` out of the API's range is refused as the provider would.
+    let key = token_key(&gw, 1_000).await;
+    let resp = crate::post(
+        &url("/v1/chat/completions"),
+        &key,
+        json!({"model": "mock-1", "n": 0, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+}
+
 #[tokio::test]
 async fn concurrent_reservations_cannot_overrun_the_token_limit() {
     let gw = TestGateway::start("").await;
