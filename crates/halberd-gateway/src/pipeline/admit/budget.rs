@@ -94,14 +94,29 @@ impl PriceTable {
         self.prices.insert(model.to_owned(), price);
     }
 
-    /// The price of a provider model id, if any name covers it.
+    /// The price of a provider model id, if any name covers it: the id
+    /// itself, or a priced name followed only by a dated or numbered snapshot
+    /// (`gpt-4o-2024-08-06`, `claude-sonnet-4-5-20250929`, `my-model-v2`) or
+    /// `-latest`. A
+    /// variant with a word of its own (`o3-pro`, `gpt-4o-audio-preview`) is
+    /// often priced differently, so it is not priced as its base model: it
+    /// needs its own `[prices]` entry (else `model_not_priced` under a cost
+    /// budget).
     pub fn get(&self, model: &str) -> Option<Price> {
         if let Some(p) = self.prices.get(model) {
             return Some(*p);
         }
-        // Longest prefix that ends where the id continues with '-'.
         let mut end = model.len();
         while let Some(cut) = model[..end].rfind('-') {
+            let snapshot = model[cut + 1..].split('-').all(|segment| {
+                let number = segment.strip_prefix('v').unwrap_or(segment);
+                segment == "latest"
+                    || (!number.is_empty()
+                        && number.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            });
+            if !snapshot {
+                return None;
+            }
             if let Some(p) = self.prices.get(&model[..cut]) {
                 return Some(*p);
             }
@@ -219,9 +234,16 @@ mod tests {
             t.get("claude-sonnet-4-5-20250929"),
             t.get("claude-sonnet-4-5")
         );
-        assert_eq!(t.get("mock-large"), t.get("mock"));
+        assert_eq!(t.get("mock-1"), t.get("mock"));
+        assert_eq!(t.get("claude-3-7-sonnet-latest"), t.get("claude-3-7-sonnet"));
         assert_eq!(t.get("gpt-4oo"), None, "a prefix must end at a dash");
         assert_eq!(t.get("llama-3"), None);
+        // Variants with a word of their own are priced on their own.
+        assert!(t.get("o3").is_some());
+        assert_eq!(t.get("o3-pro"), None);
+        assert_eq!(t.get("o3-pro-2025-06-10"), None);
+        assert_eq!(t.get("gpt-4o-audio-preview"), None);
+        assert_eq!(t.get("mock-large"), None);
     }
 
     #[test]
