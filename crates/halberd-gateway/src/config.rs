@@ -715,7 +715,13 @@ impl ConfigFile {
         }
 
         let policies = build_policies(&self.policies, env)?;
-        let rate_limits = build_rate_limits(&self.limits, &self.prices)?;
+        // The Redis URL may carry a password: `HALBERD_REDIS_URL` keeps it
+        // out of the file, as `HALBERD_STORE_URL` does for Postgres.
+        let mut limits_file = self.limits.clone();
+        if let Some(url) = env("HALBERD_REDIS_URL").filter(|u| !u.trim().is_empty()) {
+            limits_file.redis_url = Some(url);
+        }
+        let rate_limits = build_rate_limits(&limits_file, &self.prices)?;
         let store_url = match env("HALBERD_STORE_URL").filter(|u| !u.trim().is_empty()) {
             Some(url) => Some(url),
             None => self.store.url.clone(),

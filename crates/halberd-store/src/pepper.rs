@@ -22,6 +22,29 @@ impl std::fmt::Debug for Pepper {
     }
 }
 
+/// Refuses a pepper file that others than its owner may read or write, as
+/// ssh refuses such a private key: with it and a copy of the store, a key's
+/// HMAC could be checked offline.
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|e| StoreError::Pepper(format!("cannot read {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(StoreError::Pepper(format!(
+                "{} is readable or writable by others (mode {:03o}): run 'chmod 600 {}' (in Kubernetes, mount the secret with defaultMode 0400), or set HALBERD_PEPPER instead",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Pepper {
     /// A pepper given as hex (as in `HALBERD_PEPPER`): at least 32 bytes.
     pub fn from_hex(s: &str) -> Result<Pepper, StoreError> {
@@ -45,7 +68,10 @@ impl Pepper {
     /// when it does not exist yet.
     pub fn load_or_create(path: &Path) -> Result<Pepper, StoreError> {
         match fs::read_to_string(path) {
-            Ok(s) => return Pepper::from_hex(&s),
+            Ok(s) => {
+                check_private(path)?;
+                return Pepper::from_hex(&s);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(StoreError::Pepper(format!(
@@ -108,6 +134,19 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    #[test]
+    fn a_pepper_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("halberd.pepper");
+        let made = Pepper::load_or_create(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Pepper::load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("644"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(Pepper::load_or_create(&path).unwrap().bytes(), made.bytes());
     }
 
     #[test]

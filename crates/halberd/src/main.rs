@@ -22,7 +22,7 @@ use halberd_store::{KeyRecord, KeySpec, KeyUpdate, Keyring, now_unix};
     name = "halberd",
     version,
     about = "A security gateway for AI APIs",
-    after_help = "Examples:\n  halberd serve\n  halberd keys create --name app --models gpt-4o --rpm 600 --json\n  halberd keys rotate KEY_ID --grace 24h\n  halberd users limits ann --budget-usd-daily 5\n  halberd config check halberd.toml\n  echo '{\"text\": \"mail ann@example.com\"}' | halberd scan\n\nEnvironment: HALBERD_CONFIG (configuration file), HALBERD_LOG (log filter, e.g. info or halberd=debug), HALBERD_LOG_FORMAT=json, HALBERD_PEPPER (key-hashing pepper, hex), HALBERD_STORE_URL (Postgres URL), HALBERD_ADMIN_TOKEN (admin API token; the variable is configurable), and the provider and hash key variables the configuration names."
+    after_help = "Examples:\n  halberd serve\n  halberd keys create --name app --models gpt-4o --rpm 600 --json\n  halberd keys rotate KEY_ID --grace 24h\n  halberd users limits ann --budget-usd-daily 5\n  halberd config check halberd.toml\n  echo '{\"text\": \"mail ann@example.com\"}' | halberd scan\n\nEnvironment: HALBERD_CONFIG (configuration file), HALBERD_LOG (log filter, e.g. info or halberd=debug), HALBERD_LOG_FORMAT=json, HALBERD_PEPPER (key-hashing pepper, hex), HALBERD_STORE_URL (Postgres URL), HALBERD_REDIS_URL (Redis URL), HALBERD_ADMIN_TOKEN (admin API token; the variable is configurable), and the provider and hash key variables the configuration names."
 )]
 struct Cli {
     /// Configuration file (TOML). Default: $HALBERD_CONFIG, else the embedded

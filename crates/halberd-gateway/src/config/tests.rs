@@ -120,7 +120,9 @@ fn plain_http_needs_opt_in() {
 #[test]
 fn example_config_documents_every_field_and_builds() {
     let text = include_str!("../../../../config/halberd.example.toml");
-    let env = |var: &str| (var != "HALBERD_STORE_URL").then(|| "sk-x".to_owned());
+    let env = |var: &str| {
+        (var != "HALBERD_STORE_URL" && var != "HALBERD_REDIS_URL").then(|| "sk-x".to_owned())
+    };
     let file = ConfigFile::parse(text).unwrap();
     let config = file.build(Path::new("/tmp"), &env).unwrap();
     assert!(config.providers.len() >= 3);
@@ -444,4 +446,34 @@ fn the_hash_action_needs_a_secret_key() {
     );
     // No hash action, no key needed.
     assert!(with("input = { default = \"redact\" }", "").is_ok());
+}
+
+#[test]
+fn redis_url_comes_from_the_environment_when_set() {
+    let text = "[limits]\nredis_url = \"redis://file:6379\"";
+    let with = |value: Option<&'static str>| {
+        let env = move |k: &str| {
+            (k == "HALBERD_REDIS_URL")
+                .then_some(value)
+                .flatten()
+                .map(str::to_owned)
+        };
+        ConfigFile::parse(text)
+            .unwrap()
+            .build(Path::new("/tmp/base"), &env)
+    };
+    assert_eq!(
+        with(None).unwrap().rate_limits.redis_url.as_deref(),
+        Some("redis://file:6379")
+    );
+    assert_eq!(
+        with(Some("redis://:secret@env:6380"))
+            .unwrap()
+            .rate_limits
+            .redis_url
+            .as_deref(),
+        Some("redis://:secret@env:6380")
+    );
+    let e = with(Some("http://nope")).unwrap_err();
+    assert!(e.to_string().contains("redis://"), "{e}");
 }

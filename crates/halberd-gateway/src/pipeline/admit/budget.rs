@@ -235,7 +235,10 @@ mod tests {
             t.get("claude-sonnet-4-5")
         );
         assert_eq!(t.get("mock-1"), t.get("mock"));
-        assert_eq!(t.get("claude-3-7-sonnet-latest"), t.get("claude-3-7-sonnet"));
+        assert_eq!(
+            t.get("claude-3-7-sonnet-latest"),
+            t.get("claude-3-7-sonnet")
+        );
         assert_eq!(t.get("gpt-4oo"), None, "a prefix must end at a dash");
         assert_eq!(t.get("llama-3"), None);
         // Variants with a word of their own are priced on their own.
