@@ -194,14 +194,15 @@ impl Detector {
         }
     }
 
-    /// The classifier's log-odds: the prompt head on the whole text, and for
+    /// The classifier's log-odds: the prompt head on the whole text (in
+    /// windows when it is long: the highest wins), and for
     /// untrusted text also the segment head on each sentence, the larger wins.
     fn classify(&self, normalized: &str, trust: Trust, signals: &mut Vec<String>) -> f32 {
         let tokens = model::tokenize(normalized);
-        let prompt = self
-            .model
-            .prompt
-            .range_logit(&tokens, 0, tokens.hashes.len());
+        let prompt = model::prompt_windows(&tokens)
+            .into_iter()
+            .map(|(s, e)| self.model.prompt.range_logit(&tokens, s, e))
+            .fold(f32::NEG_INFINITY, f32::max);
         if prompt > 0.0 {
             signals.push("classifier".into());
         }

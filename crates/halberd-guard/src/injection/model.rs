@@ -545,6 +545,37 @@ pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
     Head::quantize(bias, &weights)
 }
 
+/// The prompt head scores at most this many tokens at once; a longer text is
+/// scored in windows of this size (half overlapping) and its score is the
+/// highest window's. The head sums its features over `sqrt(n)`, so on a whole
+/// long text the score grew with length alone (`hello world` ten thousand
+/// times scored 0.996): length is not evidence. Nine in ten training texts are
+/// shorter than this, so they are scored exactly as they were trained.
+///
+/// Within a window (and within the segment head's 48-token windows) a phrase
+/// repeated still counts each time: counting each feature once was tried and
+/// retrained, and lost user-prompt recall at 1 % false positives (0.934 to
+/// 0.883, 5-fold cross-validation) while gaining on documents (0.219 to
+/// 0.296 at 2 %), so the counted model stays for now.
+pub const PROMPT_WINDOW: usize = 384;
+
+/// Token ranges the prompt head scores: the whole text, or windows of
+/// [`PROMPT_WINDOW`] tokens, half overlapping, the last one ending at the end.
+pub fn prompt_windows(tokens: &Tokens) -> Vec<(usize, usize)> {
+    let n = tokens.hashes.len();
+    if n <= PROMPT_WINDOW {
+        return vec![(0, n)];
+    }
+    let mut out = Vec::with_capacity(2 * n / PROMPT_WINDOW + 1);
+    let mut s = 0;
+    while s + PROMPT_WINDOW < n {
+        out.push((s, s + PROMPT_WINDOW));
+        s += PROMPT_WINDOW / 2;
+    }
+    out.push((n - PROMPT_WINDOW, n));
+    out
+}
+
 /// Token ranges of the segments of a text, long ones cut into windows.
 pub fn segments(tokens: &Tokens) -> Vec<(usize, usize)> {
     let n = tokens.hashes.len();
