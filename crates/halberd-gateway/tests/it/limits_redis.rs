@@ -248,4 +248,22 @@ async fn token_reservations_are_shared_and_settled_through_redis() {
         let resp = crate::post(&a.url("/v1/chat/completions"), &key, body(false)).await;
         assert_eq!(resp.status(), 200);
     }
+    // Each settlement leaves a marker (so a retry applies once), and it
+    // expires within two minutes: one per exchange for a day filled Redis.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg("halberd:hb2:{hb}:settled:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!markers.is_empty());
+    for marker in markers.iter().take(50) {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(marker)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((-2..=120).contains(&ttl) && ttl != -1, "{marker}: {ttl}");
+    }
 }

@@ -16,7 +16,8 @@
 //! replica's slots come back within a minute, not after the longest exchange
 //! a provider allows. Releases and settlements that Redis could not take are
 //! kept (bounded) and done when it answers again; settlements carry an id, so
-//! one retried after a lost reply is applied once.
+//! one retried after a lost reply is applied once (within two minutes; one
+//! kept longer is dropped and its exchange stays charged at the worst case).
 //! Budget counters expire a day after their period ends.
 
 use std::time::Duration;
@@ -122,8 +123,9 @@ const REFUND: &str = r#"
 --               negative gives back, positive charges)
 --   b (budget): a = signed correction
 -- A settlement retried after a reply was lost must not apply twice: the
--- marker says it was applied.
-if redis.call('SET', KEYS[1], 1, 'NX', 'EX', 86400) == false then
+-- marker says it was applied. It lives SETTLED_TTL (120 s): one marker per
+-- exchange for a day filled Redis (600,000 keys in a 30-minute soak).
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', 120) == false then
   return 0
 end
 local t = redis.call('TIME')
@@ -176,9 +178,25 @@ return 1
 /// moment an exchange ended.
 #[derive(Debug, Clone)]
 enum Pending {
-    Release { slots: Vec<String>, lease: String },
-    Settle { id: String, refunds: Vec<Refund> },
+    Release {
+        slots: Vec<String>,
+        lease: String,
+    },
+    Settle {
+        id: String,
+        refunds: Vec<Refund>,
+        /// When it was first tried: its marker, if that try reached Redis,
+        /// lives [`SETTLED_TTL`] from about then.
+        first: std::time::Instant,
+    },
 }
+
+/// How long a settlement's marker lives in Redis (the `120` of `REFUND`).
+/// A settlement still pending after most of it is dropped, not retried: its
+/// first try may have been applied with the reply lost, and once the marker
+/// is gone a retry could apply it twice. Its exchange then keeps the
+/// reservation (the worst case) charged; docs/limits.md says so.
+const SETTLED_TTL: Duration = Duration::from_secs(120);
 
 /// Most pending items kept; past it the oldest are dropped (their leases and
 /// budget periods expire on their own).
@@ -325,7 +343,11 @@ impl RedisLimiter {
     /// drop); kept for later if Redis does not answer.
     pub fn refund(&self, refunds: Vec<Refund>) {
         let id = format!("{:032x}", rand::random::<u128>());
-        self.submit(Pending::Settle { id, refunds });
+        self.submit(Pending::Settle {
+            id,
+            refunds,
+            first: std::time::Instant::now(),
+        });
     }
 
     /// Gives concurrency slots back (in the background: called from a
@@ -397,6 +419,7 @@ impl RedisLimiter {
 
     /// Does the pending work in order, waiting while Redis is away.
     async fn retry(&self) {
+        let mut dropped = 0u64;
         loop {
             let next = self.pending.lock().ok().and_then(|p| p.front().cloned());
             let Some(item) = next else {
@@ -410,9 +433,22 @@ impl RedisLimiter {
                 {
                     continue;
                 }
-                tracing::info!(target: "halberd::limits", "pending redis work done");
+                if dropped > 0 {
+                    tracing::warn!(target: "halberd::limits", dropped, "pending redis work done; settlements that waited over two minutes were dropped, their exchanges stay charged at their reservations");
+                } else {
+                    tracing::info!(target: "halberd::limits", "pending redis work done");
+                }
                 return;
             };
+            if let Pending::Settle { first, .. } = &item
+                && first.elapsed() + Duration::from_secs(10) > SETTLED_TTL
+            {
+                if let Ok(mut pending) = self.pending.lock() {
+                    pending.pop_front();
+                }
+                dropped += 1;
+                continue;
+            }
             if self.apply(&item).await {
                 if let Ok(mut pending) = self.pending.lock() {
                     pending.pop_front();
@@ -439,7 +475,7 @@ impl RedisLimiter {
                     .await
                     .is_ok()
             }
-            Pending::Settle { id, refunds } => {
+            Pending::Settle { id, refunds, .. } => {
                 let mut invocation = self.refund.prepare_invoke();
                 invocation.key(format!("{PREFIX}settled:{id}"));
                 for r in refunds {
