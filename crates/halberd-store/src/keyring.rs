@@ -638,8 +638,11 @@ impl Keyring {
         let age = hit.read_at.elapsed();
         if age >= self.cache.ttl {
             // Past its ttl: read again, unless the store is known to be away
-            // (then, for a while, what we had).
-            return (self.store.is_down() && age < self.cache.ttl + self.cache.stale_if_error)
+            // or the background read begun at ttl/2 has not come back (a
+            // store that hangs: requests would otherwise all wait for its
+            // timeout, 5 s in a fault soak); then, for a while, what we had.
+            let away = self.store.is_down() || hit.refreshing.load(Ordering::Acquire);
+            return (away && age < self.cache.ttl + self.cache.stale_if_error)
                 .then(|| (hit.record.clone(), hit.hash.clone()));
         }
         if age >= self.cache.ttl / 2
@@ -655,12 +658,26 @@ impl Keyring {
                     // Gone from the store: the next request reads it and
                     // gets the answer on the request path.
                     Ok(None) => keyring.forget(&id),
-                    // The entry ages out at its ttl as usual.
-                    Err(_) => {}
+                    // The entry ages out at its ttl as usual, and the next
+                    // use starts another read.
+                    Err(_) => keyring.refresh_failed(&id),
                 }
             });
         }
         Some((hit.record.clone(), hit.hash.clone()))
+    }
+
+    /// A background read of `id` failed: the next use may start another.
+    fn refresh_failed(&self, id: &str) {
+        let entries = self
+            .cache
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = entries.get(id) {
+            hit.refreshing
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// The cached entry of `id` if within `ttl + stale_if_error`.
