@@ -71,6 +71,18 @@ def test_anthropic_messages(anthropic_client):
     assert r.usage.output_tokens > 0
 
 
+def test_anthropic_count_tokens(anthropic_client):
+    short = anthropic_client.messages.count_tokens(
+        model="mock-1", messages=[{"role": "user", "content": "Hello there"}]
+    )
+    longer = anthropic_client.messages.count_tokens(
+        model="mock-1",
+        system="You are terse.",
+        messages=[{"role": "user", "content": "Hello there " * 40}],
+    )
+    assert 0 < short.input_tokens < longer.input_tokens
+
+
 def test_anthropic_messages_streamed(anthropic_client):
     with anthropic_client.messages.stream(
         model="mock-1", max_tokens=100, messages=[{"role": "user", "content": TEXT}], extra_headers={"x-mock-chunk-bytes": "1"}

@@ -32,6 +32,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/healthz", get(healthz))
@@ -172,6 +173,47 @@ async fn messages(
     req: Request,
 ) -> Result<Response, GatewayError> {
     proxy(&app, Api::Messages, req).await
+}
+
+/// `POST /v1/messages/count_tokens`, the Anthropic SDKs'
+/// `messages.count_tokens`: the prompt's input tokens, counted here with the
+/// tokenizer the gateway uses for the model's budgets (an estimate for Claude
+/// models, whose tokenizer is not public), images and files at the
+/// reservation's estimate. No provider call and nothing billed or rate
+/// counted; scoped by the key as `/v1/messages` is (endpoint and models).
+async fn count_tokens(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or(GatewayError::Internal)?;
+    let (parts, body) = req.into_parts();
+    let key = authenticate::authenticate(&app.keyring, &parts.headers, &ctx.request_id).await?;
+    if !key.allows_endpoint(Api::Messages.as_str()) {
+        return Err(GatewayError::EndpointNotAllowed {
+            endpoint: Api::Messages.as_str(),
+        });
+    }
+    let bytes = read_body(body, &parts.headers, &app.config.limits).await?;
+    let mut value = halberd_protocol::json::parse_body(&bytes, app.config.limits.max_json_depth)?;
+    // A count has no output cap; the Messages decoder requires one.
+    if let Some(object) = value.as_object_mut() {
+        object
+            .entry("max_tokens")
+            .or_insert_with(|| serde_json::Value::from(1));
+    }
+    let exchange = halberd_protocol::Exchange::decode(Api::Messages, &value)?;
+    let route = route::route(&app.config, &key, &exchange)?;
+    let anthropic =
+        app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
+    let encoding = halberd_guard::tokens::Encoding::for_model(anthropic, &route.upstream_model);
+    let tokens = encoding
+        .count_parts(exchange.parts.iter().map(|p| p.text.as_str()))
+        .saturating_add(admit::uncounted_input(&exchange));
+    Ok(axum::Json(json!({"input_tokens": tokens})).into_response())
 }
 
 /// The pipeline, in order.

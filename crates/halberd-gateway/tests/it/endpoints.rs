@@ -253,6 +253,49 @@ async fn models_lists_what_the_key_may_use_in_both_shapes() {
     }
 }
 
+/// `messages.count_tokens`: counted here, scoped by the key, nothing
+/// forwarded; more text counts more, an image adds its estimate.
+#[tokio::test]
+async fn anthropic_count_tokens_counts_locally_within_the_key_scope() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    let count = |body: Value| {
+        client()
+            .post(gw.url("/v1/messages/count_tokens"))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let short =
+        json!({"model": "mock-1", "messages": [{"role": "user", "content": "Hello there"}]});
+    let r = count(short).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let few = v["input_tokens"].as_u64().unwrap();
+    assert!((1..20).contains(&few), "{v}");
+    let long = json!({"model": "mock-1", "system": "You are terse.", "messages": [
+        {"role": "user", "content": "Hello there ".repeat(50)},
+        {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}
+    ]});
+    let v: Value = count(long).await.unwrap().json().await.unwrap();
+    let many = v["input_tokens"].as_u64().unwrap();
+    assert!(many > few + 1_600, "{few} -> {many}");
+    let r = count(json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    let r = client()
+        .post(gw.url("/v1/messages/count_tokens"))
+        .json(&json!({"model": "mock-1", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
 #[tokio::test]
 async fn health_and_readiness() {
     let (_up, gw, _) = setup().await;
