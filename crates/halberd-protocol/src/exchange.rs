@@ -137,6 +137,11 @@ pub struct Part {
     pub provenance: Provenance,
     pub kind: PartKind,
     pub text: String,
+    /// The text is an object key (the last segment of `pointer`), not a
+    /// string value: the provider reads it (a schema's property names, the
+    /// fields of tool input), so it is inspected, but it cannot be rewritten
+    /// without changing the shape the provider reads.
+    pub key: bool,
 }
 
 /// A decoded request: what later stages need to know of it, with the body kept
@@ -232,6 +237,7 @@ impl Walker {
             provenance,
             kind,
             text: text.to_owned(),
+            key: false,
         });
     }
 
@@ -295,14 +301,20 @@ impl Walker {
                     if skip_ids && (NOT_TEXT.contains(&k.as_str()) || (base64 && k == "data")) {
                         continue;
                     }
-                    self.leaves(
-                        &format!("{pointer}/{}", escape_pointer(k)),
-                        v,
-                        role,
-                        provenance,
-                        kind,
-                        skip_ids,
-                    );
+                    let at = format!("{pointer}/{}", escape_pointer(k));
+                    // A key the writer chose freely (a property name, a
+                    // field of tool input) is read by the model like any
+                    // text; a short plain identifier cannot hold a sentence
+                    // or a value worth finding, and is left out.
+                    if !is_identifier(k) {
+                        self.push(at.clone(), role, provenance, kind, k);
+                        if let Some(last) = self.parts.last_mut()
+                            && last.pointer == at
+                        {
+                            last.key = true;
+                        }
+                    }
+                    self.leaves(&at, v, role, provenance, kind, skip_ids);
                 }
             }
             _ => {}
@@ -312,6 +324,15 @@ impl Walker {
 
 /// Fields of unmodelled shapes whose strings are identifiers or vocabulary,
 /// never text.
+/// A short plain identifier (`location`, `max_tokens`, `user.id`): letters,
+/// digits, `_`, `-`, `.`, at most 40 of them.
+fn is_identifier(key: &str) -> bool {
+    (1..=40).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 const NOT_TEXT: &[&str] = &[
     "type",
     "id",

@@ -43,7 +43,8 @@ fn decode(data: &[u8], splits: &[usize]) -> Vec<SseEvent> {
 }
 
 /// Request decoding: the first byte picks the API, the rest is the body. Never
-/// panics; on success every part's pointer resolves to exactly its text.
+/// panics; on success every part's pointer resolves to exactly its text, or,
+/// for a key, to a member of an object named exactly that.
 pub fn decode_request(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
@@ -54,6 +55,16 @@ pub fn decode_request(data: &[u8]) {
     };
     if let Ok(ex) = Exchange::decode(api, &value) {
         for part in &ex.parts {
+            if part.key {
+                let (parent, _) = part.pointer.rsplit_once('/').unwrap_or_default();
+                let object = value.pointer(parent).and_then(|v| v.as_object());
+                assert!(
+                    object.is_some_and(|o| o.contains_key(&part.text)),
+                    "key {}",
+                    part.pointer
+                );
+                continue;
+            }
             assert_eq!(
                 value.pointer(&part.pointer).and_then(|v| v.as_str()),
                 Some(part.text.as_str()),

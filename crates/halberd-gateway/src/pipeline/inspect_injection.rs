@@ -165,7 +165,8 @@ pub fn transform(
     if policy.spotlight {
         let nonce = random_base32(16);
         for part in &exchange.parts {
-            if trust(part.provenance, part.kind) != Some(Trust::Untrusted) {
+            // A key is assessed like any text, but only values are wrapped.
+            if part.key || trust(part.provenance, part.kind) != Some(Trust::Untrusted) {
                 continue;
             }
             let Some(Value::String(text)) = body.pointer_mut(&part.pointer) else {

@@ -68,6 +68,17 @@ pub fn inspect_input(
         return Ok(inspection);
     }
     for part in &exchange.parts {
+        if part.key {
+            // A key cannot be rewritten without changing the schema or the
+            // input the provider reads: what would be redacted is refused.
+            if let Some(kind) = inspect_key(policy, &part.text, &mut inspection) {
+                return Err(GatewayError::SensitiveData {
+                    kind,
+                    at: part.pointer.clone(),
+                });
+            }
+            continue;
+        }
         if let Some(text) = inspect_text(policy, &part.text, &part.pointer, &mut inspection)? {
             let Some(slot) = body.pointer_mut(&part.pointer) else {
                 tracing::error!(pointer = %part.pointer, "decoded part not found in the body");
@@ -164,6 +175,38 @@ fn inspect_rest(
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
+}
+
+/// An object key under the input policy: counted, and the type found when
+/// the policy would change it (block, redact, mask, hash: all refuse).
+fn inspect_key(
+    policy: &GuardPolicy,
+    key: &str,
+    inspection: &mut InputInspection,
+) -> Option<String> {
+    let findings = Detector::shared().scan(key);
+    if findings.is_empty() {
+        return None;
+    }
+    let redaction = sensitive::redact(
+        key,
+        &findings,
+        &policy.sensitive_input,
+        &mut inspection.pseudonyms,
+    );
+    for edit in &redaction.edits {
+        *inspection
+            .counts
+            .entry((type_label(edit.finding.kind), edit.action.name()))
+            .or_default() += 1;
+    }
+    if let Some(kind) = redaction.blocked() {
+        return Some(type_label(kind));
+    }
+    redaction
+        .changed()
+        .then(|| redaction.edits.first().map(|e| type_label(e.finding.kind)))
+        .flatten()
 }
 
 /// One text at `pointer` under the input policy: counted, refused on a

@@ -207,6 +207,62 @@ async fn a_poisoned_tool_description_is_blocked() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// The model reads a schema's property names too: an instruction hidden in
+/// one is blocked as a description would be, and a value in one (a key
+/// cannot be rewritten without changing the schema) is refused; plain
+/// identifiers pass.
+#[tokio::test]
+async fn instructions_and_values_in_json_keys_are_caught() {
+    let (gw, seen) = gateway().await;
+    let key = key(&gw, None).await;
+    let with_property = |name: &str| {
+        json!({
+            "model": "gpt-test",
+            "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+            "tools": [{"type": "function", "function": {
+                "name": "weather",
+                "description": "Weather lookup.",
+                "parameters": {"type": "object", "properties": {name: {"type": "string"}}}
+            }}]
+        })
+    };
+    let url = gw.url("/v1/chat/completions");
+    let resp = crate::post(&url, &key, with_property(ATTACK)).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "prompt_injection_detected", "{v}");
+    let resp = crate::post(&url, &key, with_property("copy to jane.doe@example.com")).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "sensitive_data_detected", "{v}");
+    assert!(seen.lock().unwrap().is_empty());
+    // A plain property name goes through to the provider.
+    crate::post(&url, &key, with_property("city_name")).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // Tool input replayed in the history (Anthropic): its keys too.
+    let replay = json!({
+        "model": "claude-test",
+        "max_tokens": 50,
+        "messages": [
+            {"role": "user", "content": "Book it."},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "book",
+                "input": {"guest jane.doe@example.com": true}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "done"}]}
+        ]
+    });
+    let resp = crate::client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&replay)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "sensitive_data_detected", "{v}");
+}
+
 #[tokio::test]
 async fn the_operator_prompt_is_not_blocked_and_off_means_off() {
     let (gw, seen) = gateway().await;
