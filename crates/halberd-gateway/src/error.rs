@@ -21,10 +21,16 @@ pub enum Dialect {
 impl Dialect {
     /// Anthropic's paths and SDK headers say Anthropic; everything else is OpenAI.
     pub fn for_request(path: &str, headers: &http::HeaderMap) -> Dialect {
+        // The endpoints say; elsewhere (models, an unknown path) the
+        // Anthropic SDKs' `anthropic-version` header does, so that their
+        // callers get errors they can parse.
+        let openai_endpoint = matches!(
+            path,
+            "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings"
+        ) || path.starts_with("/v1/responses/");
         if path == "/v1/messages"
             || path.starts_with("/v1/messages/")
-            || ((path == "/v1/models" || path.starts_with("/v1/models/"))
-                && headers.contains_key("anthropic-version"))
+            || (!openai_endpoint && headers.contains_key("anthropic-version"))
         {
             Dialect::Anthropic
         } else {

@@ -31,6 +31,27 @@ async fn request_id_on_every_response() {
         .unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap();
     assert!(id.starts_with("req_") && id.len() == 36, "{id}");
+    // An unknown path asked in Anthropic style is answered in its shape.
+    let r = client()
+        .post(gw.url("/v1/complete"))
+        .header("x-api-key", "sk-x")
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error")),
+        "{body}"
+    );
+    let r = client().get(gw.url("/v1/nope")).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("type").is_none(),
+        "OpenAI shape without the header: {body}"
+    );
     let r = client()
         .get(gw.admin_url("/admin/keys"))
         .send()
