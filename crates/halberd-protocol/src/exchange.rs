@@ -326,7 +326,7 @@ impl Walker {
 /// never text.
 /// A short plain identifier (`location`, `max_tokens`, `user.id`): letters,
 /// digits, `_`, `-`, `.`, at most 40 of them.
-fn is_identifier(key: &str) -> bool {
+pub fn is_identifier(key: &str) -> bool {
     (1..=40).contains(&key.len())
         && key
             .bytes()

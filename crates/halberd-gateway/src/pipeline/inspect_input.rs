@@ -151,6 +151,17 @@ fn inspect_rest(
                 let len = pointer.len();
                 pointer.push('/');
                 pointer.push_str(&halberd_protocol::exchange::escape_pointer(key));
+                // A free-form key (`metadata` keys are the client's own) goes
+                // upstream too; keys the decoders took as parts are done.
+                if !halberd_protocol::exchange::is_identifier(key)
+                    && !covered.contains(pointer.as_str())
+                    && let Some(kind) = inspect_key(policy, key, inspection)
+                {
+                    return Err(GatewayError::SensitiveData {
+                        kind,
+                        at: pointer.clone(),
+                    });
+                }
                 inspect_rest(policy, child, covered, pointer, inspection)?;
                 pointer.truncate(len);
             }

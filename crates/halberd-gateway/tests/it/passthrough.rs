@@ -256,6 +256,35 @@ async fn azure_style_deployments_get_their_query_and_key_header() {
     assert!(!headers.contains_key("authorization"));
 }
 
+/// A key of a field the decoders do not model is the client's own text too
+/// (`metadata` keys): one holding a value the policy would redact refuses the
+/// request (a key cannot be rewritten), plain keys pass.
+#[tokio::test]
+async fn a_value_in_a_free_form_key_is_refused() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let body = |k: &str| {
+        json!({
+            "model": "public-name",
+            "metadata": {k: "x"},
+            "messages": [{"role": "user", "content": "hi"}]
+        })
+    };
+    let resp = crate::post(
+        &gw.url("/v1/chat/completions"),
+        &key,
+        body("jane.doe@example.com"),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "sensitive_data_detected", "{v}");
+    assert!(seen.lock().unwrap().is_empty());
+    let resp = crate::post(&gw.url("/v1/chat/completions"), &key, body("customer tier")).await;
+    assert_eq!(resp.status(), 200);
+}
+
 /// PII in fields the decoders do not model (`user`, `metadata`, a message's
 /// `name`, `stop`, Anthropic's `metadata.user_id` and `stop_sequences`)
 /// reaches the provider redacted; identifiers stay exactly as sent.
