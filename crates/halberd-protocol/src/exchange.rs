@@ -324,11 +324,13 @@ impl Walker {
 
 /// Fields of unmodelled shapes whose strings are identifiers or vocabulary,
 /// never text.
-/// A short plain identifier (`location`, `max_tokens`, `user.id`): letters,
-/// digits, `_`, `-`, `.`, at most 40 of them.
+/// A short plain identifier (`location`, `max_tokens`, `user.id`, JSON
+/// Schema's `$defs`): letters, digits, `_`, `-`, `.`, at most 40 of them,
+/// after an optional `$`.
 pub fn is_identifier(key: &str) -> bool {
-    (1..=40).contains(&key.len())
-        && key
+    let name = key.strip_prefix('$').unwrap_or(key);
+    (1..=40).contains(&name.len())
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
