@@ -1076,21 +1076,33 @@ fn build_provider(
         (None, ProviderKind::Mock) => None,
         (Some(u), _) => {
             let u = u.trim_end_matches('/').to_owned();
-            let ok_scheme = u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
-            if !ok_scheme {
+            // Whether it is a URL first, then its scheme: a typo under
+            // `allow_http` is not told to use https.
+            let parsed = reqwest::Url::parse(&u)
+                .ok()
+                .filter(|url| url.host().is_some());
+            let Some(parsed) = parsed else {
                 return Err(err(
                     format!("{at}.base_url"),
-                    "must be an https:// URL (set allow_http = true for a local plain-HTTP upstream)",
+                    format!("{u:?} is not a valid URL (expected https://host[:port][/path])"),
                 ));
-            }
-            if reqwest::Url::parse(&u)
-                .map(|url| url.host().is_none())
-                .unwrap_or(true)
-            {
-                return Err(err(
-                    format!("{at}.base_url"),
-                    format!("{u:?} is not a valid URL"),
-                ));
+            };
+            match (parsed.scheme(), p.allow_http) {
+                ("https", _) | ("http", true) => {}
+                ("http", false) => {
+                    return Err(err(
+                        format!("{at}.base_url"),
+                        "must be an https:// URL (set allow_http = true for a local plain-HTTP upstream)",
+                    ));
+                }
+                (other, _) => {
+                    return Err(err(
+                        format!("{at}.base_url"),
+                        format!(
+                            "has scheme {other:?}: must be https:// (or http:// with allow_http = true)"
+                        ),
+                    ));
+                }
             }
             Some(u)
         }

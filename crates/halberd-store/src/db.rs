@@ -149,7 +149,11 @@ impl Store {
     /// schema up to date. Replicas may run this at once: sqlx takes an advisory
     /// lock around migrations.
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let opts = PgConnectOptions::from_str(url)?.application_name("halberd");
+        // Notices ("relation already exists, skipping" from the migration
+        // table on every start) are not for the operator's terminal.
+        let opts = PgConnectOptions::from_str(url)?
+            .application_name("halberd")
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))

@@ -785,6 +785,31 @@ fn print_record(k: &KeyRecord, json: bool, verb: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An OpenAI-kind `base_url` whose path has no version segment (`/v1`,
+/// `/api/v2`, `/openai/v1`): the gateway appends `/chat/completions` to it, and
+/// most OpenAI-compatible servers answer under `/v1`, so a missing one shows
+/// up only as a 404 from the upstream at run time.
+fn version_path_warning(provider: &halberd_gateway::config::Provider) -> Option<String> {
+    if provider.kind != halberd_gateway::config::ProviderKind::Openai {
+        return None;
+    }
+    let base = provider.base_url.as_deref()?;
+    let path = base
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map_or("", |(_, path)| path);
+    let versioned = path.split(['/', '?']).any(|s| {
+        s.strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    (!versioned).then(|| {
+        format!(
+            "provider {:?}: base_url {base:?} has no version in its path (such as /v1); requests go to {base}/chat/completions, which most OpenAI-compatible servers do not answer",
+            provider.name
+        )
+    })
+}
+
 fn check(path: Option<&Path>) -> Result<(), String> {
     let config = load_config(path)?;
     let source = path.map_or_else(
@@ -797,6 +822,11 @@ fn check(path: Option<&Path>) -> Result<(), String> {
             "warning: the admin API listens on {} (not loopback) over plain HTTP; it manages every key: put it behind TLS and a firewall",
             config.admin_listen
         );
+    }
+    for provider in &config.providers {
+        if let Some(warning) = version_path_warning(provider) {
+            println!("warning: {warning}");
+        }
     }
     let summary = json!(config.describe());
     println!(

@@ -477,3 +477,24 @@ fn redis_url_comes_from_the_environment_when_set() {
     let e = with(Some("http://nope")).unwrap_err();
     assert!(e.to_string().contains("redis://"), "{e}");
 }
+
+#[test]
+fn base_url_errors_say_what_is_wrong() {
+    let provider = |url: &str, http: bool| {
+        build(&format!(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{url}\"\nallow_http = {http}\n[[models]]\nname = \"m\"\nprovider = \"p\""
+        ))
+        .map(drop)
+        .unwrap_err()
+        .to_string()
+    };
+    let e = provider("http//127.0.0.1:9000/v1", true);
+    assert!(
+        e.contains("not a valid URL") && !e.contains("allow_http"),
+        "{e}"
+    );
+    let e = provider("http://127.0.0.1:9000/v1", false);
+    assert!(e.contains("allow_http"), "{e}");
+    let e = provider("ftp://127.0.0.1/v1", true);
+    assert!(e.contains("scheme \"ftp\""), "{e}");
+}

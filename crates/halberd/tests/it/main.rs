@@ -160,6 +160,30 @@ fn config_check_reports_where_the_error_is() {
 
     let out = halberd(dir.path(), &["config", "check"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("embedded default"));
+
+    // An OpenAI-kind base_url without a version path passes, with a warning.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        "[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9000\"\nallow_http = true\n[[models]]\nname = \"m\"\nprovider = \"local\"\n",
+    )
+    .unwrap();
+    let out = halberd(dir.path(), &["config", "check", bare.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: provider \"local\"") && text.contains("/v1"),
+        "{text}"
+    );
+    std::fs::write(
+        &bare,
+        std::fs::read_to_string(&bare)
+            .unwrap()
+            .replace(":9000", ":9000/v1"),
+    )
+    .unwrap();
+    let out = halberd(dir.path(), &["config", "check", bare.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
 }
 
 #[test]
