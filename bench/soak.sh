@@ -107,7 +107,8 @@ ok=$((requests - non2xx))
 rows=$(psql -tA -h 127.0.0.1 -U postgres -d halberd_soak -c "SELECT count(*) FROM usage_records WHERE key_id = '$KEY_ID'")
 completed=$(psql -tA -h 127.0.0.1 -U postgres -d halberd_soak -c "SELECT count(*) FROM usage_records WHERE key_id = '$KEY_ID' AND outcome = 'completed'")
 leases=0
-for k in $(redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'halberd:*'); do
+# Settlement markers are plain strings (and many): only the other keys can be leases.
+for k in $(redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'halberd:*' | grep -v ':settled:'); do
   [ "$(redis-cli -h 127.0.0.1 -p 6379 type "$k")" = zset ] && leases=$((leases + $(redis-cli -h 127.0.0.1 -p 6379 zcard "$k")))
 done
 echo "answers: $requests ($ok 2xx, $non2xx refused or failed, $sockerr socket errors); latency p50 ${p50} us p99 ${p99} us max ${maxl} us"
