@@ -1194,75 +1194,64 @@ fn line_col(text: &str, offset: usize) -> String {
 }
 
 impl Config {
-    /// A human summary of the effective configuration (no secrets).
-    pub fn describe(&self) -> BTreeMap<&'static str, String> {
-        let mut m = BTreeMap::new();
-        m.insert("listen", self.listen.to_string());
-        m.insert("admin_listen", self.admin_listen.to_string());
-        m.insert(
-            "store",
-            match &self.store_url {
+    /// A summary of the effective configuration (no secrets), for `config
+    /// check`: one JSON object, policies spelled out per type and trust.
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let lower = |debug: String| debug.to_ascii_lowercase();
+        let policies: serde_json::Map<String, serde_json::Value> = self
+            .policies
+            .iter()
+            .map(|(name, policy)| {
+                let render = |p: &halberd_guard::sensitive::Policy| {
+                    p.describe()
+                        .iter()
+                        .map(|(kind, action)| (kind.to_string(), json!(action.to_string())))
+                        .collect::<serde_json::Map<_, _>>()
+                };
+                (
+                    name.clone(),
+                    json!({
+                        "sensitive_input": render(&policy.sensitive_input),
+                        "sensitive_output": render(&policy.sensitive_output),
+                        "injection": policy.injection.describe(),
+                        "limits": policy.limits,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "listen": self.listen.to_string(),
+            "admin_listen": self.admin_listen.to_string(),
+            "store": match &self.store_url {
                 Some(_) => "postgres (url set; not shown)".to_owned(),
                 None => format!("sqlite {}", self.store_path.display()),
             },
-        );
-        m.insert("pepper_file", self.pepper_file.display().to_string());
-        m.insert(
-            "limits",
-            format!(
-                "{}, rate_fail_mode {:?}, budgets fail {}, {} priced models",
-                self.rate_limits
-                    .redis_url
-                    .as_ref()
-                    .map_or("in-process counters", |_| "shared through redis"),
-                self.rate_limits.fail_mode,
-                if self.rate_limits.budgets_fail_closed {
-                    "closed"
-                } else {
-                    "open"
-                },
-                self.rate_limits.prices.len()
-            ),
-        );
-        m.insert(
-            "providers",
-            self.providers
-                .iter()
-                .map(|p| format!("{} ({:?})", p.name, p.kind))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        m.insert(
-            "models",
-            self.models
-                .iter()
-                .map(|r| format!("{} -> {}", r.name, self.providers[r.provider].name))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        for (name, policy) in &self.policies {
-            let render = |p: &halberd_guard::sensitive::Policy| {
-                p.describe()
-                    .iter()
-                    .map(|(kind, action)| format!("{kind}={action}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            m.insert(
-                "policies",
-                format!(
-                    "{}{name}: sensitive input [{}], sensitive output [{}], injection [{}], limits {}",
-                    m.get("policies")
-                        .map(|p| format!("{p}; "))
-                        .unwrap_or_default(),
-                    render(&policy.sensitive_input),
-                    render(&policy.sensitive_output),
-                    policy.injection.describe(),
-                    serde_json::to_string(&policy.limits).unwrap_or_default(),
-                ),
-            );
-        }
-        m
+            "pepper_file": self.pepper_file.display().to_string(),
+            "limits": {
+                "counters": self.rate_limits.redis_url.as_ref().map_or("in-process", |_| "redis (url set; not shown)"),
+                "rate_fail_mode": lower(format!("{:?}", self.rate_limits.fail_mode)),
+                "budget_fail_mode": if self.rate_limits.budgets_fail_closed { "closed" } else { "open" },
+                "priced_models": self.rate_limits.prices.len(),
+            },
+            "providers": self.providers.iter().map(|p| json!({
+                "name": p.name,
+                "kind": lower(format!("{:?}", p.kind)),
+                // Credentials in a URL (`https://user:pass@host`) stay out.
+                "base_url": p.base_url.as_deref().map(|u| match u.split_once("://") {
+                    Some((scheme, rest)) => {
+                        let authority = rest.split('/').next().unwrap_or_default();
+                        match authority.rsplit_once('@') {
+                            Some((_, host)) => format!("{scheme}://[credentials]@{host}{}", &rest[authority.len()..]),
+                            None => u.to_owned(),
+                        }
+                    }
+                    None => u.to_owned(),
+                }),
+            })).collect::<Vec<_>>(),
+            "models": self.models.iter().map(|r| (r.name.clone(), json!(self.providers[r.provider].name))).collect::<serde_json::Map<_, _>>(),
+            "policies": policies,
+        })
     }
 }
 

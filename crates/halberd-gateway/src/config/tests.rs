@@ -303,10 +303,14 @@ fn injection_policy_defaults_overrides_and_errors() {
     let c = build("[[policies]]\nname = \"p\"\n[policies.injection]\naction = \"off\"\n[[policies]]\nname = \"q\"\n[policies.injection]\ncanary = true\nspotlight = true").unwrap();
     assert!(!c.policies["p"].injection.enabled);
     let described = &c.describe()["policies"];
-    assert!(described.contains("p: sensitive input"), "{described}");
-    assert!(described.contains("injection [off]"), "{described}");
-    assert!(
-        described.contains("injection [operator flag>=0.98 block=never, user flag>=0.73 block>=0.95, untrusted flag>=0.75 block>=0.9, canary, spotlight]"),
+    assert_eq!(
+        described["p"]["sensitive_input"]["email"], "redact",
+        "{described}"
+    );
+    assert_eq!(described["p"]["injection"], "off", "{described}");
+    assert_eq!(
+        described["q"]["injection"],
+        "operator flag>=0.98 block=never, user flag>=0.73 block>=0.95, untrusted flag>=0.75 block>=0.9, canary, spotlight",
         "{described}"
     );
 
@@ -497,4 +501,18 @@ fn base_url_errors_say_what_is_wrong() {
     assert!(e.contains("allow_http"), "{e}");
     let e = provider("ftp://127.0.0.1/v1", true);
     assert!(e.contains("scheme \"ftp\""), "{e}");
+}
+
+#[test]
+fn the_summary_never_shows_url_credentials() {
+    let c = build("[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"https://ann:hunter2@llm.example/v1\"\n[[models]]\nname = \"m\"\nprovider = \"p\"").unwrap();
+    let text = c.describe().to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("ann:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://[credentials]@llm.example/v1"),
+        "{text}"
+    );
 }
