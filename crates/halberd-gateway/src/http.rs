@@ -185,11 +185,7 @@ async fn count_tokens(
     State(app): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    let ctx = req
-        .extensions()
-        .get::<RequestCtx>()
-        .cloned()
-        .ok_or(GatewayError::Internal)?;
+    let ctx = request_ctx(&req)?;
     let (parts, body) = req.into_parts();
     let key = authenticate::authenticate(&app.keyring, &parts.headers, &ctx.request_id).await?;
     if !key.allows_endpoint(Api::Messages.as_str()) {
@@ -216,13 +212,17 @@ async fn count_tokens(
     Ok(axum::Json(json!({"input_tokens": tokens})).into_response())
 }
 
-/// The pipeline, in order.
-async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, GatewayError> {
-    let ctx = req
-        .extensions()
+/// What [`edge`] set on the request: its id, dialect and start.
+fn request_ctx(req: &Request) -> Result<RequestCtx, GatewayError> {
+    req.extensions()
         .get::<RequestCtx>()
         .cloned()
-        .ok_or(GatewayError::Internal)?;
+        .ok_or(GatewayError::Internal)
+}
+
+/// The pipeline, in order.
+async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, GatewayError> {
+    let ctx = request_ctx(&req)?;
     let (parts, body) = req.into_parts();
     let key = authenticate::authenticate(&app.keyring, &parts.headers, &ctx.request_id).await?;
     if !key.allows_endpoint(api.as_str()) {
@@ -557,11 +557,7 @@ async fn models_caller(
     app: &AppState,
     req: Request,
 ) -> Result<(RequestCtx, halberd_store::KeyRecord), GatewayError> {
-    let ctx = req
-        .extensions()
-        .get::<RequestCtx>()
-        .cloned()
-        .ok_or(GatewayError::Internal)?;
+    let ctx = request_ctx(&req)?;
     let key = authenticate::authenticate(&app.keyring, req.headers(), &ctx.request_id).await?;
     if !key.allows_endpoint("models") {
         return Err(GatewayError::EndpointNotAllowed { endpoint: "models" });

@@ -227,6 +227,18 @@ impl Walker {
         kind: PartKind,
         text: &str,
     ) {
+        self.push_part(pointer, role, provenance, kind, text, false);
+    }
+
+    fn push_part(
+        &mut self,
+        pointer: String,
+        role: Option<Role>,
+        provenance: Provenance,
+        kind: PartKind,
+        text: &str,
+        key: bool,
+    ) {
         if self.parts.len() >= MAX_PARTS {
             self.dropped += 1;
             return;
@@ -237,7 +249,7 @@ impl Walker {
             provenance,
             kind,
             text: text.to_owned(),
-            key: false,
+            key,
         });
     }
 
@@ -307,12 +319,7 @@ impl Walker {
                     // text; a short plain identifier cannot hold a sentence
                     // or a value worth finding, and is left out.
                     if !is_identifier(k) {
-                        self.push(at.clone(), role, provenance, kind, k);
-                        if let Some(last) = self.parts.last_mut()
-                            && last.pointer == at
-                        {
-                            last.key = true;
-                        }
+                        self.push_part(at.clone(), role, provenance, kind, k, true);
                     }
                     self.leaves(&at, v, role, provenance, kind, skip_ids);
                 }

@@ -69,14 +69,7 @@ pub fn inspect_input(
     }
     for part in &exchange.parts {
         if part.key {
-            // A key cannot be rewritten without changing the schema or the
-            // input the provider reads: what would be redacted is refused.
-            if let Some(kind) = inspect_key(policy, &part.text, &mut inspection) {
-                return Err(GatewayError::SensitiveData {
-                    kind,
-                    at: part.pointer.clone(),
-                });
-            }
+            inspect_key(policy, &part.text, &part.pointer, &mut inspection)?;
             continue;
         }
         if let Some(text) = inspect_text(policy, &part.text, &part.pointer, &mut inspection)? {
@@ -155,12 +148,8 @@ fn inspect_rest(
                 // upstream too; keys the decoders took as parts are done.
                 if !halberd_protocol::exchange::is_identifier(key)
                     && !covered.contains(pointer.as_str())
-                    && let Some(kind) = inspect_key(policy, key, inspection)
                 {
-                    return Err(GatewayError::SensitiveData {
-                        kind,
-                        at: pointer.clone(),
-                    });
+                    inspect_key(policy, key, pointer, inspection)?;
                 }
                 inspect_rest(policy, child, covered, pointer, inspection)?;
                 pointer.truncate(len);
@@ -188,49 +177,16 @@ fn inspect_rest(
     Ok(())
 }
 
-/// An object key under the input policy: counted, and the type found when
-/// the policy would change it (block, redact, mask, hash: all refuse).
-fn inspect_key(
-    policy: &GuardPolicy,
-    key: &str,
-    inspection: &mut InputInspection,
-) -> Option<String> {
-    let findings = Detector::shared().scan(key);
-    if findings.is_empty() {
-        return None;
-    }
-    let redaction = sensitive::redact(
-        key,
-        &findings,
-        &policy.sensitive_input,
-        &mut inspection.pseudonyms,
-    );
-    for edit in &redaction.edits {
-        *inspection
-            .counts
-            .entry((type_label(edit.finding.kind), edit.action.name()))
-            .or_default() += 1;
-    }
-    if let Some(kind) = redaction.blocked() {
-        return Some(type_label(kind));
-    }
-    redaction
-        .changed()
-        .then(|| redaction.edits.first().map(|e| type_label(e.finding.kind)))
-        .flatten()
-}
-
-/// One text at `pointer` under the input policy: counted, refused on a
-/// `block`, and the edited text when the policy changed it.
-fn inspect_text(
+/// `text` scanned and redacted under the input policy, every edit counted;
+/// `None` when nothing was found.
+fn redact_counted(
     policy: &GuardPolicy,
     text: &str,
-    pointer: &str,
     inspection: &mut InputInspection,
-) -> Result<Option<String>, GatewayError> {
+) -> Option<sensitive::Redaction> {
     let findings = Detector::shared().scan(text);
     if findings.is_empty() {
-        return Ok(None);
+        return None;
     }
     let redaction = sensitive::redact(
         text,
@@ -244,6 +200,47 @@ fn inspect_text(
             .entry((type_label(edit.finding.kind), edit.action.name()))
             .or_default() += 1;
     }
+    Some(redaction)
+}
+
+/// An object key at `pointer` under the input policy: counted, and refused
+/// when the policy would change it (block, redact, mask, hash: a key cannot
+/// be rewritten without changing what the provider reads).
+fn inspect_key(
+    policy: &GuardPolicy,
+    key: &str,
+    pointer: &str,
+    inspection: &mut InputInspection,
+) -> Result<(), GatewayError> {
+    let Some(redaction) = redact_counted(policy, key, inspection) else {
+        return Ok(());
+    };
+    let kind = redaction.blocked().or_else(|| {
+        redaction
+            .changed()
+            .then(|| redaction.edits.first().map(|e| e.finding.kind))
+            .flatten()
+    });
+    match kind {
+        Some(kind) => Err(GatewayError::SensitiveData {
+            kind: type_label(kind),
+            at: pointer.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One text at `pointer` under the input policy: counted, refused on a
+/// `block`, and the edited text when the policy changed it.
+fn inspect_text(
+    policy: &GuardPolicy,
+    text: &str,
+    pointer: &str,
+    inspection: &mut InputInspection,
+) -> Result<Option<String>, GatewayError> {
+    let Some(redaction) = redact_counted(policy, text, inspection) else {
+        return Ok(None);
+    };
     if let Some(kind) = redaction.blocked() {
         return Err(GatewayError::SensitiveData {
             kind: type_label(kind),

@@ -341,13 +341,9 @@ async fn provider_error_bodies_are_inspected_like_answers() {
     }
 }
 
-/// Postgres goes away under traffic and comes back: exchanges of a cached key
-/// keep being served and their usage records wait in the ledger; requests
-/// that need the store get 503 with Retry-After (at once, once the outage is
-/// known), `/readyz` says so; after recovery every record is written.
-#[tokio::test]
-#[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
-async fn store_outage_under_traffic_loses_no_usage_record() {
+/// A fresh test database on `HALBERD_TEST_POSTGRES_URL`, reached through a
+/// switch the test can cut: the switch and the URL through it.
+async fn proxied_postgres() -> (crate::Switch, String) {
     let server = std::env::var("HALBERD_TEST_POSTGRES_URL")
         .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
     let db = halberd_store::Store::create_test_database(&server)
@@ -357,6 +353,17 @@ async fn store_outage_under_traffic_loses_no_usage_record() {
     let (scheme_user, rest) = db.rsplit_once('@').unwrap();
     let name = rest.split_once('/').unwrap().1;
     let proxied = format!("{scheme_user}@{}/{name}", switch.addr);
+    (switch, proxied)
+}
+
+/// Postgres goes away under traffic and comes back: exchanges of a cached key
+/// keep being served and their usage records wait in the ledger; requests
+/// that need the store get 503 with Retry-After (at once, once the outage is
+/// known), `/readyz` says so; after recovery every record is written.
+#[tokio::test]
+#[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
+async fn store_outage_under_traffic_loses_no_usage_record() {
+    let (switch, proxied) = proxied_postgres().await;
     // A short TTL: the cached key outlives it on `key_cache_stale_if_error`.
     let gw = TestGateway::start(&format!(
         "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"300ms\"\n"
@@ -422,15 +429,7 @@ async fn store_outage_under_traffic_loses_no_usage_record() {
 #[tokio::test]
 #[ignore = "needs Postgres (HALBERD_TEST_POSTGRES_URL)"]
 async fn store_outage_without_stale_keys_fails_closed() {
-    let server = std::env::var("HALBERD_TEST_POSTGRES_URL")
-        .expect("HALBERD_TEST_POSTGRES_URL must point at a Postgres server for this test");
-    let db = halberd_store::Store::create_test_database(&server)
-        .await
-        .unwrap();
-    let switch = crate::Switch::start(&db).await;
-    let (scheme_user, rest) = db.rsplit_once('@').unwrap();
-    let name = rest.split_once('/').unwrap().1;
-    let proxied = format!("{scheme_user}@{}/{name}", switch.addr);
+    let (switch, proxied) = proxied_postgres().await;
     let gw = TestGateway::start(&format!(
         "[store]\nurl = \"{proxied}\"\n[auth]\nkey_cache_ttl = \"300ms\"\nkey_cache_stale_if_error = \"0s\"\n"
     ))
