@@ -222,9 +222,14 @@ fn inspect_key(
             .flatten()
     });
     match kind {
+        // The pointer ends in the key itself, the very value found: it names
+        // the object instead, so the error never carries the value.
         Some(kind) => Err(GatewayError::SensitiveData {
             kind: type_label(kind),
-            at: pointer.to_owned(),
+            at: format!(
+                "a key of {}",
+                pointer.rsplit_once('/').map_or("", |(parent, _)| parent)
+            ),
         }),
         None => Ok(()),
     }

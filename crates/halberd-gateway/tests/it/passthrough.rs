@@ -280,6 +280,11 @@ async fn a_value_in_a_free_form_key_is_refused() {
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "sensitive_data_detected", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("a key of /metadata") && !message.contains("jane"),
+        "the error names the object, not the value: {message}"
+    );
     assert!(seen.lock().unwrap().is_empty());
     let resp = crate::post(&gw.url("/v1/chat/completions"), &key, body("customer tier")).await;
     assert_eq!(resp.status(), 200);
