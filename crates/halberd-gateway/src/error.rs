@@ -54,6 +54,10 @@ pub enum GatewayError {
         message: String,
         param: Option<String>,
     },
+    /// The request head is not one the gateway takes (see [`crate::wire`]).
+    Malformed {
+        fault: crate::wire::Fault,
+    },
     /// The client did not send its whole body in time.
     BodyTimeout,
     MissingKey,
@@ -178,6 +182,7 @@ impl GatewayError {
             | ModelNotOnEndpoint { .. }
             | SensitiveData { .. }
             | PromptInjection { .. }
+            | Malformed { .. }
             | ContentLimit { .. } => StatusCode::BAD_REQUEST,
             MissingKey | InvalidKey | ExpiredKey | RevokedKey | AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -209,6 +214,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest { .. } => "invalid_request",
+            Malformed { .. } => "malformed_request",
             BodyTimeout => "request_timeout",
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
@@ -268,6 +274,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest { message, .. } => message.clone(),
+            Malformed { fault } => fault.message().into(),
             MissingKey => {
                 "no API key provided: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
                     .into()

@@ -73,14 +73,19 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         .extensions()
         .get::<crate::server::HeadTooLarge>()
         .copied();
+    let malformed = req
+        .headers()
+        .get(crate::wire::MARKER)
+        .map(|v| crate::wire::Fault::from_marker(v.as_bytes()));
     let run = async move {
-        match head_over {
-            Some(limits) => GatewayError::HeadersTooLarge {
+        match (head_over, malformed) {
+            (Some(limits), _) => GatewayError::HeadersTooLarge {
                 bytes: limits.bytes,
                 fields: limits.fields,
             }
             .into_response(),
-            None => next.run(req).await,
+            (None, Some(fault)) => GatewayError::Malformed { fault }.into_response(),
+            (None, None) => next.run(req).await,
         }
     };
     let mut resp = match AssertUnwindSafe(run).catch_unwind().await {

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod server;
 pub mod upstream;
+pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod test_logs;

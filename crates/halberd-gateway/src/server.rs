@@ -29,6 +29,27 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::Limits;
+use crate::wire::{Checked, HeadClock, HeadLimits};
+
+/// Tells the watcher when a request head is being held by [`Checked`]:
+/// hyper sees only complete heads, so its header-read timeout never runs,
+/// and the watcher times the head instead.
+struct HeadTimer {
+    conn: Arc<Conn>,
+    epoch: Instant,
+}
+
+impl HeadClock for HeadTimer {
+    fn head_pending(&self, pending: bool) {
+        let since = if pending {
+            millis_since(self.epoch).saturating_add(1)
+        } else {
+            0
+        };
+        self.conn.head_since_ms.store(since, Ordering::Release);
+        self.conn.changed.notify_one();
+    }
+}
 
 /// What the watcher and the accept loop know of one connection.
 #[derive(Debug)]
@@ -37,6 +58,9 @@ struct Conn {
     in_flight: AtomicUsize,
     /// Requests served so far.
     served: AtomicU64,
+    /// When the first bytes of a head not yet complete arrived, in
+    /// milliseconds since the server's epoch plus one; 0 when none is.
+    head_since_ms: AtomicU64,
     /// When the connection was accepted or last finished a response, in
     /// milliseconds since the server's epoch.
     idle_since_ms: AtomicU64,
@@ -94,9 +118,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // hyper refuses heads over its own limits with an empty 400/431; it
-        // is given twice ours, so that a head over ours reaches [`Tracked`]
-        // and is refused in the caller's error shape with a request id.
+        // hyper refuses heads over its own limits with an empty 400/431. On
+        // HTTP/1 [`Checked`] refuses heads over ours before hyper sees them,
+        // and on HTTP/2 [`Tracked`] does; hyper's, twice ours, is a backstop.
         .max_buf_size(limits.max_header_bytes.saturating_mul(2))
         .max_headers(limits.max_headers.saturating_mul(2));
     builder
@@ -145,6 +169,7 @@ pub async fn serve(
         let conn_state = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(millis_since(epoch)),
             close: Notify::new(),
             changed: Notify::new(),
@@ -163,6 +188,17 @@ pub async fn serve(
                 fields: limits.max_headers,
             },
         });
+        let stream = Checked::new(
+            stream,
+            HeadTimer {
+                conn: conn_state.clone(),
+                epoch,
+            },
+            HeadLimits {
+                bytes: limits.max_header_bytes,
+                fields: limits.max_headers,
+            },
+        );
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -189,7 +225,7 @@ pub async fn serve(
 
 type Connection = auto::UpgradeableConnection<
     'static,
-    TokioIo<tokio::net::TcpStream>,
+    TokioIo<Checked<tokio::net::TcpStream, HeadTimer>>,
     TowerToHyperService<Tracked>,
     TokioExecutor,
 >;
@@ -213,6 +249,13 @@ async fn watch_connection(
             idle
         };
         let idle_since = epoch + Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+        // A head under way must be complete within the header-read timeout
+        // of its first bytes, however long the connection may stay idle.
+        let mut deadline = idle_since + limit;
+        let head_since = state.head_since_ms.load(Ordering::Acquire);
+        if head_since > 0 {
+            deadline = deadline.min(epoch + Duration::from_millis(head_since - 1) + first_request);
+        }
         tokio::select! {
             _ = conn.as_mut() => return,
             () = state.changed.notified() => {}
@@ -224,12 +267,17 @@ async fn watch_connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(idle_since + limit), if !closing => {
-                // A response may have ended (moving `idle_since`) or be under
-                // way meanwhile: close only what is idle now.
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                // A response may have ended (moving `idle_since`), a head
+                // completed, or a request be under way meanwhile: close only
+                // what is still over its time now.
                 let since = Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+                let head = state.head_since_ms.load(Ordering::Acquire);
+                let now = Instant::now();
+                let head_late = head > 0
+                    && now >= epoch + Duration::from_millis(head - 1) + first_request;
                 if state.in_flight.load(Ordering::Acquire) == 0
-                    && Instant::now() >= epoch + since + limit
+                    && (now >= epoch + since + limit || head_late)
                 {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -290,7 +338,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
     }
 
     fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        if self.head_limits.exceeded_by(&req) {
+        let refused_as_large = req.headers().get(crate::wire::MARKER).is_some_and(|v| {
+            crate::wire::Fault::from_marker(v.as_bytes()) == crate::wire::Fault::TooLarge
+        });
+        if refused_as_large || self.head_limits.exceeded_by(&req) {
             req.extensions_mut().insert(self.head_limits);
         }
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);

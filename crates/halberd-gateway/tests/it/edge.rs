@@ -89,12 +89,25 @@ async fn too_many_or_too_large_headers_are_refused() {
     assert_eq!(r.status(), 431);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
-    // Far over (past hyper's own bound): still refused, by hyper.
+    // Far over (past hyper's own bound, twice ours): refused before hyper
+    // sees it, in the same shape.
     let mut req = client().get(gw.url("/healthz"));
     for i in 0..40 {
         req = req.header(format!("x-h{i}"), "v");
     }
-    assert_eq!(req.send().await.unwrap().status(), 431);
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+    let r = client()
+        .get(gw.url("/healthz"))
+        .header("x-big", "a".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
     assert_eq!(
         client()
             .get(gw.url("/healthz"))
@@ -106,31 +119,150 @@ async fn too_many_or_too_large_headers_are_refused() {
     );
 }
 
-/// RFC 9112 §6.1: a request with both `Content-Length` and
-/// `Transfer-Encoding` is framed by the chunked encoding alone and the
-/// connection is closed after the answer, so nothing smuggled after the
-/// body is ever read as a second request. (hyper drops the length before any
-/// handler sees the request, so the gateway cannot answer 400 instead; the
-/// close is the defence the RFC requires either way.)
-#[tokio::test]
-async fn content_length_with_transfer_encoding_closes_the_connection() {
-    let gw = TestGateway::start("").await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let smuggled = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
-    let body = format!("0\r\n\r\n{smuggled}");
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+/// Sends `raw` on a fresh connection and reads until the server closes it.
+async fn exchange_raw(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "connection left open after a CL+TE request");
+    assert!(read.is_ok(), "connection left open");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The JSON body of the only response in `text`.
+fn only_body(text: &str) -> Value {
+    let answers = text.lines().filter(|l| l.starts_with("HTTP/1.1 ")).count();
+    assert_eq!(answers, 1, "{text}");
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// RFC 9112 §6.1: a request with both `Content-Length` and
+/// `Transfer-Encoding` is refused with 400, in the caller's shape, and the
+/// connection closed, so nothing smuggled in the body is ever read as a
+/// second request.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused() {
+    let gw = TestGateway::start("").await;
+    let smuggled = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+    let body = format!("0\r\n\r\n{smuggled}");
+    for order in [
+        "Content-Length: {n}\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: {n}",
+    ] {
+        let framing = order.replace("{n}", &body.len().to_string());
+        let req = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01\r\nx-request-id: smuggle-1\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{body}"
+        );
+        let text = exchange_raw(gw.addr, req.as_bytes()).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("x-request-id: smuggle-1\r\n"), "{text}");
+        let body = only_body(&text);
+        assert_eq!(body["type"], "error", "Anthropic shape: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("both Content-Length and Transfer-Encoding"),
+            "{body}"
+        );
+    }
+}
+
+/// Heads hyper would answer with an empty 400 get a body in the caller's
+/// shape and a request id, and the connection ends.
+#[tokio::test]
+async fn malformed_heads_are_refused_with_a_body() {
+    let gw = TestGateway::start("").await;
+    let cases: [(&[u8], &str); 6] = [
+        (b"hello there\r\n\r\n", "not a valid HTTP/1.1 request"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "not a valid HTTP/1.1 request"),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "Transfer-Encoding is not supported",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Transfer-Encoding is not supported",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+            "Content-Length is not a valid length",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "Content-Length is not a valid length",
+        ),
+    ];
+    for (raw, message) in cases {
+        let text = exchange_raw(gw.addr, raw).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("x-request-id: req_"), "{text}");
+        let body = only_body(&text);
+        assert_eq!(body["error"]["code"], "malformed_request", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(message),
+            "{message}: {body}"
+        );
+    }
+}
+
+/// Requests sent back to back on one connection, with bodies framed by
+/// length and by chunks (extensions and trailers too), and a head that
+/// arrives a byte at a time, are each answered: the check in front of
+/// hyper finds every head where it starts.
+#[tokio::test]
+async fn pipelined_and_trickled_requests_are_all_answered() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    let body = r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
+    let chunked = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\n{}\r\n{:x}\r\n{}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        &body[..5],
+        body.len() - 5,
+        &body[5..]
+    );
+    let sized = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let last = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let all = format!("{chunked}{sized}{chunked}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n{last}");
+    let text = exchange_raw(gw.addr, all.as_bytes()).await;
+    // Three completions and two health checks, each answered 200.
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 5, "{text}");
+    assert_eq!(text.matches("chat.completion").count(), 3, "{text}");
+
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for b in all.as_bytes() {
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf);
-    // One answer (the POST, refused: no key), and no second one for the
-    // smuggled GET.
-    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
-    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 5, "{text}");
+}
+
+/// On a connection that has served a request, a head that never completes
+/// is cut at the header-read timeout, not left for the idle timeout.
+#[tokio::test]
+async fn a_slow_second_head_is_cut_at_the_header_read_timeout() {
+    let gw =
+        TestGateway::start("[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"30s\"")
+            .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a partial second head held the connection");
+    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
 }
 
 #[tokio::test]
