@@ -545,14 +545,15 @@ fn visible_models<'a>(
 fn model_object(
     app: &AppState,
     dialect: Dialect,
+    id: &str,
     m: &crate::config::ModelRoute,
 ) -> serde_json::Value {
     match dialect {
         Dialect::OpenAi => {
-            json!({"id": m.name, "object": "model", "created": 0, "owned_by": app.config.providers[m.provider].name})
+            json!({"id": id, "object": "model", "created": 0, "owned_by": app.config.providers[m.provider].name})
         }
         Dialect::Anthropic => {
-            json!({"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"})
+            json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z", "lifecycle": "active"})
         }
     }
 }
@@ -575,7 +576,7 @@ async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Respon
     let visible: Vec<_> = visible_models(&app, &key).collect();
     let data: Vec<_> = visible
         .iter()
-        .map(|m| model_object(&app, ctx.dialect, m))
+        .map(|m| model_object(&app, ctx.dialect, &m.name, m))
         .collect();
     let body = match ctx.dialect {
         Dialect::OpenAi => json!({"object": "list", "data": data}),
@@ -590,16 +591,23 @@ async fn models(State(app): State<Arc<AppState>>, req: Request) -> Result<Respon
 }
 
 /// One model (`client.models.retrieve`), scoped like the list: a model the
-/// key may not use is as unknown as one that does not exist.
+/// key may not use is as unknown as one that does not exist. A name that a
+/// pattern route serves (`mock-7` under `mock-*`) is a model too, as it is
+/// to the generation endpoints, though the list cannot enumerate it.
 async fn model(
     State(app): State<Arc<AppState>>,
     axum::extract::Path(id): axum::extract::Path<String>,
     req: Request,
 ) -> Result<Response, GatewayError> {
     let (ctx, key) = models_caller(&app, req).await?;
-    let found = visible_models(&app, &key).find(|m| m.name == id);
+    let models = &app.config.models;
+    let found = models
+        .iter()
+        .find(|m| !m.is_pattern() && m.name == id)
+        .or_else(|| models.iter().find(|m| m.matches(&id)))
+        .filter(|_| id.len() <= halberd_protocol::exchange::MAX_MODEL_LEN && key.allows_model(&id));
     match found {
-        Some(m) => Ok(axum::Json(model_object(&app, ctx.dialect, m)).into_response()),
+        Some(m) => Ok(axum::Json(model_object(&app, ctx.dialect, &id, m)).into_response()),
         None => Err(GatewayError::UnknownModel {
             model: id
                 .chars()

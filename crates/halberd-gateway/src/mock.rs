@@ -165,7 +165,16 @@ pub fn reply(api: Api, body: &Value, ex: &Exchange, knobs: &Knobs) -> Reply {
         MockUsage::None => None,
         MockUsage::Fixed { input, output } => Some((input, output)),
     };
-    let model = ex.model.as_str();
+    // A stored prompt's model is the provider's to choose; the mock's is
+    // `mock-1`.
+    let model = if ex
+        .model
+        .starts_with(halberd_protocol::openai::STORED_PROMPT_PREFIX)
+    {
+        "mock-1"
+    } else {
+        ex.model.as_str()
+    };
     let body_out = match (api, ex.stream) {
         (Api::Embeddings, _) => ReplyBody::Json(embeddings(body, model, usage)),
         (Api::ChatCompletions, false) => ReplyBody::Json(chat(model, &answer, usage)),
@@ -462,7 +471,7 @@ fn chat_stream(
 
 fn response_usage(u: Option<(u64, u64)>) -> Value {
     u.map_or(Value::Null, |(i, o)| {
-        json!({"input_tokens": i, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": o, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": i + o})
+        json!({"input_tokens": i, "input_tokens_details": {"cache_write_tokens": 0, "cached_tokens": 0}, "output_tokens": o, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": i + o})
     })
 }
 

@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::exchange::{Walker, array, model_name, optional_array, optional_bool, optional_u64};
+use crate::exchange::{
+    MAX_MODEL_LEN, Walker, array, model_name, optional_array, optional_bool, optional_u64,
+};
 use crate::{Api, DecodeError, Exchange, PartKind, Provenance, Role};
 
 /// Decodes a `POST /v1/chat/completions` body.
@@ -201,8 +203,36 @@ fn content_part(
 }
 
 /// Decodes a `POST /v1/responses` body.
+/// The model a Responses request names. Without `model`, a request that
+/// uses a stored prompt (`prompt.id`) runs the model the prompt was saved
+/// with, chosen by the provider: its model is then
+/// `prompt:<id>` ([`STORED_PROMPT_PREFIX`]), so that the configuration
+/// routes it (`[[models]] name = "prompt:*"`), keys are scoped to it like
+/// any model (a key limited to `gpt-4o-mini` cannot reach an `o3` prompt),
+/// and, having no price, it is refused to keys with a cost budget.
+fn responses_model(body: &Value) -> Result<String, DecodeError> {
+    if matches!(body.get("model"), None | Some(Value::Null))
+        && let Some(id) = body.pointer("/prompt/id").and_then(Value::as_str)
+    {
+        if id.is_empty() || id.len() + STORED_PROMPT_PREFIX.len() > MAX_MODEL_LEN {
+            return Err(DecodeError::at(
+                "prompt.id",
+                format!(
+                    "must be 1 to {} bytes long",
+                    MAX_MODEL_LEN - STORED_PROMPT_PREFIX.len()
+                ),
+            ));
+        }
+        return Ok(format!("{STORED_PROMPT_PREFIX}{id}"));
+    }
+    model_name(body).map(str::to_owned)
+}
+
+/// The model name of a Responses request that runs a stored prompt's model.
+pub const STORED_PROMPT_PREFIX: &str = "prompt:";
+
 pub fn decode_responses(body: &Value) -> Result<Exchange, DecodeError> {
-    let model = model_name(body)?;
+    let model = responses_model(body)?;
     let stream = optional_bool(body, "stream")?;
     let max_output_tokens = optional_u64(body, "max_output_tokens")?;
     let mut w = Walker::new();
@@ -270,7 +300,7 @@ pub fn decode_responses(body: &Value) -> Result<Exchange, DecodeError> {
     let w_parts = w.into_parts()?;
     Ok(Exchange {
         api: Api::Responses,
-        model: model.to_owned(),
+        model,
         stream,
         max_output_tokens,
         parts: w_parts,

@@ -76,7 +76,15 @@ pub async fn forward(
     let mut output = (!output.is_noop() && ex.api != Api::Embeddings).then_some(output);
     let provider = app.upstreams.provider(route.provider);
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("model".into(), Value::String(route.upstream_model.clone()));
+        // A stored prompt without a model (see `decode_responses`) runs the
+        // prompt's own model, unless the route names one.
+        let prompt_model =
+            obj.get("model").is_none_or(Value::is_null) && route.upstream_model == ex.model;
+        if prompt_model {
+            obj.remove("model");
+        } else {
+            obj.insert("model".into(), Value::String(route.upstream_model.clone()));
+        }
     }
     let hide_usage_chunk =
         ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);

@@ -213,6 +213,7 @@ async fn models_lists_what_the_key_may_use_in_both_shapes() {
         .await
         .unwrap();
     assert_eq!(v["data"][0]["type"], "model");
+    assert_eq!(v["data"][0]["lifecycle"], "active", "{v}");
     assert_eq!(v["has_more"], false);
 
     // One model, as `client.models.retrieve` asks for it, in each dialect;
@@ -251,6 +252,39 @@ async fn models_lists_what_the_key_may_use_in_both_shapes() {
         assert_eq!(v["error"]["code"], "model_not_found", "{path}: {v}");
         assert_eq!(v["type"] == "error", anthropic, "{path}: {v}");
     }
+}
+
+/// A name a pattern route serves is a model to `models.retrieve` as it is
+/// to the generation endpoints, within the key's scope.
+#[tokio::test]
+async fn models_retrieve_knows_names_that_a_pattern_serves() {
+    let gw = TestGateway::start("").await;
+    let open = gw.any_key().await;
+    let scoped = gw
+        .key(halberd_store::KeySpec {
+            name: "scoped".into(),
+            allowed_models: vec!["mock-1".into()],
+            ..Default::default()
+        })
+        .await
+        .key;
+    let get = |key: String, id: &str| {
+        client()
+            .get(gw.url(&format!("/v1/models/{id}")))
+            .bearer_auth(key)
+            .send()
+    };
+    let r = get(open.clone(), "mock-7").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["owned_by"].as_str()),
+        (Some("mock-7"), Some("mock")),
+        "{v}"
+    );
+    assert_eq!(get(scoped.clone(), "mock-7").await.unwrap().status(), 404);
+    assert_eq!(get(scoped, "mock-1").await.unwrap().status(), 200);
+    assert_eq!(get(open, "gpt-7").await.unwrap().status(), 404);
 }
 
 /// `messages.count_tokens`: counted here, scoped by the key, nothing

@@ -41,6 +41,13 @@ async fn capture(
         "ok".to_owned()
     };
     seen.lock().unwrap().push((headers, v));
+    if uri.path().ends_with("/responses") {
+        return axum::Json(json!({"id": "resp_x", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06",
+            "output": [{"type": "message", "id": "msg_x", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": reply, "annotations": []}]}],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}}))
+        .into_response();
+    }
     if stream {
         // The reply in 5-byte deltas, so a leak spans events.
         let mut sse = String::new();
@@ -63,6 +70,7 @@ pub(crate) async fn start_capture() -> (std::net::SocketAddr, Seen) {
     let app = Router::new()
         .route("/v1/chat/completions", axum::routing::post(capture))
         .route("/v1/messages", axum::routing::post(capture))
+        .route("/v1/responses", axum::routing::post(capture))
         .route(
             "/redirect/chat/completions",
             axum::routing::post(|| async {
@@ -121,6 +129,13 @@ provider = "capa"
 [[models]]
 name = "redirected"
 provider = "redir"
+[[models]]
+name = "prompt:pmpt_pinned"
+provider = "cap"
+upstream = "gpt-4o"
+[[models]]
+name = "prompt:*"
+provider = "cap"
 "#,
         dir = dir.path().display()
     );
@@ -363,4 +378,62 @@ async fn strings_outside_message_text_are_inspected_too() {
         content[1]["source"]["url"],
         "https://img.example/a.png?owner=[EMAIL]"
     );
+}
+
+/// A Responses request that runs a stored prompt names no model: it goes
+/// upstream without one (the prompt's model runs), unless the route pins
+/// one; the client hears the model that ran; keys are scoped to it as
+/// `prompt:<id>`.
+#[tokio::test]
+async fn a_stored_prompt_without_a_model_runs_the_prompts_model() {
+    let (addr, seen) = start_capture().await;
+    let gw = gateway(addr).await;
+    let key = gw.any_key().await;
+    let send = |key: String, body: Value| {
+        client()
+            .post(gw.url("/v1/responses"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let r = send(
+        key.clone(),
+        json!({"prompt": {"id": "pmpt_123", "variables": {"city": "Paris"}}, "input": "hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-4o-2024-08-06", "{v}");
+    let sent = seen.lock().unwrap().last().unwrap().1.clone();
+    assert!(sent.get("model").is_none(), "{sent}");
+    assert_eq!(sent["prompt"]["id"], "pmpt_123");
+
+    let r = send(
+        key.clone(),
+        json!({"model": null, "prompt": {"id": "pmpt_pinned"}, "input": "hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = seen.lock().unwrap().last().unwrap().1.clone();
+    assert_eq!(sent["model"], "gpt-4o", "{sent}");
+
+    // Neither model nor prompt: the model is required, as upstream.
+    let r = send(key.clone(), json!({"input": "hi"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let scoped = gw
+        .key(halberd_store::KeySpec {
+            name: "scoped".into(),
+            allowed_models: vec!["public-name".into()],
+            ..Default::default()
+        })
+        .await
+        .key;
+    let r = send(scoped, json!({"prompt": {"id": "pmpt_123"}, "input": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_allowed", "{v}");
 }
