@@ -533,17 +533,61 @@ impl ModelRoute {
 }
 
 /// A configuration error: where, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{at}: {message}")]
+/// What is wrong with a configuration: the first error found, and every
+/// other one in `more`, so that one `config check` lists them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub at: String,
     pub message: String,
+    /// Further errors in the same file, in the order found.
+    pub more: Vec<ConfigError>,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)?;
+        for e in &self.more {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 fn err(at: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         at: at.into(),
         message: message.into(),
+        more: Vec::new(),
+    }
+}
+
+/// Collects the errors of independent parts of a configuration, so that
+/// one bad field does not hide the next.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn keep<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    fn push(&mut self, mut e: ConfigError) {
+        let more = std::mem::take(&mut e.more);
+        self.0.push(e);
+        self.0.extend(more);
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        let mut all = self.0.into_iter();
+        match all.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = all.collect();
+                Err(first)
+            }
+        }
     }
 }
 
@@ -555,6 +599,7 @@ impl ConfigFile {
         ConfigFile::parse(&text).map_err(|e| ConfigError {
             at: format!("{}: {}", path.display(), e.at),
             message: e.message,
+            more: Vec::new(),
         })
     }
 
@@ -576,6 +621,7 @@ impl ConfigFile {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let s = &self.server;
+        let mut errors = Errors::default();
         let dur =
             |field: &str, v: &str| parse_duration(v).map_err(|m| err(format!("server.{field}"), m));
         let addr = |field: &str, v: &str| {
@@ -586,34 +632,74 @@ impl ConfigFile {
                 )
             })
         };
+        // Each field on its own, so that every bad one is reported; a bad
+        // field's place is taken by its default meanwhile.
+        let d = ServerFile::default();
+        let mut size = |field: &str, v: usize, min: usize, default: usize| {
+            errors
+                .keep(at_least(&format!("server.{field}"), v, min))
+                .unwrap_or(default)
+        };
+        let max_body_bytes = size("max_body_bytes", s.max_body_bytes, 1024, d.max_body_bytes);
+        let max_header_bytes = size(
+            "max_header_bytes",
+            s.max_header_bytes,
+            8192,
+            d.max_header_bytes,
+        );
+        let max_headers = size("max_headers", s.max_headers, 8, d.max_headers);
+        let max_json_depth = size("max_json_depth", s.max_json_depth, 4, d.max_json_depth);
+        let max_connections = size("max_connections", s.max_connections, 1, d.max_connections);
+        let body_min_rate = match s.body_min_rate {
+            0 => {
+                errors.push(err("server.body_min_rate", "must be at least 1"));
+                d.body_min_rate
+            }
+            n => n,
+        };
+        let mut timeout = |field: &str, v: &str, default: &str, nonzero: bool| {
+            let parsed = dur(field, v).and_then(|t| {
+                if nonzero && t.is_zero() {
+                    Err(err(format!("server.{field}"), "must be greater than zero"))
+                } else {
+                    Ok(t)
+                }
+            });
+            errors
+                .keep(parsed)
+                .unwrap_or_else(|| parse_duration(default).unwrap_or(Duration::from_secs(10)))
+        };
         let limits = Limits {
-            max_body_bytes: at_least("server.max_body_bytes", s.max_body_bytes, 1024)?,
-            max_header_bytes: at_least("server.max_header_bytes", s.max_header_bytes, 8192)?,
-            max_headers: at_least("server.max_headers", s.max_headers, 8)?,
-            header_read_timeout: dur("header_read_timeout", &s.header_read_timeout)?,
-            idle_timeout: dur("idle_timeout", &s.idle_timeout)?,
-            body_read_timeout: dur("body_read_timeout", &s.body_read_timeout)?,
-            body_min_rate: match s.body_min_rate {
-                0 => return Err(err("server.body_min_rate", "must be at least 1")),
-                n => n,
-            },
-            max_json_depth: at_least("server.max_json_depth", s.max_json_depth, 4)?,
-            max_connections: at_least("server.max_connections", s.max_connections, 1)?,
-            shutdown_grace: dur("shutdown_grace", &s.shutdown_grace)?,
+            max_body_bytes,
+            max_header_bytes,
+            max_headers,
+            header_read_timeout: timeout(
+                "header_read_timeout",
+                &s.header_read_timeout,
+                &d.header_read_timeout,
+                true,
+            ),
+            idle_timeout: timeout("idle_timeout", &s.idle_timeout, &d.idle_timeout, true),
+            body_read_timeout: timeout(
+                "body_read_timeout",
+                &s.body_read_timeout,
+                &d.body_read_timeout,
+                false,
+            ),
+            body_min_rate,
+            max_json_depth,
+            max_connections,
+            shutdown_grace: timeout(
+                "shutdown_grace",
+                &s.shutdown_grace,
+                &d.shutdown_grace,
+                false,
+            ),
         };
         if limits.max_json_depth > halberd_protocol::json::MAX_DEPTH {
-            return Err(err(
+            errors.push(err(
                 "server.max_json_depth",
                 format!("must be at most {}", halberd_protocol::json::MAX_DEPTH),
-            ));
-        }
-        if limits.idle_timeout.is_zero() {
-            return Err(err("server.idle_timeout", "must be greater than zero"));
-        }
-        if limits.header_read_timeout.is_zero() {
-            return Err(err(
-                "server.header_read_timeout",
-                "must be greater than zero",
             ));
         }
         let store_path = base_dir.join(&self.store.path);
@@ -643,18 +729,19 @@ impl ConfigFile {
         } else {
             self.providers.clone()
         };
-        let mut providers = Vec::with_capacity(provider_files.len());
-        for (i, p) in provider_files.iter().enumerate() {
-            providers.push(build_provider(i, p, base_dir, env)?);
-        }
-        if let Some(dup) = providers
+        let providers: Vec<Option<Provider>> = provider_files
             .iter()
             .enumerate()
-            .find(|(i, p)| providers[..*i].iter().any(|q| q.name == p.name))
+            .map(|(i, p)| errors.keep(build_provider(i, p, base_dir, env)))
+            .collect();
+        if let Some((i, p)) = provider_files
+            .iter()
+            .enumerate()
+            .find(|(i, p)| provider_files[..*i].iter().any(|q| q.name == p.name))
         {
-            return Err(err(
-                format!("providers[{}].name", dup.0),
-                format!("duplicate provider name {:?}", dup.1.name),
+            errors.push(err(
+                format!("providers[{i}].name"),
+                format!("duplicate provider name {:?}", p.name),
             ));
         }
 
@@ -675,7 +762,7 @@ impl ConfigFile {
             self.models.clone()
         };
         if model_files.is_empty() {
-            return Err(err(
+            errors.push(err(
                 "models",
                 "no models configured: add at least one [[models]] entry",
             ));
@@ -684,44 +771,44 @@ impl ConfigFile {
         for (i, m) in model_files.iter().enumerate() {
             let at = format!("models[{i}]");
             if m.name.is_empty() || m.name == "*" || m.name[..m.name.len() - 1].contains('*') {
-                return Err(err(
+                errors.push(err(
                     format!("{at}.name"),
                     "must be a model name, optionally ending in a single '*'",
                 ));
             }
-            let provider = providers
-                .iter()
-                .position(|p| p.name == m.provider)
-                .ok_or_else(|| {
-                    err(
-                        format!("{at}.provider"),
-                        format!("no provider named {:?}", m.provider),
-                    )
-                })?;
-            if m.upstream.as_deref().is_some_and(str::is_empty) {
-                return Err(err(format!("{at}.upstream"), "must not be empty"));
+            // Providers by their place in the file, so that a provider with
+            // an error of its own is not also reported missing here.
+            let provider = provider_files.iter().position(|p| p.name == m.provider);
+            if provider.is_none() {
+                errors.push(err(
+                    format!("{at}.provider"),
+                    format!("no provider named {:?}", m.provider),
+                ));
             }
-            if models.iter().any(|r: &ModelRoute| r.name == m.name) {
-                return Err(err(
+            if m.upstream.as_deref().is_some_and(str::is_empty) {
+                errors.push(err(format!("{at}.upstream"), "must not be empty"));
+            }
+            if model_files[..i].iter().any(|r| r.name == m.name) {
+                errors.push(err(
                     format!("{at}.name"),
                     format!("duplicate model {:?}", m.name),
                 ));
             }
             models.push(ModelRoute {
                 name: m.name.clone(),
-                provider,
+                provider: provider.unwrap_or_default(),
                 upstream: m.upstream.clone(),
             });
         }
 
-        let policies = build_policies(&self.policies, env)?;
+        let policies = errors.keep(build_policies(&self.policies, env));
         // The Redis URL may carry a password: `HALBERD_REDIS_URL` keeps it
         // out of the file, as `HALBERD_STORE_URL` does for Postgres.
         let mut limits_file = self.limits.clone();
         if let Some(url) = env("HALBERD_REDIS_URL").filter(|u| !u.trim().is_empty()) {
             limits_file.redis_url = Some(url);
         }
-        let rate_limits = build_rate_limits(&limits_file, &self.prices)?;
+        let rate_limits = errors.keep(build_rate_limits(&limits_file, &self.prices));
         let store_url = match env("HALBERD_STORE_URL").filter(|u| !u.trim().is_empty()) {
             Some(url) => Some(url),
             None => self.store.url.clone(),
@@ -729,52 +816,97 @@ impl ConfigFile {
         if let Some(url) = &store_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(err(
+            errors.push(err(
                 "store.url",
                 "must be a postgres:// URL (leave it out for the SQLite file)",
             ));
         }
-
+        let listen = errors.keep(addr("listen", &s.listen));
+        let admin_listen = errors.keep(addr("admin_listen", &s.admin_listen));
+        let usage_queue = match self.store.usage_queue {
+            0 => {
+                errors.push(err("store.usage_queue", "must be at least 1"));
+                None
+            }
+            n => Some(n),
+        };
+        let usage_queue_wait = errors.keep(
+            parse_duration(&self.store.usage_queue_wait)
+                .map_err(|m| err("store.usage_queue_wait", m)),
+        );
+        let usage_retention = errors.keep(
+            parse_duration(&self.store.usage_retention)
+                .map_err(|m| err("store.usage_retention", m))
+                .and_then(|d| match d {
+                    d if d.is_zero() => Ok(None),
+                    d if d < Duration::from_secs(32 * 86_400) => Err(err(
+                        "store.usage_retention",
+                        "must be at least 32d (budgets read the current month's records), or 0s to keep every record",
+                    )),
+                    d => Ok(Some(d)),
+                }),
+        );
+        let key_cache_ttl = errors.keep(
+            parse_duration(self.auth.key_cache_ttl.as_deref().unwrap_or("2s"))
+                .map_err(|m| err("auth.key_cache_ttl", m)),
+        );
+        let key_cache_stale_if_error = errors.keep(
+            parse_duration(
+                self.auth
+                    .key_cache_stale_if_error
+                    .as_deref()
+                    .unwrap_or("60s"),
+            )
+            .map_err(|m| err("auth.key_cache_stale_if_error", m)),
+        );
+        let providers: Option<Vec<Provider>> = providers.into_iter().collect();
+        let (
+            Some(listen),
+            Some(admin_listen),
+            Some(usage_queue),
+            Some(usage_queue_wait),
+            Some(usage_retention),
+            Some(key_cache_ttl),
+            Some(key_cache_stale_if_error),
+            Some(providers),
+            Some(rate_limits),
+            Some(policies),
+        ) = (
+            listen,
+            admin_listen,
+            usage_queue,
+            usage_queue_wait,
+            usage_retention,
+            key_cache_ttl,
+            key_cache_stale_if_error,
+            providers,
+            rate_limits,
+            policies,
+        )
+        else {
+            // Every `None` above recorded its error.
+            errors.into_result()?;
+            return Err(err("config", "invalid configuration"));
+        };
+        errors.into_result()?;
         let config = Config {
-            listen: addr("listen", &s.listen)?,
-            admin_listen: addr("admin_listen", &s.admin_listen)?,
+            listen,
+            admin_listen,
             admin_allow_public: s.admin_allow_public,
             limits,
             store_path,
             store_url: store_url.map(SecretString::from),
-            usage_queue: match self.store.usage_queue {
-                0 => return Err(err("store.usage_queue", "must be at least 1")),
-                n => n,
-            },
-            usage_queue_wait: parse_duration(&self.store.usage_queue_wait)
-                .map_err(|m| err("store.usage_queue_wait", m))?,
-            usage_retention: match parse_duration(&self.store.usage_retention)
-                .map_err(|m| err("store.usage_retention", m))?
-            {
-                d if d.is_zero() => None,
-                d if d < Duration::from_secs(32 * 86_400) => {
-                    return Err(err(
-                        "store.usage_retention",
-                        "must be at least 32d (budgets read the current month's records), or 0s to keep every record",
-                    ));
-                }
-                d => Some(d),
-            },
+            usage_queue,
+            usage_queue_wait,
+            usage_retention,
             pepper_file,
             admin_token_env: self
                 .auth
                 .admin_token_env
                 .clone()
                 .unwrap_or_else(|| "HALBERD_ADMIN_TOKEN".into()),
-            key_cache_ttl: parse_duration(self.auth.key_cache_ttl.as_deref().unwrap_or("2s"))
-                .map_err(|m| err("auth.key_cache_ttl", m))?,
-            key_cache_stale_if_error: parse_duration(
-                self.auth
-                    .key_cache_stale_if_error
-                    .as_deref()
-                    .unwrap_or("60s"),
-            )
-            .map_err(|m| err("auth.key_cache_stale_if_error", m))?,
+            key_cache_ttl,
+            key_cache_stale_if_error,
             providers,
             models,
             rate_limits,
@@ -866,116 +998,130 @@ fn build_policies(
     files: &[PolicyFile],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<GuardPolicy>>, ConfigError> {
-    use halberd_guard::sensitive::{Action, Policy};
+    let mut errors = Errors::default();
     let mut policies = std::collections::BTreeMap::new();
     for (i, p) in files.iter().enumerate() {
         let at = format!("policies[{i}]");
-        if p.name.is_empty() || policies.contains_key(&p.name) {
-            return Err(err(
+        if p.name.is_empty() || files[..i].iter().any(|q| q.name == p.name) {
+            errors.push(err(
                 format!("{at}.name"),
                 "must be a unique, non-empty name",
             ));
+            continue;
         }
-        let hash_key = match &p.sensitive.hash_key_env {
-            Some(var) => env(var).ok_or_else(|| {
-                err(
-                    format!("{at}.sensitive.hash_key_env"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?,
-            None => String::new(),
-        };
-        // A hash under an empty or short key is a lookup table away from the
-        // value (every card number, SSN or phone number can be tried): refuse
-        // it rather than pseudo-protect.
-        let hashes = p
-            .sensitive
-            .input
-            .values()
-            .chain(p.sensitive.output.values())
-            .any(|a| a == "hash");
-        if hashes && hash_key.len() < MIN_HASH_KEY {
-            return Err(err(
-                format!("{at}.sensitive.hash_key_env"),
-                format!(
-                    "the hash action needs a secret key of at least {MIN_HASH_KEY} characters from the environment variable this names (an unkeyed hash of a card or phone number can be reversed by trying every number)"
-                ),
-            ));
+        if let Some(policy) = errors.keep(build_policy(&at, p, env)) {
+            policies.insert(p.name.clone(), std::sync::Arc::new(policy));
         }
-        let compile = |direction: &str, map: &std::collections::BTreeMap<String, String>| {
-            let default = map.get("default").map(String::as_str).unwrap_or("redact");
-            let default_action = Action::parse(default).ok_or_else(|| {
-                err(
-                    format!("{at}.sensitive.{direction}.default"),
-                    format!("unknown action {default:?}"),
-                )
-            })?;
-            if direction == "output" && default_action == Action::Pseudonymize {
-                return Err(err(
-                    format!("{at}.sensitive.output.default"),
-                    "pseudonymize applies to input only",
-                ));
-            }
-            let mut policy = Policy::uniform(default_action).with_hash_key(hash_key.as_bytes());
-            for (kind, action) in map.iter().filter(|(k, _)| k.as_str() != "default") {
-                let field = format!("{at}.sensitive.{direction}.{kind}");
-                if direction == "output" && action == "pseudonymize" {
-                    return Err(err(field, "pseudonymize applies to input only"));
-                }
-                policy
-                    .set(kind, action)
-                    .map_err(|e| err(field, e.to_string()))?;
-            }
-            Ok::<Policy, ConfigError>(policy)
-        };
-        let injection = build_injection(&format!("{at}.injection"), &p.injection)?;
-        let policy = GuardPolicy {
-            name: p.name.clone(),
-            sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
-            sensitive_output: std::sync::Arc::new({
-                let output = compile("output", &p.sensitive.output)?;
-                // Only a policy that plants canaries can see one leak. Acting on
-                // the family otherwise would make every stream go through the
-                // redactor, which holds each word back until the next character
-                // arrives, even with every sensitive-data action off.
-                let plants_canaries = injection.enabled && injection.canary;
-                if p.sensitive.output.contains_key(CANARY_FAMILY) {
-                    output
-                } else {
-                    let leak = p.injection.canary_leak.as_deref().unwrap_or("block");
-                    let action = match Action::parse(leak) {
-                        Some(a @ (Action::Block | Action::Flag | Action::Redact)) => a,
-                        _ => {
-                            return Err(err(
-                                format!("{at}.injection.canary_leak"),
-                                format!("unknown action {leak:?} (block, flag or redact)"),
-                            ));
-                        }
-                    };
-                    if plants_canaries {
-                        with_canary_leak(output, action)
-                    } else {
-                        output
-                    }
-                }
-            }),
-            content: if p.content.max_output_tokens == Some(0) {
-                return Err(err(
-                    format!("{at}.content.max_output_tokens"),
-                    "must be at least 1",
-                ));
-            } else {
-                p.content
-            },
-            limits: p.limits,
-            injection,
-        };
-        policies.insert(p.name.clone(), std::sync::Arc::new(policy));
     }
+    errors.into_result()?;
     policies
         .entry("default".to_owned())
         .or_insert_with(|| std::sync::Arc::new(GuardPolicy::builtin_default()));
     Ok(policies)
+}
+
+/// One `[[policies]]` entry, at `at`.
+fn build_policy(
+    at: &str,
+    p: &PolicyFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GuardPolicy, ConfigError> {
+    use halberd_guard::sensitive::{Action, Policy};
+    let hash_key = match &p.sensitive.hash_key_env {
+        Some(var) => env(var).ok_or_else(|| {
+            err(
+                format!("{at}.sensitive.hash_key_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        None => String::new(),
+    };
+    // A hash under an empty or short key is a lookup table away from the
+    // value (every card number, SSN or phone number can be tried): refuse
+    // it rather than pseudo-protect.
+    let hashes = p
+        .sensitive
+        .input
+        .values()
+        .chain(p.sensitive.output.values())
+        .any(|a| a == "hash");
+    if hashes && hash_key.len() < MIN_HASH_KEY {
+        return Err(err(
+            format!("{at}.sensitive.hash_key_env"),
+            format!(
+                "the hash action needs a secret key of at least {MIN_HASH_KEY} characters from the environment variable this names (an unkeyed hash of a card or phone number can be reversed by trying every number)"
+            ),
+        ));
+    }
+    let compile = |direction: &str, map: &std::collections::BTreeMap<String, String>| {
+        let default = map.get("default").map(String::as_str).unwrap_or("redact");
+        let default_action = Action::parse(default).ok_or_else(|| {
+            err(
+                format!("{at}.sensitive.{direction}.default"),
+                format!("unknown action {default:?}"),
+            )
+        })?;
+        if direction == "output" && default_action == Action::Pseudonymize {
+            return Err(err(
+                format!("{at}.sensitive.output.default"),
+                "pseudonymize applies to input only",
+            ));
+        }
+        let mut policy = Policy::uniform(default_action).with_hash_key(hash_key.as_bytes());
+        for (kind, action) in map.iter().filter(|(k, _)| k.as_str() != "default") {
+            let field = format!("{at}.sensitive.{direction}.{kind}");
+            if direction == "output" && action == "pseudonymize" {
+                return Err(err(field, "pseudonymize applies to input only"));
+            }
+            policy
+                .set(kind, action)
+                .map_err(|e| err(field, e.to_string()))?;
+        }
+        Ok::<Policy, ConfigError>(policy)
+    };
+    let injection = build_injection(&format!("{at}.injection"), &p.injection)?;
+    let policy = GuardPolicy {
+        name: p.name.clone(),
+        sensitive_input: std::sync::Arc::new(compile("input", &p.sensitive.input)?),
+        sensitive_output: std::sync::Arc::new({
+            let output = compile("output", &p.sensitive.output)?;
+            // Only a policy that plants canaries can see one leak. Acting on
+            // the family otherwise would make every stream go through the
+            // redactor, which holds each word back until the next character
+            // arrives, even with every sensitive-data action off.
+            let plants_canaries = injection.enabled && injection.canary;
+            if p.sensitive.output.contains_key(CANARY_FAMILY) {
+                output
+            } else {
+                let leak = p.injection.canary_leak.as_deref().unwrap_or("block");
+                let action = match Action::parse(leak) {
+                    Some(a @ (Action::Block | Action::Flag | Action::Redact)) => a,
+                    _ => {
+                        return Err(err(
+                            format!("{at}.injection.canary_leak"),
+                            format!("unknown action {leak:?} (block, flag or redact)"),
+                        ));
+                    }
+                };
+                if plants_canaries {
+                    with_canary_leak(output, action)
+                } else {
+                    output
+                }
+            }
+        }),
+        content: if p.content.max_output_tokens == Some(0) {
+            return Err(err(
+                format!("{at}.content.max_output_tokens"),
+                "must be at least 1",
+            ));
+        } else {
+            p.content
+        },
+        limits: p.limits,
+        injection,
+    };
+    Ok(policy)
 }
 
 /// The sensitive-output name of the canary family.

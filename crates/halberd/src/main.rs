@@ -335,8 +335,20 @@ fn env(name: &str) -> Option<String> {
 /// from the file's directory; the embedded default uses the working directory.
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
     let (file, base) = read_config(path)?;
-    file.build(&base, &env)
-        .map_err(|e| format!("invalid configuration: {e}"))
+    file.build(&base, &env).map_err(|e| invalid(&e))
+}
+
+/// Every error of a configuration, one per line.
+fn invalid(e: &halberd_gateway::config::ConfigError) -> String {
+    if e.more.is_empty() {
+        format!("invalid configuration: {e}")
+    } else {
+        let lines = e.to_string().replace('\n', "\n  ");
+        format!(
+            "invalid configuration ({} errors):\n  {lines}",
+            e.more.len() + 1
+        )
+    }
 }
 
 fn read_config(path: Option<&Path>) -> Result<(ConfigFile, PathBuf), String> {
@@ -373,8 +385,7 @@ fn load_config_for_store(path: Option<&Path>) -> Result<Config, String> {
                 .then(|| "unused-by-this-command-0000".to_owned())
         })
     };
-    file.build(&base, &env)
-        .map_err(|e| format!("invalid configuration: {e}"))
+    file.build(&base, &env).map_err(|e| invalid(&e))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -516,3 +516,54 @@ fn the_summary_never_shows_url_credentials() {
         "{text}"
     );
 }
+
+/// One check reports every error in the file, not only the first.
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = r#"
+[server]
+listen = "nowhere"
+max_headers = 2
+idle_timeout = "soon"
+[store]
+usage_queue = 0
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "ftp://x"
+[[models]]
+name = "m"
+provider = "missing"
+[[models]]
+name = "m"
+provider = "a"
+[[policies]]
+name = "p"
+[policies.content]
+max_output_tokens = 0
+[[policies]]
+name = "q"
+[policies.sensitive]
+input = { default = "shout" }
+"#;
+    let e = build(text).unwrap_err();
+    let all: Vec<&str> = std::iter::once(e.at.as_str())
+        .chain(e.more.iter().map(|m| m.at.as_str()))
+        .collect();
+    for at in [
+        "server.listen",
+        "server.max_headers",
+        "server.idle_timeout",
+        "store.usage_queue",
+        "providers[0].base_url",
+        "models[0].provider",
+        "models[1].name",
+        "policies[0].content.max_output_tokens",
+        "policies[1].sensitive.input.default",
+    ] {
+        assert!(all.contains(&at), "{at} missing from {all:?}");
+    }
+    // A provider with an error of its own is not also called missing.
+    assert!(!all.contains(&"models[1].provider"), "{all:?}");
+    assert_eq!(e.to_string().lines().count(), all.len(), "{e}");
+}

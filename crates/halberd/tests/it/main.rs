@@ -144,6 +144,24 @@ fn config_check_reports_where_the_error_is() {
         "{err}"
     );
 
+    // Every error at once, one per line.
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\nmax_headers = 2\n[[models]]\nname = \"m\"\nprovider = \"missing\"\n",
+    )
+    .unwrap();
+    let out = halberd(dir.path(), &["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(3 errors)"), "{err}");
+    for at in [
+        "server.listen:",
+        "server.max_headers:",
+        "models[0].provider:",
+    ] {
+        assert!(err.contains(&format!("\n  {at}")), "{at}: {err}");
+    }
+
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/halberd.example.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_halberd"))
         .args(["config", "check", example.to_str().unwrap()])
