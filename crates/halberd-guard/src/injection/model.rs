@@ -293,8 +293,11 @@ fn share_bucket(count: usize, total: usize) -> u64 {
 }
 
 /// Calls `each` with every feature bucket of the token range `start..end`:
-/// unigrams, bigrams, the words' character 4-grams, a length bucket, and how
-/// much mixed punctuation the range and its last 20 tokens hold. Returns the
+/// unigrams, bigrams, the words' character 4-grams, and how much mixed
+/// punctuation the range and its last 20 tokens hold. The range's length is
+/// not a feature: length is not evidence (a length bucket was one until the
+/// segment head scored `hello world` once 0.003 and twenty-four times 0.99
+/// as a document; without it, 0.005 and 0.04). Returns the
 /// number of features. The one definition of the features, for training
 /// (`features`) and scoring (`Head::range_logit`) alike.
 #[inline(always)]
@@ -317,23 +320,62 @@ fn for_each_feature(tokens: &Tokens, start: usize, end: usize, mut each: impl Fn
         each(g);
     }
     let n = end - start;
-    each(bucket(fx(
-        0xfeed,
-        u64::from(usize::BITS - n.leading_zeros()),
-    )));
     let kinds = &tokens.kinds[start..end];
     let mixed = kinds.iter().filter(|&&k| k == 3).count();
     each(bucket(fx(0xbeef, share_bucket(mixed, n))));
     let tail = &kinds[n.saturating_sub(20)..];
     let tail_mixed = tail.iter().filter(|&&k| k == 3).count();
     each(bucket(fx(0xcafe, share_bucket(tail_mixed, tail.len()))));
-    2 * n + (g1 - g0) + 3
+    2 * n + (g1 - g0) + 2
 }
 
 /// Feature buckets of the token range `start..end`, as a list (training).
 pub fn features(tokens: &Tokens, start: usize, end: usize, out: &mut Vec<u32>) {
     out.clear();
     for_each_feature(tokens, start, end, |b| out.push(b));
+}
+
+/// Per-thread counts of the buckets of the range being scored (all zero
+/// between calls: the touched ones are reset after each range).
+#[derive(Default)]
+struct Scratch {
+    /// Counts per bucket (the prompt head).
+    counts: Vec<u16>,
+    /// A bit per bucket (the segment head).
+    seen: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static COUNTS: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The Euclidean length of a feature list's count vector, `sqrt(Σ count²)`
+/// over its distinct buckets (at least 1); sorts `list`.
+///
+/// A head's logit is its weights summed over this length. Over the list's
+/// own length (`sqrt(n)`, as before) a text repeated k times scored
+/// `sqrt(k)` times further from the bias, so repetition alone was evidence:
+/// `hello world` 24 times in a document scored 0.99, once 0.003. Over the
+/// count vector's length the logit of a text repeated is the logit of the
+/// text, and a text with no repeated feature scores as before (its length
+/// is `sqrt(n)`).
+pub fn count_norm(list: &mut [u32]) -> f32 {
+    list.sort_unstable();
+    let mut squares = 0u64;
+    let mut run = 0u64;
+    let mut last = None;
+    for &b in list.iter() {
+        if last == Some(b) {
+            run += 1;
+        } else {
+            squares += run * run;
+            run = 1;
+            last = Some(b);
+        }
+    }
+    squares += run * run;
+    (squares.max(1) as f32).sqrt()
 }
 
 /// One head: a bias and a weight per bucket, quantised to i16 (`weight =
@@ -344,6 +386,10 @@ pub struct Head {
     pub bias: f32,
     pub scale: f32,
     pub weights: Vec<i16>,
+    /// Whether a feature counts once per range however often it occurs (the
+    /// segment head), rather than by its count over the count vector's
+    /// length (the prompt head). Not stored: the heads' roles fix it.
+    pub presence: bool,
 }
 
 impl fmt::Debug for Head {
@@ -352,6 +398,7 @@ impl fmt::Debug for Head {
             .field("bias", &self.bias)
             .field("scale", &self.scale)
             .field("buckets", &self.weights.len())
+            .field("presence", &self.presence)
             .finish()
     }
 }
@@ -368,6 +415,7 @@ impl Head {
                 .iter()
                 .map(|w| (w / scale).round().clamp(-32767.0, 32767.0) as i16)
                 .collect(),
+            presence: false,
         }
     }
 
@@ -383,25 +431,84 @@ impl Head {
             features(tokens, start, end, &mut list);
             return self.logit(&list);
         };
+        const MASK: usize = (1 << BITS) - 1;
         let mut sum = 0i64;
-        // A bucket has BITS bits, so the mask changes nothing; it lets the
-        // compiler drop the bounds check on every lookup.
-        let count = for_each_feature(tokens, start, end, |b| {
-            sum += i64::from(weights[b as usize & ((1 << BITS) - 1)]);
+        let norm = COUNTS.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                counts,
+                seen,
+                touched,
+            } = &mut *scratch;
+            touched.clear();
+            if self.presence {
+                // Each bucket once: a bit per bucket (16 KiB, in L1).
+                if seen.len() != 1 << (BITS - 6) {
+                    *seen = vec![0; 1 << (BITS - 6)];
+                }
+                for_each_feature(tokens, start, end, |b| {
+                    // A bucket has BITS bits, so the mask changes nothing;
+                    // it lets the compiler drop the bounds checks.
+                    let b = b as usize & MASK;
+                    let (word, bit) = (b >> 6, 1u64 << (b & 63));
+                    if seen[word] & bit == 0 {
+                        seen[word] |= bit;
+                        sum += i64::from(weights[b]);
+                        touched.push(b as u32);
+                    }
+                });
+                for &b in touched.iter() {
+                    seen[(b as usize & MASK) >> 6] = 0;
+                }
+                return (touched.len().max(1) as f32).sqrt();
+            }
+            if counts.len() != 1 << BITS {
+                *counts = vec![0; 1 << BITS];
+            }
+            let mut squares = 0u64;
+            let mut saturated = false;
+            for_each_feature(tokens, start, end, |b| {
+                let b = b as usize & MASK;
+                sum += i64::from(weights[b]);
+                let c = counts[b];
+                if c == 0 {
+                    touched.push(b as u32);
+                }
+                squares += 2 * u64::from(c) + 1;
+                counts[b] = c.saturating_add(1);
+                saturated |= c == u16::MAX;
+            });
+            for &b in touched.iter() {
+                counts[b as usize & MASK] = 0;
+            }
+            if saturated {
+                // A bucket counted past u16 (a pathological range): count
+                // again the slow, exact way.
+                let mut list = Vec::new();
+                features(tokens, start, end, &mut list);
+                return count_norm(&mut list);
+            }
+            (squares.max(1) as f32).sqrt()
         });
-        self.bias + sum as f32 * self.scale / (count as f32).sqrt()
+        self.bias + sum as f32 * self.scale / norm
     }
 
-    /// Log-odds for a feature list (features scaled by 1/sqrt(n)).
+    /// Log-odds for a feature list: the weights summed, over the length of
+    /// the list's count vector, or over distinct buckets for a presence head.
     pub fn logit(&self, features: &[u32]) -> f32 {
         if features.is_empty() {
             return self.bias;
         }
-        let sum: i64 = features
+        let mut list = features.to_vec();
+        if self.presence {
+            list.sort_unstable();
+            list.dedup();
+        }
+        let sum: i64 = list
             .iter()
             .map(|&b| i64::from(self.weights.get(b as usize).copied().unwrap_or(0)))
             .sum();
-        self.bias + sum as f32 * self.scale / (features.len() as f32).sqrt()
+        self.bias + sum as f32 * self.scale / count_norm(&mut list)
     }
 }
 
@@ -459,13 +566,15 @@ impl Model {
                 bias,
                 scale,
                 weights,
+                presence: false,
             });
             rest = &rest[8 + 2 * n..];
         }
         if !rest.is_empty() {
             return Err(ModelError("trailing bytes"));
         }
-        let segment = heads.pop().ok_or(ModelError("truncated"))?;
+        let mut segment = heads.pop().ok_or(ModelError("truncated"))?;
+        segment.presence = true;
         let prompt = heads.pop().ok_or(ModelError("truncated"))?;
         Ok(Model { prompt, segment })
     }
@@ -504,11 +613,16 @@ impl Default for TrainConfig {
 pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
     let mut bias = 0f32;
     let mut weights = vec![0f32; 1 << BITS];
-    let logit = |bias: f32, weights: &[f32], features: &[u32]| {
+    // Each example's features are scaled by its count vector's length, as
+    // the heads score (see [`count_norm`]).
+    let scales: Vec<f32> = examples
+        .iter()
+        .map(|e| 1.0 / count_norm(&mut e.features.clone()))
+        .collect();
+    let logit = |bias: f32, weights: &[f32], features: &[u32], scale: f32| {
         if features.is_empty() {
             return bias;
         }
-        let scale = 1.0 / (features.len() as f32).sqrt();
         let sum: f32 = features.iter().map(|&b| weights[b as usize]).sum();
         bias + sum * scale
     };
@@ -530,11 +644,11 @@ pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
         let lr = config.learning_rate / (1.0 + epoch as f32);
         for &i in &order {
             let e = &examples[i];
-            let p = 1.0 / (1.0 + (-logit(bias, &weights, &e.features)).exp());
+            let p = 1.0 / (1.0 + (-logit(bias, &weights, &e.features, scales[i])).exp());
             let y = if e.attack { 1.0 } else { 0.0 };
             let w = if e.attack { weight_pos } else { weight_neg };
             let g = (p - y) * w;
-            let scale = 1.0 / (e.features.len().max(1) as f32).sqrt();
+            let scale = scales[i];
             bias -= lr * g * 0.1;
             for &b in &e.features {
                 let wb = &mut weights[b as usize];
@@ -552,11 +666,11 @@ pub fn train_head(examples: &[Example], config: TrainConfig) -> Head {
 /// times scored 0.996): length is not evidence. Nine in ten training texts are
 /// shorter than this, so they are scored exactly as they were trained.
 ///
-/// Within a window (and within the segment head's 48-token windows) a phrase
-/// repeated still counts each time: counting each feature once was tried and
-/// retrained, and lost user-prompt recall at 1 % false positives (0.934 to
-/// 0.883, 5-fold cross-validation) while gaining on documents (0.219 to
-/// 0.296 at 2 %), so the counted model stays for now.
+/// Within a window, a phrase repeated no longer adds up either: the prompt
+/// head sums over its count vector's length ([`count_norm`]), the segment
+/// head counts each feature once per window ([`Head::presence`]; counting
+/// once in the prompt head too was tried, and lost user-prompt recall at
+/// 1 % false positives, 0.934 to 0.883).
 pub const PROMPT_WINDOW: usize = 384;
 
 /// Token ranges the prompt head scores: the whole text, or windows of

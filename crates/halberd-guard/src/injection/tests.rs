@@ -289,19 +289,42 @@ fn length_alone_does_not_raise_the_score() {
     let notice = "Permission is granted to use, copy and change this program for any purpose, \
         provided that this notice appears in every copy. The program is given as it is, \
         without any promise that it works, and the authors are not liable for any damage. ";
-    // (As a document, in the segment head's 48-token windows, a phrase
-    // repeated still adds up: see `model::PROMPT_WINDOW`.)
-    for text in [
-        "hello world ".repeat(10_000),
-        notice.repeat(3),
-        notice.repeat(40),
-    ] {
-        let a = d.assess(&text, Trust::User);
-        assert_eq!(
-            default_thresholds(Trust::User).verdict(a.score),
-            Verdict::Allow,
-            "{} bytes: {a:?}",
-            text.len()
+    for trust in [Trust::User, Trust::Untrusted] {
+        for text in [
+            "hello world ".repeat(24),
+            "hello world ".repeat(10_000),
+            "please help me with this. ".repeat(200),
+            notice.repeat(3),
+            notice.repeat(40),
+        ] {
+            // (As a document, the notice scores high once already: the
+            // segment head's false positive on legal prose, issue 20's to
+            // fix. Here only repetition is on trial.)
+            if trust == Trust::Untrusted && text.starts_with("Permission") {
+                let once = d.assess(notice, trust).score;
+                let many = d.assess(&text, trust).score;
+                assert!((many - once).abs() < 1e-3, "{once} -> {many}");
+                continue;
+            }
+            let a = d.assess(&text, trust);
+            assert_eq!(
+                default_thresholds(trust).verdict(a.score),
+                Verdict::Allow,
+                "{trust:?}, {} bytes: {a:?}",
+                text.len()
+            );
+        }
+    }
+    // Within a window too, a phrase repeated scores as the phrase: a head's
+    // sum is over its count vector's length (the prompt head) or counts each
+    // feature once (the segment head), and the window's length is no
+    // feature. (`hello world` 24 times in a document scored 0.99, once 0.003.)
+    let once = d.assess("hello world", Trust::Untrusted).score;
+    for k in [3, 24, 240] {
+        let many = d.assess(&"hello world ".repeat(k), Trust::Untrusted).score;
+        assert!(
+            many < 0.1 && (many - once).abs() < 0.1,
+            "{k}: {once} -> {many}"
         );
     }
     // Past one window, length adds nothing (windows fall differently on the

@@ -58,8 +58,16 @@ pub fn train(items: &[Labeled], config: TrainConfig) -> Model {
             }
         }
     }
+    // The segment head counts each feature once per window (see
+    // `Head::presence`).
+    for e in &mut segment {
+        e.features.sort_unstable();
+        e.features.dedup();
+    }
+    let mut segment = model::train_head(&segment, config);
+    segment.presence = true;
     Model {
         prompt: model::train_head(&prompt, config),
-        segment: model::train_head(&segment, config),
+        segment,
     }
 }
