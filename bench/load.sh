@@ -15,6 +15,8 @@ CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 UP_PORT="${UP_PORT:-19090}"
 GW_PORT="${GW_PORT:-18787}"
+ADMIN_PORT="${ADMIN_PORT:-18788}"
+export HALBERD_ADMIN_TOKEN="bench-$(date +%s%N)-only-on-loopback-for-stages"
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -30,7 +32,7 @@ trap cleanup EXIT
 cat > "$WORK/halberd.toml" <<TOML
 [server]
 listen = "127.0.0.1:$GW_PORT"
-admin_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
 [[providers]]
 name = "oai"
 kind = "openai"
@@ -64,8 +66,11 @@ run() { # name url
 # Warm both paths (connection pools, page cache) before measuring.
 DURATION=2s run warmup-direct "http://127.0.0.1:$UP_PORT" >/dev/null
 DURATION=2s run warmup-gateway "http://127.0.0.1:$GW_PORT" >/dev/null
+stages() { curl -sf -H "Authorization: Bearer $HALBERD_ADMIN_TOKEN" "http://127.0.0.1:$ADMIN_PORT/admin/stages"; }
 direct=$(run direct "http://127.0.0.1:$UP_PORT")
+before=$(stages)
 gateway=$(run gateway "http://127.0.0.1:$GW_PORT")
+after=$(stages)
 echo "$direct"
 echo "$gateway"
 python3 - "$direct" "$gateway" <<'PY'
@@ -78,4 +83,16 @@ for k in ("p50_us", "p90_us", "p99_us"):
 print(f"throughput: {d['rps']:.0f} -> {g['rps']:.0f} req/s ({(g['rps'] / d['rps'] - 1) * 100:+.1f}%)")
 if g["non200"] or d["non200"] or g["socket_errors"] or d["socket_errors"]:
     print(f"WARNING: errors during the run: direct non200={d['non200']:.0f} gateway non200={g['non200']:.0f}")
+PY
+# Where the gateway's time went during the measured run (wall time per stage,
+# means over the run; `upstream` includes the upstream's own time).
+python3 - "$before" "$after" <<'PY'
+import json, sys
+b = {s["stage"]: s for s in json.loads(sys.argv[1])["data"]}
+a = {s["stage"]: s for s in json.loads(sys.argv[2])["data"]}
+print("per stage (mean wall time during the gateway run):")
+for name, s in a.items():
+    n = s["count"] - b[name]["count"]
+    us = s["total_us"] - b[name]["total_us"]
+    print(f"  {name:<13} {us / max(n, 1):8.1f} us  ({n} calls)")
 PY

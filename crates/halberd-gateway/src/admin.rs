@@ -40,6 +40,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/admin/users/{user}/usage", get(user_usage))
         .route("/admin/events", get(list_events))
+        .route(
+            "/admin/stages",
+            get(|| async { axum::Json(crate::stages::snapshot()) }),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .merge(protected)

@@ -23,6 +23,7 @@ use crate::pipeline::{
     RequestCtx, admit, authenticate, decode, finish, forward, inspect_injection, inspect_input,
     route,
 };
+use crate::stages::Stage;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -229,6 +230,7 @@ fn request_ctx(req: &Request) -> Result<RequestCtx, GatewayError> {
 async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, GatewayError> {
     let ctx = request_ctx(&req)?;
     let (parts, body) = req.into_parts();
+    let t = tokio::time::Instant::now();
     let key = authenticate::authenticate(&app.keyring, &parts.headers, &ctx.request_id).await?;
     if !key.allows_endpoint(api.as_str()) {
         return Err(GatewayError::EndpointNotAllowed {
@@ -254,12 +256,14 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
         })?),
         None => None,
     };
+    let t = Stage::Authenticate.done(t);
     let scopes = admit::scopes(&key, &policy.limits, user_limits.as_ref());
     let permit = app
         .limiter
         .admit(&scopes, tokio::time::Instant::now())
         .await
         .inspect_err(|e| limit_hit(&ctx.request_id, &key.id, e))?;
+    Stage::Admit.done(t);
     let mut rate_headers = HeaderMap::new();
     if let Some(rate) = &permit.rate {
         admit::set_rate_headers(&mut rate_headers, rate, ctx.dialect);
@@ -283,6 +287,7 @@ async fn proxy(app: &AppState, api: Api, req: Request) -> Result<Response, Gatew
     for (name, value) in &rate_headers {
         resp.headers_mut().insert(name, value.clone());
     }
+    Stage::Handler.done(ctx.started);
     Ok(resp)
 }
 
@@ -317,7 +322,9 @@ async fn admitted(
     permit: admit::Permit,
     rate_headers: &mut HeaderMap,
 ) -> Result<Response, GatewayError> {
+    let t = tokio::time::Instant::now();
     let bytes = read_body(body, &parts.headers, &app.config.limits).await?;
+    let t = Stage::Read.done(t);
     let (value, exchange) = decode::decode(
         api,
         &parts.headers,
@@ -327,6 +334,7 @@ async fn admitted(
     // Size and shape first: a request the policy refuses anyway costs no
     // inspection.
     inspect_input::check_shape(&policy.content, &value, &exchange, bytes.len())?;
+    let t = Stage::Decode.done(t);
     // Large bodies are inspected on the blocking pool: a scan is linear in
     // its input but a multi-megabyte part still takes milliseconds, which
     // must not stall the async workers (and `/healthz`) for everyone else.
@@ -387,6 +395,7 @@ async fn admitted(
             "injection transforms applied"
         );
     }
+    let t = Stage::Inspect.done(t);
     let route = route::route(&app.config, key, &exchange)?;
     let anthropic =
         app.config.providers[route.provider].kind == crate::config::ProviderKind::Anthropic;
@@ -453,6 +462,7 @@ async fn admitted(
             }
         },
     };
+    Stage::Route.done(t);
     let mut resp = forward::forward(
         app,
         ctx,

@@ -14,6 +14,7 @@ pub mod mock_server;
 pub mod pipeline;
 pub mod relay;
 pub mod server;
+pub mod stages;
 pub mod upstream;
 pub mod wire;
 

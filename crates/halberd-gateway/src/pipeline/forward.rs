@@ -97,11 +97,13 @@ pub async fn forward(
     );
     finish.hold(permit);
     finish.account(accounting);
-    let upstream = match app
+    let sent = tokio::time::Instant::now();
+    let upstream = app
         .upstreams
         .send(route.provider, ex.api, &body, ex, headers)
-        .await
-    {
+        .await;
+    crate::stages::Stage::Upstream.done(sent);
+    let upstream = match upstream {
         Ok(u) => u,
         Err(e) => {
             finish.failed(e.code());

@@ -261,6 +261,7 @@ async fn openapi_document_describes_every_route() {
         ("/admin/users/{user}/limits", "patch"),
         ("/admin/users/{user}/usage", "get"),
         ("/admin/events", "get"),
+        ("/admin/stages", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -328,5 +329,60 @@ async fn a_key_revoked_on_one_replica_is_refused_by_another_within_the_cache_ttl
             "B still accepts after the TTL"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The per-stage breakdown counts what ran, in pipeline order, behind the
+/// admin token. (The totals are per process, shared by the tests running
+/// beside this one: only lower bounds are certain.)
+#[tokio::test]
+async fn stages_report_where_the_time_went() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(gw.admin_url("/admin/stages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = client()
+        .get(gw.admin_url("/admin/stages"))
+        .bearer_auth(halberd_testkit::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stages: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "authenticate",
+            "admit",
+            "read",
+            "decode",
+            "inspect",
+            "route",
+            "upstream",
+            "handler"
+        ]
+    );
+    for s in v["data"].as_array().unwrap() {
+        assert!(s["count"].as_u64().unwrap() >= 1, "{s}");
+        assert!(s["mean_us"].as_f64().unwrap() > 0.0, "{s}");
     }
 }
