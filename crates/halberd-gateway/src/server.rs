@@ -47,7 +47,11 @@ impl HeadClock for HeadTimer {
             0
         };
         self.conn.head_since_ms.store(since, Ordering::Release);
-        self.conn.changed.notify_one();
+        // Only a new pending head brings the deadline closer; a completed
+        // one is seen when the deadline comes.
+        if pending {
+            self.conn.changed.notify_one();
+        }
     }
 }
 
@@ -66,7 +70,8 @@ struct Conn {
     idle_since_ms: AtomicU64,
     /// Asks the connection to close once idle.
     close: Notify,
-    /// A request ended: the watcher recomputes its deadline.
+    /// A head is pending, or the first response ended: the watcher
+    /// recomputes its deadline.
     changed: Notify,
 }
 
@@ -249,9 +254,18 @@ async fn watch_connection(
             idle
         };
         let idle_since = epoch + Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+        // Requests end without waking the watcher (a wake-up per request
+        // cost more than this): while one is in flight the watcher looks
+        // again every `limit` (at most a second), so that an idle connection
+        // is still closed `limit` after its last response; it must not spin
+        // on a deadline already past while a long stream runs.
+        let mut deadline = if state.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + limit.min(Duration::from_secs(1))
+        } else {
+            idle_since + limit
+        };
         // A head under way must be complete within the header-read timeout
         // of its first bytes, however long the connection may stay idle.
-        let mut deadline = idle_since + limit;
         let head_since = state.head_since_ms.load(Ordering::Acquire);
         if head_since > 0 {
             deadline = deadline.min(epoch + Duration::from_millis(head_since - 1) + first_request);
@@ -272,6 +286,11 @@ async fn watch_connection(
                 // completed, or a request be under way meanwhile: close only
                 // what is still over its time now.
                 let since = Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+                let limit = if state.served.load(Ordering::Acquire) == 0 {
+                    first_request
+                } else {
+                    idle
+                };
                 let head = state.head_since_ms.load(Ordering::Acquire);
                 let now = Instant::now();
                 let head_late = head > 0
@@ -370,12 +389,17 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.conn.served.fetch_add(1, Ordering::AcqRel);
+        let served_before = self.conn.served.fetch_add(1, Ordering::AcqRel);
         self.conn
             .idle_since_ms
             .store(millis_since(self.epoch), Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.conn.changed.notify_one();
+        // The first response switches the watcher from the first-request
+        // limit to the idle one, which may be sooner: it must recompute now.
+        // Later ones need no wake-up (see `watch_connection`).
+        if served_before == 0 {
+            self.conn.changed.notify_one();
+        }
     }
 }
 

@@ -249,6 +249,9 @@ pub struct Checked<S, C> {
     /// Bytes for hyper, given before anything else.
     ready: Vec<u8>,
     ready_at: usize,
+    /// The clock was told a head is pending (only when a read leaves a head
+    /// incomplete: a head that comes whole costs the watcher nothing).
+    armed: bool,
 }
 
 impl<S, C: HeadClock> Checked<S, C> {
@@ -262,6 +265,7 @@ impl<S, C: HeadClock> Checked<S, C> {
             searched: 0,
             ready: Vec::new(),
             ready_at: 0,
+            armed: false,
         }
     }
 
@@ -334,7 +338,10 @@ impl<S, C: HeadClock> Checked<S, C> {
             }
         }
         self.searched = 0;
-        self.clock.head_pending(false);
+        if self.armed {
+            self.armed = false;
+            self.clock.head_pending(false);
+        }
     }
 
     /// Gives `buf` what `ready` holds; false when it holds nothing.
@@ -535,7 +542,6 @@ impl<S: AsyncRead + Unpin, C: HeadClock + Unpin> AsyncRead for Checked<S, C> {
                         this.take_head(this.held.len());
                         continue;
                     }
-                    let was_empty = this.held.is_empty();
                     let len = this.held.len();
                     this.held.resize(len + READ_CHUNK, 0);
                     let mut rb = ReadBuf::new(&mut this.held[len..]);
@@ -547,12 +553,15 @@ impl<S: AsyncRead + Unpin, C: HeadClock + Unpin> AsyncRead for Checked<S, C> {
                         // The peer closed: hyper gets what there is, and
                         // judges an incomplete head itself.
                         this.phase = Phase::Through;
-                        if !was_empty {
+                        if this.armed {
+                            this.armed = false;
                             this.clock.head_pending(false);
                         }
                         continue;
                     }
-                    if was_empty {
+                    // Told only when this read leaves the head incomplete.
+                    if !this.armed && head_end(&this.held, this.searched).is_none() {
+                        this.armed = true;
                         this.clock.head_pending(true);
                     }
                 }

@@ -669,6 +669,93 @@ fn the_banner_names_a_configured_model_and_piped_logs_have_no_colour() {
     assert!(!logs.contains('\u{1b}'), "{logs}");
 }
 
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A stream in flight longer than the connection's time limits (here the
+/// first request's, `header_read_timeout`) is waited for quietly: the
+/// connection's watcher once spun on its deadline, already past, for as long
+/// as the request ran, a core's worth of CPU per long stream.
+#[test]
+fn a_long_request_does_not_make_the_server_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nheader_read_timeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .current_dir(dir.path())
+        .env("HALBERD_LOG", "warn")
+        .env_remove("HALBERD_PEPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
+    let first = BufReader::new(stdout).lines().next().unwrap().unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let key = json_of(&halberd(
+        dir.path(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "keys",
+            "create",
+            "--name",
+            "k",
+            "--json",
+        ],
+    ))["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A stream of eight one-byte deltas, 250 ms apart.
+    let body = r#"{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = |extra: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Once to warm up (the detectors are built on first use), then measured.
+    let mut warm = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut warm, request("").as_bytes()).unwrap();
+    std::io::Read::read_to_string(&mut warm, &mut String::new()).unwrap();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let before = cpu_ticks(child.0.id());
+    let started = std::time::Instant::now();
+    std::io::Write::write_all(
+        &mut conn,
+        request("x-mock-delay-ms: 250\r\nx-mock-chunk-bytes: 1\r\nx-mock-reply: abcdefgh\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
+    let spent = cpu_ticks(child.0.id()) - before;
+    // Ticks are usually 1/100 s: a spinning watcher costs about 200 here.
+    assert!(spent < 50, "{spent} ticks of CPU over a 2 s stream");
+}
+
 #[test]
 fn completions_and_help_for_people_in_terminals() {
     let dir = tempfile::tempdir().unwrap();
