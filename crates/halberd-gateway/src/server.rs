@@ -53,6 +53,14 @@ impl HeadClock for HeadTimer {
             self.conn.changed.notify_one();
         }
     }
+
+    fn head_passed(&self) {
+        // A request that hyper has not yet handed to the router (a busy
+        // worker, a slow first use) is not an idle connection to close.
+        self.conn
+            .idle_since_ms
+            .store(millis_since(self.epoch), Ordering::Release);
+    }
 }
 
 /// What the watcher and the accept loop know of one connection.

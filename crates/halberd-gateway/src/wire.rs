@@ -100,6 +100,9 @@ impl Fault {
 /// can time a slow head as hyper's header-read timeout would have.
 pub trait HeadClock: Send + Sync {
     fn head_pending(&self, pending: bool);
+    /// A complete head went to hyper: the connection is busy, not idle,
+    /// even before hyper hands the request on.
+    fn head_passed(&self);
 }
 
 /// Where the reader is in the request stream.
@@ -329,6 +332,7 @@ impl<S, C: HeadClock> Checked<S, C> {
                 self.ready.extend_from_slice(&self.held[..end]);
                 self.held.drain(..end);
                 self.phase = next;
+                self.clock.head_passed();
             }
             Verdict::Refuse(fault, stand_in) => {
                 self.ready.extend_from_slice(stand_in.as_bytes());
@@ -634,6 +638,8 @@ mod tests {
         fn head_pending(&self, _pending: bool) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+
+        fn head_passed(&self) {}
     }
 
     const LIMITS: HeadLimits = HeadLimits {
