@@ -4,7 +4,7 @@
 //! [`Slot`], room for its one record in a bounded queue; when it ends, its
 //! finaliser puts the record in that slot, which cannot fail and does not
 //! wait. One writer task drains the queue and writes what it finds in one
-//! transaction (group commit), after lingering [`LINGER`] (5 ms) from a
+//! transaction (group commit), after lingering `LINGER` (5 ms) from a
 //! batch's first record for more: a steady stream of exchanges becomes one
 //! transaction every few milliseconds, not one each (a commit and two thread
 //! hand-offs per record were a fifth of the gateway's CPU at one
