@@ -238,6 +238,46 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `halberd serve` on `config` (written to `dir/h.toml`), its stdout piped:
+/// the process, its stdout lines (keep them as long as the server: with the
+/// pipe closed, the rest of the banner fails to print and stops it) and its
+/// client address from the banner's first line.
+fn serve(
+    dir: &Path,
+    config: &str,
+    log: &str,
+    stderr: Stdio,
+) -> (
+    KillOnDrop,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    let cfg = dir.join("h.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halberd"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .current_dir(dir)
+        .env("HALBERD_LOG", log)
+        .env_remove("HALBERD_PEPPER")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    (child, lines, addr)
+}
+
 #[tokio::test]
 async fn serve_starts_on_the_embedded_default_and_stops_on_sigterm() {
     // reqwest is built without a bundled TLS backend in this workspace.
@@ -615,41 +655,20 @@ fn keys_and_users_work_without_provider_credentials() {
 #[test]
 fn the_banner_names_a_configured_model_and_piped_logs_have_no_colour() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("h.toml");
-    std::fs::write(
-        &cfg,
+    let (mut child, lines, addr) = serve(
+        dir.path(),
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nallow_http = true\n[[models]]\nname = \"llama-local\"\nprovider = \"local\"\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halberd"))
-        .args(["--config", cfg.to_str().unwrap(), "serve"])
-        .current_dir(dir.path())
-        .env("HALBERD_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let banner: Vec<String> = BufReader::new(stdout)
-        .lines()
-        .take(9)
-        .map(Result::unwrap)
-        .collect();
+        "info",
+        Stdio::piped(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let banner: Vec<String> = lines.take(8).map(Result::unwrap).collect();
     let text = banner.join("\n");
     assert!(text.contains("\"model\":\"llama-local\""), "{text}");
     assert!(!text.contains("mock-1"), "{text}");
     // A request the gateway refuses and logs, so the log is never empty
     // whatever the timing of start-up and shutdown lines.
-    let addr = banner[0]
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap();
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     std::io::Write::write_all(
         &mut conn,
         b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -685,35 +704,13 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn a_long_request_does_not_make_the_server_spin() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("h.toml");
-    std::fs::write(
-        &cfg,
+    let (child, banner, addr) = serve(
+        dir.path(),
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nheader_read_timeout = \"300ms\"\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halberd"))
-        .args(["--config", cfg.to_str().unwrap(), "serve"])
-        .current_dir(dir.path())
-        .env("HALBERD_LOG", "warn")
-        .env_remove("HALBERD_PEPPER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = KillOnDrop(child);
-    // The reader lives as long as the server: with the pipe closed, the
-    // rest of its banner would fail to print and stop it.
-    let mut banner = BufReader::new(stdout).lines();
-    let first = banner.next().unwrap().unwrap();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+        "warn",
+        Stdio::null(),
+    );
+    let cfg = dir.path().join("h.toml");
     let key = json_of(&halberd(
         dir.path(),
         &[
