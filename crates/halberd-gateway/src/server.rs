@@ -368,7 +368,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
         let refused_as_large = req.headers().get(crate::wire::MARKER).is_some_and(|v| {
             crate::wire::Fault::from_marker(v.as_bytes()) == crate::wire::Fault::TooLarge
         });
-        if refused_as_large || self.head_limits.exceeded_by(&req) {
+        // HTTP/1 heads were measured exactly by `Checked`; only HTTP/2 ones
+        // (which it passes through) are measured here.
+        let h2_over = req.version() == http::Version::HTTP_2 && self.head_limits.exceeded_by(&req);
+        if refused_as_large || h2_over {
             req.extensions_mut().insert(self.head_limits);
         }
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
