@@ -165,9 +165,10 @@ pub static RULES: &[Rule] = &[
         Check::Whole,
         [
             "aws_access_key_id = «AKIAUJZDEGXDNCF32EPF»",
-            "«ASIAUJZDEGXDNCF32EPF»,"
+            "«ASIAUJZDEGXDNCF32EPF»,",
+            "AWS's documentation key «AKIAIOSFODNN7EXAMPLE»"
         ],
-        ["AKIAUJZDEGXDNCF32EPFX", "AKIA1234", "AKIAIOSFODNN7EXAMPLE"]
+        ["AKIAUJZDEGXDNCF32EPFX", "AKIA1234"]
     ),
     secret!(
         "gcp_api_key",
@@ -204,12 +205,12 @@ pub static RULES: &[Rule] = &[
         "github_token",
         r"\b(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,40}\b",
         Check::Whole,
-        ["GITHUB_TOKEN=«ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN»"],
         [
-            "ghp_short",
-            "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN",
-            "ghp_1010110010001010101001010101010101011001"
-        ]
+            "GITHUB_TOKEN=«ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN»",
+            // The format alone makes it a finding, however unrandom it looks.
+            "«ghp_1010110010001010101001010101010101011001»"
+        ],
+        ["ghp_short", "aghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"]
     ),
     secret!(
         "github_fine_grained_pat",

@@ -785,3 +785,151 @@ fn streamed_pieces_are_scanned_incrementally() {
         }
     }
 }
+
+/// One value of each kind, written here.
+const BOUNDARY_VALUES: [(&str, &str); 8] = [
+    ("email", "jane.doe@example.com"),
+    ("phone", "+44 20 7946 0958"),
+    ("credit_card", "4111 1111 1111 1111"),
+    ("us_ssn", "078-05-1120"),
+    ("iban", "DE89370400440532013000"),
+    ("ip_address", "192.0.2.44"),
+    ("ip_address", "2001:db8::8a2e:370:7334"),
+    (
+        "github_token",
+        "ghp_R4nd0mT0k3nV4lu3Xq9Zp2Lm8Kw5Ys7Tb1Hc3Jd",
+    ),
+];
+
+/// What can stand on either side of a value in prose, markdown, code and
+/// data: brackets, quotes of every kind, emphasis, separators, non-ASCII
+/// punctuation, and nothing at all (the start and end of the text).
+const BOUNDARIES: [(&str, &str); 27] = [
+    ("", ""),
+    ("(", ")"),
+    ("(", ")."),
+    ("[", "]"),
+    ("{", "}"),
+    ("<", ">"),
+    ("\"", "\""),
+    ("'", "'"),
+    ("\u{201c}", "\u{201d}"),
+    ("\u{2018}", "\u{2019}"),
+    ("\u{ab}", "\u{bb}"),
+    ("\u{300c}", "\u{300d}"),
+    ("\u{ff08}", "\u{ff09}"),
+    ("`", "`"),
+    ("**", "**"),
+    ("*", "*"),
+    ("value:", ""),
+    ("\u{ff1a}", "\u{3002}"),
+    ("=", ";"),
+    ("/", "/"),
+    ("|", "|"),
+    ("- ", ","),
+    ("\u{a0}", "\u{a0}"),
+    ("\t", "\n"),
+    ("\u{3001}", "\u{3002}"),
+    ("#", "!"),
+    ("~", "?"),
+];
+
+#[test]
+fn values_are_found_at_every_boundary_whole_and_streamed() {
+    let policy = Policy::redact_all();
+    for (kind, value) in BOUNDARY_VALUES {
+        for (open, close) in BOUNDARIES {
+            for (before, after) in [
+                ("", ""),
+                ("see ", " now"),
+                ("Denise Gutierrez ", " wants a callback"),
+            ] {
+                let marked = format!("{before}{open}\u{ab}{value}\u{bb}{close}{after}");
+                // `«` and `»` are boundaries too; mark with them only where
+                // they are not part of the case.
+                let text = format!("{before}{open}{value}{close}{after}");
+                let start = before.len() + open.len();
+                let found: Vec<_> = detector()
+                    .scan(&text)
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.kind.secret_kind().unwrap_or(f.kind.type_name()),
+                            f.start,
+                            f.end,
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    found,
+                    vec![(kind, start, start + value.len())],
+                    "{marked:?}"
+                );
+                let redacted = redact(
+                    &text,
+                    &detector().scan(&text),
+                    &policy,
+                    &mut Pseudonyms::default(),
+                )
+                .text;
+                assert!(!redacted.contains(value), "{value} left in {redacted:?}");
+                let cuts: Vec<usize> = (1..text.len())
+                    .filter(|i| i % 3 == 0 && text.is_char_boundary(*i))
+                    .collect();
+                let (streamed, _) = stream(&text, &cuts, &policy);
+                assert_eq!(streamed, redacted, "streamed {text:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn values_after_an_unclosed_bracket_are_still_found() {
+    check("Denise Gutierrez («078-05-1120», ext 4) called", "us_ssn");
+    check("card («4111111111111111» on file", "credit_card");
+    check("from («192.0.2.44» and others", "ip_address");
+    // Text in parentheses with digits is still not a number.
+    check("(555 1234 is the room", "phone");
+}
+
+#[test]
+fn placeholders_are_whole_value_shapes_not_substrings() {
+    // Values known only by their name that stand in for a secret.
+    for placeholder in [
+        "password = changeme",
+        "api_key = your_api_key_here",
+        "token = <your-token>",
+        "secret = ${DB_SECRET}",
+        "password = {{ vault_password }}",
+        "password = %DB_PASSWORD%",
+        "api_key = YourApiKey",
+        "password = xxxxxxxxxx",
+        "password = ********",
+        "api_key = ZAQWS-XCDER-*****-VBGTR",
+        "token = REPLACE_ME",
+    ] {
+        assert_eq!(detector().scan(placeholder), vec![], "{placeholder:?}");
+    }
+    // An address as the value names a user: an email, not a secret.
+    let kinds: Vec<_> = detector()
+        .scan("login_password = ann.lee@example.com")
+        .iter()
+        .map(|f| f.kind)
+        .collect();
+    assert_eq!(kinds, vec![Kind::Email]);
+    // Values that merely contain a placeholder word are secrets.
+    for marked in [
+        "db_password = \u{ab}supersecret123\u{bb}",
+        "password = \u{ab}yourmomma99\u{bb}",
+        "api_key = \u{ab}nullX9v7Qw2Lk5Zr8Tb3\u{bb}",
+        "password = \u{ab}password123!\u{bb}",
+    ] {
+        let (text, expected) = unmark(marked);
+        let found: Vec<_> = detector()
+            .scan(&text)
+            .iter()
+            .map(|f| (f.start, f.end))
+            .collect();
+        assert_eq!(found, expected, "{marked:?}");
+    }
+}

@@ -28,15 +28,11 @@ impl Check {
         let kind = RULES[rule].kind;
         let whole = Verdict::Accept(Finding { kind, start, end });
         let candidate = &text[start..end];
-        // Documentation and test values: AWS's `AKIAIOSFODNN7EXAMPLE`
-        // convention, and tokens with almost no randomness (`ghp_1010…`).
-        if let Kind::Secret(family) = kind
-            && family != "url_password"
-            && (candidate.contains("EXAMPLE")
-                || (candidate.len() >= 20 && entropy(candidate) < 3.0))
-        {
-            return Verdict::Reject;
-        }
+        // A value in a provider's own format is a finding on its format
+        // alone, documentation values included: AWS's `AKIAIOSFODNN7EXAMPLE`
+        // is the first thing an evaluator pastes, and real keys are leaked
+        // from the same files. Placeholder heuristics apply only to values
+        // known by their name (`password = changeme`, [`looks_generated`]).
         match self {
             Check::Whole => whole,
             Check::Capped(max) if end - start <= max => whole,
@@ -301,29 +297,131 @@ fn is_code(value: &str) -> bool {
     dotted || hex || words
 }
 
+/// Words that, alone or joined, make a value a stand-in for a secret
+/// rather than a secret: `changeme`, `your_api_key_here`, `<token>`.
+const PLACEHOLDER_WORDS: [&str; 41] = [
+    "a",
+    "an",
+    "api",
+    "apikey",
+    "access",
+    "auth",
+    "change",
+    "changeme",
+    "changeit",
+    "default",
+    "dummy",
+    "enter",
+    "example",
+    "fake",
+    "fixme",
+    "here",
+    "insert",
+    "key",
+    "me",
+    "my",
+    "none",
+    "null",
+    "pass",
+    "passwd",
+    "password",
+    "placeholder",
+    "put",
+    "redacted",
+    "replace",
+    "sample",
+    "secret",
+    "test",
+    "the",
+    "this",
+    "todo",
+    "token",
+    "undefined",
+    "value",
+    "with",
+    "xxx",
+    "your",
+];
+
+/// A value that stands in for a secret, judged by its whole shape, never by a
+/// word it merely contains (`supersecret123` is a password, `your_api_key`
+/// is not): a template or variable reference (`<token>`, `${DB_PASS}`,
+/// `{{ secret }}`, `%PASSWORD%`, `$TOKEN`), a mask (`xxxxxxxx`, `****1234`),
+/// an address (`ann@example.com`, a user name), an encrypted value (`ENC(…)`), a URL, or placeholder words only, split at
+/// `_`, `-`, `.`, spaces and case changes.
 fn is_placeholder(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
-    const PLACEHOLDERS: [&str; 14] = [
-        "password",
-        "changeme",
-        "example",
-        "xxxx",
-        "****",
-        "your",
-        "secret",
-        "placeholder",
-        "redacted",
-        "dummy",
-        "<",
-        "${",
-        "null",
-        "none",
-    ];
-    // `ENC(...)` is a value encrypted by Jasypt or Spring, not a plaintext secret.
-    PLACEHOLDERS.iter().any(|p| lower.contains(p))
-        || lower.starts_with("http")
+    let wrapped = |open: &str, close: &str| lower.starts_with(open) && lower.ends_with(close);
+    if wrapped("<", ">")
+        || wrapped("${", "}")
+        || wrapped("{{", "}}")
+        || wrapped("%", "%")
+        || wrapped("[", "]")
         || lower.starts_with('$')
         || lower.starts_with("enc(")
+        || lower.starts_with("http")
+    {
+        return true;
+    }
+    // Masked (`ZAQWS-*****-VBGTR`, `****1234`) or an address, which names a
+    // user rather than hiding a secret.
+    if lower.contains("***") || lower.contains("•••") || is_email_shaped(&lower) {
+        return true;
+    }
+    // A mask: one character repeated (`xxxxxxxx`, `********`, `--------`).
+    let mut bytes = lower.bytes();
+    if let Some(first) = bytes.next()
+        && matches!(first, b'x' | b'*' | b'#' | b'.' | b'-' | b'_' | b'0')
+        && bytes.all(|b| b == first)
+    {
+        return true;
+    }
+    // Placeholder words only: `your_api_key_here`, `CHANGE-ME`, `YourToken`.
+    let mut words = 0;
+    let mut word = String::new();
+    let mut all_placeholder = true;
+    let mut finish = |word: &mut String, words: &mut usize| {
+        if !word.is_empty() {
+            *words += 1;
+            let w = word.as_str();
+            let mask = w.len() >= 3 && w.bytes().all(|b| b == b'x');
+            all_placeholder &= PLACEHOLDER_WORDS.contains(&w) || mask;
+            word.clear();
+        }
+    };
+    let mut prev_lower = false;
+    for c in value.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !matches!(c, '_' | '-' | '.' | ' ') {
+                return false;
+            }
+            finish(&mut word, &mut words);
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower {
+            finish(&mut word, &mut words);
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_lowercase());
+    }
+    finish(&mut word, &mut words);
+    words > 0 && all_placeholder
+}
+
+/// `name@host.tld`: one `@`, a dot in the host, no spaces.
+fn is_email_shaped(value: &str) -> bool {
+    match value.split_once('@') {
+        Some((local, host)) => {
+            !local.is_empty()
+                && !host.contains('@')
+                && host.contains('.')
+                && !host.starts_with('.')
+                && !host.ends_with('.')
+                && !value.contains(' ')
+        }
+        None => false,
+    }
 }
 
 /// Shannon entropy in bits per byte: `log2(n) - sum(c * log2(c)) / n` over the
@@ -628,8 +726,10 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
         })
     };
     if main.starts_with('(') && !shape.close_bracket {
-        // "(555 1234" is text in parentheses, not a number; try after the bracket.
-        return Verdict::RejectWhole;
+        // "(555 1234" is text in parentheses, not a bracketed area code: look
+        // again one character on, after the bracket, where the same digits
+        // may be an SSN, a card or an address ("Denise (078-05-1120)").
+        return Verdict::Reject;
     }
     if is_date(shape.date_groups()) {
         return Verdict::RejectWhole;
