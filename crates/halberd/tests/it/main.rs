@@ -780,3 +780,131 @@ fn completions_and_help_for_people_in_terminals() {
         "{help}"
     );
 }
+
+/// A PII set in the shape `eval --sensitive` reads, written here: one
+/// sentence per type, each value labelled by its character span.
+fn pii_set(dir: &Path, rows: &[Value]) {
+    let set = dir.join("presidio-synth-pii");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::write(
+        set.join("synth_dataset_v2.json"),
+        serde_json::to_string(rows).unwrap(),
+    )
+    .unwrap();
+}
+
+fn pii_row(text: &str, labels: &[(&str, &str)]) -> Value {
+    let spans: Vec<Value> = labels
+        .iter()
+        .map(|(entity, value)| {
+            let byte = text.find(value).unwrap();
+            let start = text[..byte].chars().count();
+            serde_json::json!({
+                "entity_type": entity,
+                "start_position": start,
+                "end_position": start + value.chars().count(),
+            })
+        })
+        .collect();
+    serde_json::json!({"full_text": text, "spans": spans})
+}
+
+fn every_type() -> Vec<Value> {
+    vec![
+        pii_row(
+            "Write to jane.doe@example.com today.",
+            &[("EMAIL_ADDRESS", "jane.doe@example.com")],
+        ),
+        pii_row(
+            "Call +44 20 7946 0958 after six.",
+            &[("PHONE_NUMBER", "+44 20 7946 0958")],
+        ),
+        pii_row(
+            "Card 4111 1111 1111 1111 on file.",
+            &[("CREDIT_CARD", "4111 1111 1111 1111")],
+        ),
+        pii_row(
+            "Her SSN (078-05-1120) is on record.",
+            &[("US_SSN", "078-05-1120")],
+        ),
+        pii_row(
+            "Pay DE89370400440532013000 by Friday.",
+            &[("IBAN_CODE", "DE89370400440532013000")],
+        ),
+        pii_row(
+            "Seen from 192.0.2.44 twice.",
+            &[("IP_ADDRESS", "192.0.2.44")],
+        ),
+    ]
+}
+
+#[test]
+fn eval_sensitive_gate_passes_fails_and_refuses_untested_types() {
+    let eval = |dir: &Path| {
+        halberd(
+            dir,
+            &["eval", "--sensitive", "--data", ".", "--fail-under", "0.95"],
+        )
+    };
+    // Every type labelled and found: the gate passes, and the sections whose
+    // sets are absent say so.
+    let dir = tempfile::tempdir().unwrap();
+    pii_set(dir.path(), &every_type());
+    let out = eval(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("iban                         tp    1  fp    0  fn    0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not present"), "{stdout}");
+
+    // A labelled phone the detector cannot find (a bare five-digit run):
+    // phone drops to F1 0.667 and the gate fails, naming it.
+    let mut rows = every_type();
+    rows.push(pii_row(
+        "Ring 12345 from the lobby.",
+        &[("PHONE_NUMBER", "12345")],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    pii_set(dir.path(), &rows);
+    let out = eval(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("phone scores F1 0.667, below 0.95"),
+        "{stderr}"
+    );
+
+    // No IBAN labelled at all: not a perfect score but no data, and the gate
+    // fails on it.
+    let rows: Vec<Value> = every_type()
+        .into_iter()
+        .filter(|r| !r.to_string().contains("IBAN"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    pii_set(dir.path(), &rows);
+    let out = eval(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stdout.contains("no data"), "{stdout}");
+    assert!(stderr.contains("iban has no labelled value"), "{stderr}");
+
+    // A row without its text is an error naming the row, not an empty text.
+    let mut rows = every_type();
+    rows.push(serde_json::json!({"spans": []}));
+    let dir = tempfile::tempdir().unwrap();
+    pii_set(dir.path(), &rows);
+    let out = eval(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("row 6 has no string field `full_text`"),
+        "{stderr}"
+    );
+}
