@@ -80,10 +80,23 @@ pub struct PolicyFile {
     pub content: ContentLimits,
     #[serde(default)]
     pub injection: InjectionFile,
+    #[serde(default)]
+    pub sanitize: SanitizeFile,
     /// Limits for every key under this policy; a limit set on the key itself
     /// takes precedence.
     #[serde(default)]
     pub limits: halberd_store::KeyLimits,
+}
+
+/// What a policy removes from the text it forwards (see
+/// [`halberd_guard::sanitize`]): each class `remove` or `keep`. Defaults:
+/// tag characters and bidi controls removed, other invisible characters kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SanitizeFile {
+    pub tags: Option<String>,
+    pub bidi: Option<String>,
+    pub invisible: Option<String>,
 }
 
 /// Prompt-injection settings of a policy. Thresholds are scores in [0, 1] per
@@ -386,6 +399,7 @@ pub struct GuardPolicy {
     pub sensitive_output: std::sync::Arc<halberd_guard::sensitive::Policy>,
     pub content: ContentLimits,
     pub injection: InjectionPolicy,
+    pub sanitize: halberd_guard::sanitize::Sanitize,
     pub limits: halberd_store::KeyLimits,
 }
 
@@ -472,6 +486,7 @@ impl GuardPolicy {
             )),
             content: ContentLimits::default(),
             injection: InjectionPolicy::builtin_default(),
+            sanitize: halberd_guard::sanitize::Sanitize::DEFAULT,
             limits: halberd_store::KeyLimits::default(),
         }
     }
@@ -1120,8 +1135,30 @@ fn build_policy(
         },
         limits: p.limits,
         injection,
+        sanitize: build_sanitize(at, &p.sanitize)?,
     };
     Ok(policy)
+}
+
+fn build_sanitize(
+    at: &str,
+    file: &SanitizeFile,
+) -> Result<halberd_guard::sanitize::Sanitize, ConfigError> {
+    let default = halberd_guard::sanitize::Sanitize::DEFAULT;
+    let class = |name: &str, value: &Option<String>, default: bool| match value.as_deref() {
+        None => Ok(default),
+        Some("remove") => Ok(true),
+        Some("keep") => Ok(false),
+        Some(other) => Err(err(
+            format!("{at}.sanitize.{name}"),
+            format!("unknown value {other:?} (remove or keep)"),
+        )),
+    };
+    Ok(halberd_guard::sanitize::Sanitize {
+        tags: class("tags", &file.tags, default.tags)?,
+        bidi: class("bidi", &file.bidi, default.bidi)?,
+        invisible: class("invisible", &file.invisible, default.invisible)?,
+    })
 }
 
 /// The sensitive-output name of the canary family.
@@ -1361,6 +1398,7 @@ impl Config {
                         "sensitive_input": render(&policy.sensitive_input),
                         "sensitive_output": render(&policy.sensitive_output),
                         "injection": policy.injection.describe(),
+                        "sanitize": policy.sanitize.describe(),
                         "limits": policy.limits,
                     }),
                 )

@@ -8,9 +8,10 @@
 //!    limits, before any detector runs.
 //! 4. [`inspect_injection`]: every part scored for prompt injection at its
 //!    trust level → the request refused, or flagged parts reported; then
-//!    [`inspect_input`]: PII and secrets in every part and in every other
-//!    string of the body → the body rewritten by the key's policy, or the
-//!    request refused (bodies of 64 KiB and more on the blocking pool).
+//!    [`inspect_input`]: hidden characters (tag characters, bidi controls)
+//!    removed by the policy's `sanitize`, then PII and secrets in every part
+//!    and in every other string of the body → the body rewritten by the
+//!    key's policy, or the request refused (bodies of 64 KiB and more on the blocking pool).
 //! 5. [`route`]: the requested model → provider and upstream model id; then
 //!    the policy's prompt-token limit, counted with that model's tokenizer.
 //! 6. [`admit`] again, for keys with a token limit: prompt tokens (counted for

@@ -567,3 +567,44 @@ input = { default = "shout" }
     assert!(!all.contains(&"models[1].provider"), "{all:?}");
     assert_eq!(e.to_string().lines().count(), all.len(), "{e}");
 }
+
+#[test]
+fn sanitize_defaults_per_policy_values_and_errors() {
+    use halberd_guard::sanitize::Sanitize;
+    let c = build(
+        r#"
+        [[policies]]
+        name = "strict"
+        [policies.sanitize]
+        invisible = "remove"
+        [[policies]]
+        name = "keep"
+        [policies.sanitize]
+        tags = "keep"
+        bidi = "keep"
+        "#,
+    )
+    .unwrap();
+    let described = c.describe();
+    assert_eq!(described["policies"]["default"]["sanitize"], "tags, bidi");
+    assert_eq!(
+        described["policies"]["strict"]["sanitize"],
+        "tags, bidi, invisible"
+    );
+    assert_eq!(described["policies"]["keep"]["sanitize"], "off");
+    assert_eq!(c.policies["default"].sanitize, Sanitize::DEFAULT);
+    assert_eq!(c.policies["keep"].sanitize, Sanitize::OFF);
+
+    let e = build(
+        r#"
+        [[policies]]
+        name = "bad"
+        [policies.sanitize]
+        bidi = "strip"
+        "#,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("policies[0].sanitize.bidi"), "{text}");
+    assert!(text.contains("remove or keep"), "{text}");
+}

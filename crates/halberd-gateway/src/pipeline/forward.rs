@@ -46,6 +46,10 @@ pub const AI_GENERATED_HEADER: &str = "x-halberd-ai-generated";
 /// `email=1:pseudonymize, secret:aws_access_key_id=1:redact`.
 pub const SENSITIVE_INPUT_HEADER: &str = "x-halberd-sensitive-input";
 
+/// Header counting the hidden characters removed from the request by class,
+/// e.g. `tags=31, bidi=2` (the policy's `sanitize`).
+pub const SANITIZED_HEADER: &str = "x-halberd-sanitized";
+
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     app: &AppState,
@@ -70,6 +74,17 @@ pub async fn forward(
         .emit();
     }
     let summary_header = input_summary.and_then(|s| HeaderValue::from_str(&s).ok());
+    let sanitized = inspection.sanitized.summary();
+    if let Some(summary) = &sanitized {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "sanitize",
+            kind: summary,
+            action: "remove",
+        }
+        .emit();
+    }
+    let sanitized_header = sanitized.and_then(|s| HeaderValue::from_str(&s).ok());
     let output = OutputInspector::new(policy.sensitive_output.clone(), inspection.pseudonyms);
     // Embeddings answer with vectors (floats or base64), never text: there is
     // nothing to redact, and a base64 vector must not be edited.
@@ -163,6 +178,9 @@ pub async fn forward(
         if let Some(v) = summary_header {
             h.insert(SENSITIVE_INPUT_HEADER, v);
         }
+        if let Some(v) = sanitized_header {
+            h.insert(SANITIZED_HEADER, v);
+        }
         return Ok(resp);
     }
 
@@ -241,6 +259,9 @@ pub async fn forward(
     h.insert(AI_GENERATED_HEADER, HeaderValue::from_static("true"));
     if let Some(v) = summary_header {
         h.insert(SENSITIVE_INPUT_HEADER, v);
+    }
+    if let Some(v) = sanitized_header {
+        h.insert(SANITIZED_HEADER, v);
     }
     Ok(resp)
 }

@@ -1,7 +1,9 @@
-//! Stage 3, inspect input: the decoded request and the key's policy in, the
+//! Stage 4, inspect input: the decoded request and the key's policy in, the
 //! request body rewritten (or the request refused) out.
 //!
-//! Every text-bearing part of the [`Exchange`] is scanned for PII and secrets:
+//! Each text first loses the hidden characters the policy's `sanitize`
+//! removes ([`halberd_guard::sanitize`]); the PII scan then reads the text
+//! as it will go upstream. Every text-bearing part of the [`Exchange`] is scanned for PII and secrets:
 //! all roles, content parts, tool definitions, tool-call arguments and results,
 //! Responses input items and embeddings input. Each finding gets its policy
 //! action; the edited text is written back into the body at the part's JSON
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use halberd_guard::sanitize;
 use halberd_guard::sensitive::{self, Action, Detector, Pseudonyms};
 use halberd_protocol::Exchange;
 
@@ -34,6 +37,8 @@ pub struct InputInspection {
     pub pseudonyms: Pseudonyms,
     /// Findings by type name (`email`, `secret:npm_token`) and action.
     pub counts: BTreeMap<(String, &'static str), usize>,
+    /// Hidden characters removed from the forwarded text, by class.
+    pub sanitized: sanitize::Removed,
 }
 
 impl InputInspection {
@@ -64,15 +69,17 @@ pub fn inspect_input(
     exchange: &Exchange,
 ) -> Result<InputInspection, GatewayError> {
     let mut inspection = InputInspection::default();
-    if policy.sensitive_input.is_off() {
+    if policy.sensitive_input.is_off() && policy.sanitize.is_off() {
         return Ok(inspection);
     }
     for part in &exchange.parts {
         if part.key {
-            inspect_key(policy, &part.text, &part.pointer, &mut inspection)?;
+            if !policy.sensitive_input.is_off() {
+                inspect_key(policy, &part.text, &part.pointer, &mut inspection)?;
+            }
             continue;
         }
-        if let Some(text) = inspect_text(policy, &part.text, &part.pointer, &mut inspection)? {
+        if let Some(text) = clean_text(policy, &part.text, &part.pointer, &mut inspection)? {
             let Some(slot) = body.pointer_mut(&part.pointer) else {
                 tracing::error!(pointer = %part.pointer, "decoded part not found in the body");
                 return Err(GatewayError::Internal);
@@ -148,6 +155,7 @@ fn inspect_rest(
                 // upstream too; keys the decoders took as parts are done.
                 if !halberd_protocol::exchange::is_identifier(key)
                     && !covered.contains(pointer.as_str())
+                    && !policy.sensitive_input.is_off()
                 {
                     inspect_key(policy, key, pointer, inspection)?;
                 }
@@ -168,7 +176,7 @@ fn inspect_rest(
             if covered.contains(pointer.as_str()) || text.starts_with("data:") {
                 return Ok(());
             }
-            if let Some(new) = inspect_text(policy, text, pointer, inspection)? {
+            if let Some(new) = clean_text(policy, text, pointer, inspection)? {
                 *text = new;
             }
         }
@@ -233,6 +241,28 @@ fn inspect_key(
         }),
         None => Ok(()),
     }
+}
+
+/// One text at `pointer` as it goes upstream: hidden characters removed by
+/// the policy's `sanitize`, then sensitive data handled by its input policy;
+/// the new text when either changed it.
+fn clean_text(
+    policy: &GuardPolicy,
+    text: &str,
+    pointer: &str,
+    inspection: &mut InputInspection,
+) -> Result<Option<String>, GatewayError> {
+    let sanitized = sanitize::sanitize(text, &policy.sanitize, &mut inspection.sanitized);
+    if policy.sensitive_input.is_off() {
+        return Ok(sanitized);
+    }
+    let redacted = inspect_text(
+        policy,
+        sanitized.as_deref().unwrap_or(text),
+        pointer,
+        inspection,
+    )?;
+    Ok(redacted.or(sanitized))
 }
 
 /// One text at `pointer` under the input policy: counted, refused on a

@@ -14,6 +14,7 @@ mod limits;
 mod limits_redis;
 mod passthrough;
 mod replicas;
+mod sanitize;
 mod sensitive;
 
 use std::net::SocketAddr;
