@@ -12,12 +12,15 @@
 //!    decoded payloads and an adversarial suffix, through a sigmoid into one score in [0, 1]. When a rule
 //!    fired, the classifier's log-odds count no lower than
 //!    `MODEL_FLOOR`, so a confident "benign" from a model that never saw that
-//!    kind of attack cannot cancel specific evidence. The
+//!    kind of attack cannot cancel specific evidence. A rule phrase quoted in
+//!    text about it ([`mention`]) counts at half weight and without the
+//!    floor. The
 //!    verdict compares the score with the thresholds for the part's trust.
 //!
 //! Everything here is a pure function of the text; no I/O.
 
 pub mod decode;
+pub mod mention;
 pub mod model;
 pub mod normalize;
 pub mod rules;
@@ -83,7 +86,8 @@ pub struct Assessment {
     pub score: f32,
     /// Log-odds the score came from.
     pub logit: f32,
-    /// What fired: `rule:<id>`, `classifier`, `classifier:segment`,
+    /// What fired: `rule:<id>`, `mention:<id>` (a rule phrase quoted in text
+    /// about it), `classifier`, `classifier:segment`,
     /// `obfuscation:<kind>`, `decoded:<encoding>`; sorted, no duplicates.
     pub signals: Vec<String>,
     /// Where, in byte offsets of the original text.
@@ -135,6 +139,8 @@ impl Detector {
         let mut signals: Vec<String> = Vec::new();
         let mut evidence = Vec::new();
         let mut by_category: BTreeMap<&str, f32> = BTreeMap::new();
+        // Whether a rule fired other than as a mention (quoted and discussed).
+        let mut used = false;
 
         let normalized = normalize(text);
         let mut model_logit = self.classify(&normalized.text, trust, &mut signals);
@@ -142,6 +148,7 @@ impl Detector {
             &normalized,
             None,
             &mut by_category,
+            &mut used,
             &mut signals,
             &mut evidence,
         );
@@ -169,6 +176,7 @@ impl Detector {
                 &inner,
                 Some(span),
                 &mut by_category,
+                &mut used,
                 &mut signals,
                 &mut evidence,
             );
@@ -178,9 +186,10 @@ impl Detector {
 
         // A rule is specific evidence the classifier may not have seen in
         // training (template tokens, other languages): when one fires, the
-        // classifier can lower the score by at most MODEL_FLOOR.
+        // classifier can lower the score by at most MODEL_FLOOR. A phrase only
+        // mentioned (quoted in text about it) leaves the classifier its say.
         let rules: f32 = by_category.values().sum();
-        if rules > 0.0 {
+        if used {
             model_logit = model_logit.max(MODEL_FLOOR);
         }
         let logit = model_logit + rules + extra;
@@ -224,6 +233,7 @@ impl Detector {
         normalized: &Normalized,
         payload_span: Option<(usize, usize)>,
         by_category: &mut BTreeMap<&'a str, f32>,
+        used: &mut bool,
         signals: &mut Vec<String>,
         evidence: &mut Vec<Evidence>,
     ) {
@@ -231,9 +241,16 @@ impl Detector {
             let Some(rule) = self.rules.rules.get(hit.rule) else {
                 continue;
             };
+            let mentioned = mention::is_mention(&normalized.text, hit.start, hit.end);
             let weight = by_category.entry(rule.category.as_str()).or_insert(0.0);
-            *weight = weight.max(rule.weight);
-            signals.push(format!("rule:{}", rule.id));
+            if mentioned {
+                *weight = weight.max(rule.weight * mention::MENTION_SCALE);
+                signals.push(format!("mention:{}", rule.id));
+            } else {
+                *weight = weight.max(rule.weight);
+                *used = true;
+                signals.push(format!("rule:{}", rule.id));
+            }
             let (start, end) =
                 payload_span.unwrap_or_else(|| normalized.original_span(hit.start, hit.end));
             evidence.push(Evidence {
