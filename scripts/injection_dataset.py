@@ -3,7 +3,8 @@
 
     python3 scripts/injection_dataset.py [--data ../shared/data] [--out target/injection-data]
 
-writes `train.jsonl` and `dev.jsonl`: one object per line with `text`, `label`
+writes `train.jsonl`, `dev.jsonl` and `extra.jsonl` (sources held out of
+training altogether, see below): one object per line with `text`, `label`
 (`attack` or `benign`), `source`, `provenance` (`user` or `document`) and
 `group` (items that must stay on one side of any split, also of the
 cross-validation folds of `halberd train-injection --folds`).
@@ -17,6 +18,8 @@ group never straddle the split, so near-duplicates cannot leak:
   questions, chosen by hash.
 - BIPIA: the benchmark's own train/test files (attacks and emails) are the
   split; an attack is inserted at the start, middle and end of emails.
+- Synthetic items (scripts/injection_synthetic.py): the group is the
+  template (benign) or the planted family and language (attacks).
 - Every other source: the group is the text itself.
 The training command (`halberd train-injection`) reads only train.jsonl.
 """
@@ -53,15 +56,15 @@ def main():
     parser.add_argument("--out", default=os.path.join("target", "injection-data"))
     args = parser.parse_args()
     data = args.data
-    train, dev = [], []
+    train, dev, extra = [], [], []
 
-    def add(split_dev, text, label, source, provenance="user", group=None):
+    def add(split_dev, text, label, source, provenance="user", group=None, to=None):
         text = text.strip()
         if not text:
             return
         item = {"text": text, "label": label, "source": source, "provenance": provenance,
                 "group": group or text}
-        (dev if split_dev else train).append(item)
+        (to if to is not None else dev if split_dev else train).append(item)
 
     # JailbreakBench: attack prompts by method; the plain goals are benign for an
     # injection detector (a harmful request is not an injection) and say whether
@@ -152,13 +155,40 @@ def main():
             if not is_dev(row["full_text"]):
                 add(False, row["full_text"], "benign", "presidio-prose", "document")
 
+    # Held out from training altogether (extra.jsonl): sources the shipped
+    # model has never seen, scored as they are by scripts/injection_heldout.py.
+    # Training on them (tried: docs/injection.md) lifts them and costs the
+    # direct-recall and ordinary-prompt targets with the present classifier.
+    #
+    # The four small sets of issue 20: hand-written attacks and benign
+    # look-alikes, tool outputs and memories (bastioncorpus), Spanish and other
+    # Iberian languages (vigia-iberian), injections inside documents
+    # (raucle-bench), attack phrases in eleven languages (promptwl). Tool
+    # outputs, retrieved documents and indirect injections are untrusted.
+    untrusted_channels = ("tool_output", "memory", "agent-tool-output", "rag-documents",
+                          "indirect_injection")
+    for name in ("bastioncorpus", "vigia-iberian", "raucle-bench", "promptwl"):
+        for row in read_jsonl(os.path.join(data, name, name + ".jsonl")):
+            channel = row["source"].split("/")[1] if "/" in row["source"] else ""
+            provenance = "document" if channel in untrusted_channels else "user"
+            add(False, row["text"], row["label"], name, provenance, to=extra)
+
+    # Our own templates (scripts/injection_synthetic.py): benign tool outputs
+    # full of imperatives for the reader, the same with instructions planted
+    # for the agent in eight languages, and questions that quote attacks.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import injection_synthetic
+    for item in injection_synthetic.items():
+        add(False, item["text"], item["label"], item["source"], item["provenance"],
+            group=item["group"], to=extra)
+
     os.makedirs(args.out, exist_ok=True)
-    for name, items in (("train.jsonl", train), ("dev.jsonl", dev)):
+    for name, items in (("train.jsonl", train), ("dev.jsonl", dev), ("extra.jsonl", extra)):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
             for item in items:
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
     counts = {}
-    for split, items in (("train", train), ("dev", dev)):
+    for split, items in (("train", train), ("dev", dev), ("extra", extra)):
         for item in items:
             key = (split, item["source"], item["label"])
             counts[key] = counts.get(key, 0) + 1

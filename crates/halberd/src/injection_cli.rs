@@ -148,6 +148,7 @@ pub fn eval(
     path: &Path,
     model: Option<&Path>,
     show_errors: usize,
+    scores_to: Option<&Path>,
     fail_under: Option<f64>,
 ) -> Result<()> {
     let items = read_dataset(path)?;
@@ -181,6 +182,7 @@ pub fn eval(
     let mut errors = Vec::new();
     let mut bytes = 0usize;
     let mut elapsed = std::time::Duration::ZERO;
+    let mut score_lines = String::new();
     for item in &items {
         let started = Instant::now();
         let assessment = detector.assess(&item.text, item.trust);
@@ -198,9 +200,27 @@ pub fn eval(
             .or_default()
             .push((assessment.score, item.attack));
         scored.push((assessment.score, item.attack));
+        if scores_to.is_some() {
+            score_lines.push_str(
+                &serde_json::json!({
+                    "source": item.source,
+                    "label": if item.attack { "attack" } else { "benign" },
+                    "trust": item.trust.as_str(),
+                    "score": assessment.score,
+                    "detected": detected,
+                    "blocked": blocked,
+                })
+                .to_string(),
+            );
+            score_lines.push('\n');
+        }
         if show_errors > 0 && detected != item.attack {
             errors.push((item, assessment));
         }
+    }
+    if let Some(file) = scores_to {
+        std::fs::write(file, score_lines)
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
     let (precision, recall, f1) = overall.prf();
     println!(

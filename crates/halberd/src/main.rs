@@ -88,6 +88,11 @@ enum Command {
         /// With --dataset: list this many of the most confident mistakes.
         #[arg(long, default_value_t = 0)]
         show_errors: usize,
+        /// With --dataset: also write every item's score to this file (JSON
+        /// Lines: source, label, trust, score, detected, blocked), for
+        /// pooled figures across runs (scripts/injection_heldout.py).
+        #[arg(long, requires = "dataset")]
+        scores: Option<PathBuf>,
         /// With --sensitive: the directory holding the public data sets (see
         /// each data set's SOURCE.md; they are not part of this repository).
         #[arg(long, required_if_eq("sensitive", "true"))]
@@ -447,6 +452,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             dataset,
             model,
             show_errors,
+            scores,
             data,
             fail_under,
         } => match (sensitive, dataset) {
@@ -454,10 +460,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let data = data.ok_or("--sensitive needs --data DIR, the public data sets")?;
                 eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}"))
             }
-            (false, Some(dataset)) => {
-                injection_cli::eval(&dataset, model.as_deref(), show_errors, fail_under)
-                    .map_err(|e| format!("{e:#}"))
-            }
+            (false, Some(dataset)) => injection_cli::eval(
+                &dataset,
+                model.as_deref(),
+                show_errors,
+                scores.as_deref(),
+                fail_under,
+            )
+            .map_err(|e| format!("{e:#}")),
             (false, None) => Err(
                 "choose what to evaluate: --sensitive, or --dataset FILE for prompt injection"
                     .into(),

@@ -594,6 +594,28 @@ fn eval_dataset_reports_per_source_and_loads_a_weights_file() {
         "{stdout}"
     );
 
+    // Every item's score, for pooling across runs: one line per item, in
+    // order, agreeing with the table.
+    let out = halberd(
+        dir.path(),
+        &["eval", "--dataset", "set.jsonl", "--scores", "scores.jsonl"],
+    );
+    assert!(out.status.success());
+    let scores: Vec<Value> = std::fs::read_to_string(dir.path().join("scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(scores.len(), lines.len());
+    for (score, line) in scores.iter().zip(&lines) {
+        assert_eq!(score["source"], line["source"]);
+        assert_eq!(score["label"], line["label"]);
+        let attack = line["label"] == "attack";
+        assert_eq!(score["detected"], attack, "{score}");
+        assert!(score["score"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(scores[3]["trust"], "untrusted");
+
     // A file that is not a model, and a gate the figures miss, are errors.
     let out = halberd(
         dir.path(),
