@@ -129,6 +129,19 @@ fn phone_numbers_national_and_international() {
         "call me on «9472 7916»?",
         "«781 1704» office",
         "«345-899-3560x4587»",
+        // The `00` access code, Brazil's area-and-dash shape, national
+        // numbers written without separators, a dashed area code.
+        "«001-733-434-7729x840»",
+        "«0044 20 7946 0958»",
+        "«43 4985-4287»",
+        "«11 91234-5678»",
+        "«0237253447»",
+        "«02434585801»",
+        "«0126-695778»",
+        // Context words in other languages.
+        "Merci de joindre Ann au «4052959394» avant lundi.",
+        "Favor ligar para Ana no «3312357654» até sexta.",
+        "Bitte anrufen: «37602747877».",
     ] {
         check(marked, "phone");
     }
@@ -138,6 +151,10 @@ fn phone_numbers_national_and_international() {
         "between 1990-2024",
         "pi is 3.14159265",
         "12 345 678 apples",
+        // Zero-padded identifiers, a document number, a postcode.
+        "id 0000123456",
+        "ref 0401000-02",
+        "CEP 65889-714",
     ] {
         assert_eq!(spans(text), vec![], "{text}");
     }
@@ -881,6 +898,16 @@ fn values_are_found_at_every_boundary_whole_and_streamed() {
             }
         }
     }
+}
+
+#[test]
+fn ibans_are_found_before_the_words_that_follow() {
+    check("pay «ES7957118326559647146416» now", "iban");
+    check(
+        "Merci de joindre Vinicio au «ES3205469831319666251188» avant le 15.",
+        "iban",
+    );
+    check("IBAN «GB82 WEST 1234 5698 7654 32» ok", "iban");
 }
 
 #[test]
