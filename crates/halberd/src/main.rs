@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod eval_generated;
 mod eval_sensitive;
 mod injection_cli;
 mod scan;
@@ -81,6 +82,20 @@ enum Command {
         /// `label` attack|benign, optional `source` and `provenance`).
         #[arg(long, conflicts_with = "sensitive")]
         dataset: Option<PathBuf>,
+        /// Score the sensitive-data detectors and redaction (whole and
+        /// streamed) on a generated set (scripts/pii_generate.py).
+        #[arg(long, conflicts_with_all = ["sensitive", "dataset"])]
+        generated: Option<PathBuf>,
+        /// With --generated: fail when a type's recall is below this.
+        #[arg(long, requires = "generated")]
+        min_recall: Option<f64>,
+        /// With --generated: fail when a type's precision is below this.
+        #[arg(long, requires = "generated")]
+        min_precision: Option<f64>,
+        /// With --generated: a type's own minimum recall, `TYPE=R`
+        /// (repeatable), in place of --min-recall.
+        #[arg(long, requires = "generated")]
+        min_recall_for: Vec<String>,
         /// With --dataset: score with this weights file instead of the model
         /// compiled into the binary.
         #[arg(long, requires = "dataset")]
@@ -450,12 +465,41 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Eval {
             sensitive,
             dataset,
+            generated,
+            min_recall,
+            min_precision,
+            min_recall_for,
             model,
             show_errors,
             scores,
             data,
             fail_under,
         } => match (sensitive, dataset) {
+            _ if generated.is_some() => {
+                let mut recall_for = std::collections::BTreeMap::new();
+                for item in &min_recall_for {
+                    let (kind, value) = item
+                        .split_once('=')
+                        .and_then(|(k, v)| Some((k, v.parse::<f64>().ok()?)))
+                        .ok_or_else(|| {
+                            format!("--min-recall-for {item:?}: expected TYPE=NUMBER")
+                        })?;
+                    if !eval_generated::TYPES.contains(&kind) {
+                        return Err(format!(
+                            "--min-recall-for {item:?}: unknown type (one of {})",
+                            eval_generated::TYPES.join(", ")
+                        ));
+                    }
+                    recall_for.insert(kind.to_owned(), value);
+                }
+                let gate = eval_generated::Gate {
+                    recall: min_recall,
+                    precision: min_precision,
+                    recall_for,
+                };
+                let path = generated.unwrap_or_default();
+                eval_generated::run(&path, &gate).map_err(|e| format!("{e:#}"))
+            }
             (true, _) => {
                 let data = data.ok_or("--sensitive needs --data DIR, the public data sets")?;
                 eval_sensitive::run(&data, fail_under).map_err(|e| format!("{e:#}"))

@@ -930,3 +930,101 @@ fn eval_sensitive_gate_passes_fails_and_refuses_untested_types() {
         "{stderr}"
     );
 }
+
+#[test]
+fn eval_generated_scores_types_checks_redaction_and_gates() {
+    // A generated set written here in the generator's shape: one value per
+    // text, spans in bytes.
+    let row = |text: &str, kind: &str, value: &str| {
+        let start = text.find(value).unwrap();
+        serde_json::json!({"text": text, "locale": "en_GB",
+            "spans": [{"type": kind, "start": start, "end": start + value.len()}]})
+    };
+    let mut rows = vec![
+        row(
+            "Write to «jane.doe@example.com» today.",
+            "email",
+            "jane.doe@example.com",
+        ),
+        row(
+            "Call (+44 20 7946 0958) after six.",
+            "phone",
+            "+44 20 7946 0958",
+        ),
+        row(
+            "Card `4111 1111 1111 1111` on file.",
+            "credit_card",
+            "4111 1111 1111 1111",
+        ),
+        row(
+            "Her SSN (078-05-1120) is on record.",
+            "us_ssn",
+            "078-05-1120",
+        ),
+        row(
+            "Pay ES7957118326559647146416 by Friday.",
+            "iban",
+            "ES7957118326559647146416",
+        ),
+        row("Seen from [192.0.2.44] twice.", "ip_address", "192.0.2.44"),
+    ];
+    let write = |dir: &Path, rows: &[Value]| {
+        std::fs::write(
+            dir.join("gen.jsonl"),
+            rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+    };
+    let gate = [
+        "eval",
+        "--generated",
+        "gen.jsonl",
+        "--min-recall",
+        "0.95",
+        "--min-precision",
+        "0.98",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &rows);
+    let out = halberd(dir.path(), &gate);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("phone        tp     1  fp    0  fn    0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 leaks"), "{stdout}");
+
+    // A phone the detector cannot know (a bare nine-digit run): recall 0.5
+    // fails the gate, unless the type has its own lower minimum.
+    rows.push(row("Kim, 391520722, lobby.", "phone", "391520722"));
+    write(dir.path(), &rows);
+    let out = halberd(dir.path(), &gate);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("phone recall 0.500 below 0.95"), "{stderr}");
+    let mut lenient = gate.to_vec();
+    lenient.extend(["--min-recall-for", "phone=0.5"]);
+    assert!(halberd(dir.path(), &lenient).status.success());
+    let mut bad = gate.to_vec();
+    bad.extend(["--min-recall-for", "fax=0.5"]);
+    assert!(String::from_utf8_lossy(&halberd(dir.path(), &bad).stderr).contains("unknown type"));
+
+    // A type with no labelled value has no score and fails; a span outside
+    // its text is an error naming the line.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &rows[..5]);
+    let out = halberd(dir.path(), &gate);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ip_address has no labelled value"));
+    write(
+        dir.path(),
+        &[serde_json::json!({"text": "x", "spans": [{"type": "email", "start": 0, "end": 9}]})],
+    );
+    let out = halberd(dir.path(), &gate);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gen.jsonl:1"));
+}
