@@ -850,6 +850,12 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     {
         return phone();
     }
+    // An Indian mobile number written without separators: ten digits, the
+    // first 6 to 9 (`9876543210`). Ten-digit identifiers starting so are
+    // rarer than the numbers; a `+91` or a word makes the rest sure.
+    if shape.separators == 0 && digits.len() == 10 && (6..=9).contains(&digits[0]) {
+        return phone();
+    }
     // Anything else needs context: a label after it or a phone word before it;
     // an unseparated run also needs the length of a full number.
     if (labelled || has_phone_context(text, start)) && (shape.separators > 0 || digits.len() >= 9) {
