@@ -409,7 +409,7 @@ pub static RULES: &[Rule] = &[
         value: None,
         positives: &[
             "host «2001:db8:85a3::8a2e:370:7334» up",
-            "«6e40:4041:c617:e898:c11:40d2:c669:2eb4»",
+            "«2a02:c7f:8e41:9b00:41:7a2e:3c19:e0d4»",
         ],
         negatives: &["std::fmt::Display", "12:30:45", "aa:bb:cc:dd:ee:ff"],
     },
@@ -431,7 +431,7 @@ pub static RULES: &[Rule] = &[
         negatives: &[
             "order 1234567 shipped",
             "in 2019-2024",
-            "2015-12-22 04:34:22",
+            "2019-03-14 08:12:45",
             "3.14159265",
         ],
     },

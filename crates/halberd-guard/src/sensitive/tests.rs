@@ -126,9 +126,9 @@ fn phone_numbers_national_and_international() {
         "«098765 43210»",
         "«(11) 98765-4321»",
         "phone: «912 345 678»",
-        "call me on «9472 7916»?",
-        "«781 1704» office",
-        "«345-899-3560x4587»",
+        "call me on «8316 2045»?",
+        "«642 8850» office",
+        "«415-736-2209x312»",
         // The `00` access code, Brazil's area-and-dash shape, national
         // numbers written without separators, a dashed area code.
         "«001-733-434-7729x840»",

@@ -790,7 +790,7 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
         return Verdict::RejectWhole;
     }
     // A single dot between digits is a decimal number; dotted numbers need
-    // groups of two or more digits (`03.93.92.16.85`, not `9.9.392.1.3`); a
+    // groups of two or more digits (`04.72.18.33.90`, not `9.9.392.1.3`); a
     // double space is a table, not a number.
     if (shape.separators == 1 && shape.dots == 1)
         || (shape.dots > 0 && shape.shortest_group < 2)
@@ -826,8 +826,8 @@ fn numeric(text: &str, start: usize, end: usize) -> Verdict {
     if international || bracketed || us || brazil {
         return phone();
     }
-    // A national number with a trunk prefix and grouping ("0490 75 40 81",
-    // "03.93.92.16.85", "07700 063 966").
+    // A national number with a trunk prefix and grouping ("0493 18 27 65",
+    // "04.72.18.33.90", "07700 900 123").
     // Two groups only when the first is an area code: `030 901820`, not a
     // document number such as `0401000-02`.
     // The area code may be set off by a dash (`0126-695778`) when the rest is
