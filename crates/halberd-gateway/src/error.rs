@@ -118,6 +118,12 @@ pub enum GatewayError {
         /// The finding type, never the value.
         kind: String,
     },
+    /// The model's answer called a tool the request did not declare, or with
+    /// arguments that are not JSON (`pipeline::tool_policy`): withheld. 502:
+    /// the upstream's answer is unusable, not the client's request.
+    ToolCall {
+        fault: crate::pipeline::tool_policy::ToolFault,
+    },
     /// A request part holds sensitive data whose policy action is `block`.
     SensitiveData {
         /// The finding type (`secret:aws_access_key_id`, `email`), never the value.
@@ -202,7 +208,9 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Upstream { .. } | UpstreamAuth | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Upstream { .. } | UpstreamAuth | UpstreamUnreachable | ToolCall { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -239,6 +247,7 @@ impl GatewayError {
             Conflict { .. } => "conflict",
             Unavailable { .. } => "unavailable",
             SensitiveData { .. } | OutputBlocked { .. } => "sensitive_data_detected",
+            ToolCall { fault } => fault.code(),
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -256,6 +265,7 @@ impl GatewayError {
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
             | OutputBlocked { .. }
+            | ToolCall { .. }
             | PromptInjection { .. }
             | RateLimited { .. }
             | BudgetExceeded { .. }
@@ -312,6 +322,7 @@ impl GatewayError {
             }
             KeyNotFound { id } => format!("no key with id '{id}'"),
             Conflict { message } | Unavailable { message } => message.clone(),
+            ToolCall { fault } => fault.message(),
             OutputBlocked { kind } => format!(
                 "the response was withheld: it contained sensitive data ({kind}) that this key's policy blocks"
             ),

@@ -12,7 +12,11 @@
 //!   tokens (a word with the space before it, a punctuation mark alone);
 //! - `x-mock-delay-ms`: delay between streamed events;
 //! - `x-mock-status`: answer with this HTTP error status in the provider's shape;
-//! - `x-mock-usage`: `none` to report no usage, or `IN,OUT` token counts.
+//! - `x-mock-usage`: `none` to report no usage, or `IN,OUT` token counts;
+//! - `x-mock-tool-call`: call this tool, offered or not (a model that calls
+//!   a tool it was not given);
+//! - `x-mock-tool-arguments`: with it, these raw arguments (they need not be
+//!   JSON).
 //!
 //! Generation is pure: this module builds the whole reply as values and bytes;
 //! the callers do the waiting and the sending.
@@ -33,6 +37,8 @@ const CREATED: u64 = 1_700_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Knobs {
     pub reply: Option<String>,
+    pub tool_call: Option<String>,
+    pub tool_arguments: Option<String>,
     pub chunking: Chunking,
     pub delay: Duration,
     pub status: Option<u16>,
@@ -106,6 +112,8 @@ impl Knobs {
         };
         Ok(Knobs {
             reply: get("x-mock-reply"),
+            tool_call: get("x-mock-tool-call"),
+            tool_arguments: get("x-mock-tool-arguments"),
             chunking,
             delay: Duration::from_millis(num("x-mock-delay-ms", 60_000)?.unwrap_or(0)),
             status,
@@ -308,6 +316,15 @@ fn answer(api: Api, body: &Value, knobs: &Knobs) -> Answer {
     let (is_tool_result, text) = last.unwrap_or((false, String::new()));
     if let Some(reply) = &knobs.reply {
         return Answer::Text(reply.clone());
+    }
+    if let Some(name) = &knobs.tool_call {
+        return Answer::ToolCall {
+            name: name.clone(),
+            arguments: knobs
+                .tool_arguments
+                .clone()
+                .unwrap_or_else(|| json!({"input": text}).to_string()),
+        };
     }
     if is_tool_result {
         return Answer::Text(format!("tool result: {text}"));

@@ -38,6 +38,7 @@ pub mod inspect_injection;
 pub mod inspect_input;
 pub mod inspect_output;
 pub mod route;
+pub mod tool_policy;
 
 /// What the stages share about one request.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use halberd_protocol::{Api, anthropic};
 
 use crate::pipeline::finish::Finish;
 use crate::pipeline::inspect_output::{OutputError, OutputInspector};
+use crate::pipeline::tool_policy::{StreamCheck, ToolFault};
 use crate::upstream::{BodyError, BodyStream};
 
 /// Largest single SSE event accepted from an upstream.
@@ -48,6 +49,8 @@ pub struct Relay {
     /// The provider's model id and the name the client asked for, when they
     /// differ: events report the client's name.
     rename: Option<ModelRename>,
+    /// The tool calls the model makes, checked against the request's tools.
+    tools: Option<StreamCheck>,
 }
 
 /// Reports the model the client asked for (its alias) where the provider
@@ -113,7 +116,14 @@ impl Relay {
             finish,
             output,
             rename: None,
+            tools: None,
         }
+    }
+
+    /// Checks the model's tool calls against the request's declared tools.
+    pub fn checking_tools(mut self, tools: StreamCheck) -> Relay {
+        self.tools = Some(tools);
+        self
     }
 
     /// Reports the client's model name where the provider names its own.
@@ -225,6 +235,27 @@ impl Relay {
             if let Some(t) = terminal(self.api, ev, parsed.as_ref()) {
                 self.terminal = t;
             }
+            // Tool calls before anything of the event is passed on: an
+            // undeclared call is refused at its first event.
+            if let Some(tools) = &mut self.tools
+                && let Some(data) = ev.data.as_deref()
+                && tools.wants(data)
+            {
+                let own;
+                let value = match &parsed {
+                    Some(v) => Some(v),
+                    None => {
+                        own = serde_json::from_str::<Value>(data).ok();
+                        own.as_ref()
+                    }
+                };
+                if let Some(v) = value
+                    && let Err(fault) = tools.event(self.api, v)
+                {
+                    out.extend_from_slice(&self.tool_failed(&fault));
+                    break;
+                }
+            }
             if has_usage && let Some(v) = &parsed {
                 self.observe_usage(v);
                 if self.hide_usage_chunk
@@ -264,6 +295,20 @@ impl Relay {
         };
         self.output = None;
         self.fail(code, &message)
+    }
+
+    /// A tool call the policy refuses: the rest of the stream is an error.
+    fn tool_failed(&mut self, fault: &ToolFault) -> Bytes {
+        crate::events::GuardTriggered {
+            request_id: self.finish.request_id(),
+            guard: "tool_policy",
+            kind: fault.code(),
+            action: "block",
+        }
+        .emit();
+        self.output = None;
+        self.tools = None;
+        self.fail(fault.code(), &fault.message())
     }
 
     fn observe_usage(&mut self, v: &Value) {

@@ -103,6 +103,8 @@ pub async fn forward(
     }
     let hide_usage_chunk =
         ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);
+    // The tools the answer may call: the ones this request declares.
+    let declared = super::tool_policy::Declared::of(ex.api, &body);
     let mut finish = Finish::new(
         &ctx.request_id,
         ex.api,
@@ -166,7 +168,8 @@ pub async fn forward(
         .renaming(crate::relay::ModelRename::new(
             &route.upstream_model,
             &ex.model,
-        ));
+        ))
+        .checking_tools(super::tool_policy::StreamCheck::new(declared));
         let mut resp = Response::new(Body::from_stream(relay.into_stream()));
         let h = resp.headers_mut();
         h.insert(
@@ -216,6 +219,19 @@ pub async fn forward(
         }
         None => (bytes, parsed),
     };
+    if let Ok(v) = &parsed
+        && let Err(fault) = super::tool_policy::check_whole(ex.api, &declared, v)
+    {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "tool_policy",
+            kind: fault.code(),
+            action: "block",
+        }
+        .emit();
+        finish.failed(fault.code());
+        return Err(GatewayError::ToolCall { fault });
+    }
     let bytes = match (output.as_mut(), parsed) {
         (None, _) => bytes,
         (Some(output), Ok(mut v)) => match output.whole(&mut v) {

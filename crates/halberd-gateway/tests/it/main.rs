@@ -16,6 +16,7 @@ mod passthrough;
 mod replicas;
 mod sanitize;
 mod sensitive;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

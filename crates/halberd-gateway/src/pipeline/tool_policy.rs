@@ -1,0 +1,516 @@
+//! Tool calls in the model's answer, checked against the request: the first
+//! part of the tool-call policy (issue 21), on by default with no
+//! configuration.
+//!
+//! - A call to a tool the request did not declare is refused
+//!   (`tool_call_not_allowed`): a model calling a tool it was not offered is
+//!   a fault or an attack (an injection naming a tool of its own).
+//! - A call whose arguments are not valid JSON is refused
+//!   (`tool_arguments_invalid`): whatever runs the tool would act on a guess.
+//!
+//! Covered: chat `tool_calls` (and the legacy `function_call`), Responses
+//! `function_call` and `custom_tool_call` items, Anthropic `tool_use` blocks;
+//! whole and streamed. Streamed, a call's name comes in its first event, so an
+//! undeclared call is refused before any of it reaches the client; its
+//! arguments are complete only at its end, by which time they have been
+//! relayed, so an invalid one ends the stream with the error instead (holding
+//! calls back until complete is the next step). Built-in tools of the
+//! providers (web search, code interpreter, MCP) produce other item and block
+//! types and are not checked here. A Responses request that runs a stored
+//! prompt (`prompt`) may have tools declared on the provider's side, which the
+//! gateway cannot see: its calls are not checked for declaration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use halberd_protocol::Api;
+
+/// Why a tool call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolFault {
+    NotDeclared { tool: String },
+    InvalidArguments { tool: String },
+}
+
+impl ToolFault {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ToolFault::NotDeclared { .. } => "tool_call_not_allowed",
+            ToolFault::InvalidArguments { .. } => "tool_arguments_invalid",
+        }
+    }
+
+    /// The tool's name is the model's output: shown cut and printable only.
+    pub fn message(&self) -> String {
+        match self {
+            ToolFault::NotDeclared { tool } => format!(
+                "the model called a tool the request did not declare ('{}'); the answer was withheld",
+                shown(tool)
+            ),
+            ToolFault::InvalidArguments { tool } => format!(
+                "the model called '{}' with arguments that are not valid JSON; the answer was withheld",
+                shown(tool)
+            ),
+        }
+    }
+}
+
+fn shown(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// The tools a request declared.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    names: BTreeSet<String>,
+    /// The provider may know tools the request does not show (a stored
+    /// prompt): declaration is not checked.
+    opaque: bool,
+}
+
+impl Declared {
+    pub fn of(api: Api, body: &Value) -> Declared {
+        let mut names = BTreeSet::new();
+        let tools = body.get("tools").and_then(Value::as_array);
+        for tool in tools.into_iter().flatten() {
+            let name = match api {
+                // `{"type": "function", "function": {"name": …}}`, and the
+                // flat custom-tool shape.
+                Api::ChatCompletions => tool
+                    .pointer("/function/name")
+                    .or_else(|| tool.pointer("/custom/name"))
+                    .or_else(|| tool.get("name")),
+                // `{"type": "function" | "custom", "name": …}`.
+                Api::Responses | Api::Messages => tool.get("name"),
+                Api::Embeddings => None,
+            };
+            if let Some(name) = name.and_then(Value::as_str) {
+                names.insert(name.to_owned());
+            }
+        }
+        // The legacy chat `functions` list.
+        for f in body
+            .get("functions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = f.get("name").and_then(Value::as_str) {
+                names.insert(name.to_owned());
+            }
+        }
+        Declared {
+            names,
+            opaque: api == Api::Responses && body.get("prompt").is_some_and(|p| !p.is_null()),
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), ToolFault> {
+        if self.opaque || self.names.contains(name) {
+            Ok(())
+        } else {
+            Err(ToolFault::NotDeclared { tool: name.into() })
+        }
+    }
+}
+
+fn check_arguments(name: &str, arguments: &str) -> Result<(), ToolFault> {
+    // Anthropic sends no input deltas for a call without input: `{}`.
+    if arguments.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(arguments) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ToolFault::InvalidArguments { tool: name.into() }),
+    }
+}
+
+/// Checks every tool call of a whole (not streamed) answer.
+pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), ToolFault> {
+    match api {
+        Api::ChatCompletions => {
+            for choice in body
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let message = choice.get("message");
+                let calls = message
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(Value::as_array);
+                for call in calls.into_iter().flatten() {
+                    let (name, arguments) = match call.get("function") {
+                        Some(f) => (f.get("name"), f.get("arguments")),
+                        None => (call.pointer("/custom/name"), None),
+                    };
+                    let name = name.and_then(Value::as_str).unwrap_or_default();
+                    declared.check_name(name)?;
+                    if let Some(arguments) = arguments.and_then(Value::as_str) {
+                        check_arguments(name, arguments)?;
+                    }
+                }
+                if let Some(f) = message.and_then(|m| m.get("function_call")) {
+                    let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+                    declared.check_name(name)?;
+                    if let Some(arguments) = f.get("arguments").and_then(Value::as_str) {
+                        check_arguments(name, arguments)?;
+                    }
+                }
+            }
+        }
+        Api::Responses => {
+            for item in body
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                check_responses_item(declared, item)?;
+            }
+        }
+        Api::Messages => {
+            for block in body
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let name = block
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    declared.check_name(name)?;
+                }
+            }
+        }
+        Api::Embeddings => {}
+    }
+    Ok(())
+}
+
+fn check_responses_item(declared: &Declared, item: &Value) -> Result<(), ToolFault> {
+    match item.get("type").and_then(Value::as_str) {
+        Some("function_call") => {
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+            declared.check_name(name)?;
+            if let Some(arguments) = item.get("arguments").and_then(Value::as_str) {
+                check_arguments(name, arguments)?;
+            }
+            Ok(())
+        }
+        Some("custom_tool_call") => {
+            declared.check_name(item.get("name").and_then(Value::as_str).unwrap_or_default())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The same checks over a stream, event by event: names as calls open,
+/// arguments as they close.
+#[derive(Debug)]
+pub struct StreamCheck {
+    declared: Declared,
+    /// Open calls: (choice or block index, call index) → name and the
+    /// arguments so far.
+    open: BTreeMap<(u64, u64), (String, String)>,
+}
+
+impl StreamCheck {
+    pub fn new(declared: Declared) -> StreamCheck {
+        StreamCheck {
+            declared,
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// Whether an event's data may matter: it names a tool call, or a call
+    /// is open (its arguments and its end). Other events are not parsed.
+    pub fn wants(&self, data: &str) -> bool {
+        !self.open.is_empty()
+            || data.contains("tool_calls")
+            || data.contains("function_call")
+            || data.contains("tool_use")
+            || data.contains("custom_tool_call")
+    }
+
+    /// Checks one parsed event; an error refuses the rest of the stream.
+    pub fn event(&mut self, api: Api, v: &Value) -> Result<(), ToolFault> {
+        match api {
+            Api::ChatCompletions => self.chat_chunk(v),
+            Api::Responses => self.responses_event(v),
+            Api::Messages => self.anthropic_event(v),
+            Api::Embeddings => Ok(()),
+        }
+    }
+
+    /// Closes every open call whose key starts with `choice` (all when None).
+    fn close(&mut self, choice: Option<u64>) -> Result<(), ToolFault> {
+        let keys: Vec<(u64, u64)> = self
+            .open
+            .keys()
+            .filter(|(c, _)| choice.is_none_or(|x| x == *c))
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some((name, arguments)) = self.open.remove(&key) {
+                check_arguments(&name, &arguments)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn chat_chunk(&mut self, v: &Value) -> Result<(), ToolFault> {
+        for choice in v
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let c = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let delta = choice.get("delta");
+            let calls = delta
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Value::as_array);
+            for call in calls.into_iter().flatten() {
+                let i = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let f = call.get("function");
+                if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                    self.declared.check_name(name)?;
+                    self.open
+                        .entry((c, i))
+                        .or_insert((name.to_owned(), String::new()));
+                }
+                if let Some(piece) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str)
+                    && let Some((_, arguments)) = self.open.get_mut(&(c, i))
+                {
+                    arguments.push_str(piece);
+                }
+            }
+            if let Some(f) = delta.and_then(|d| d.get("function_call")) {
+                if let Some(name) = f.get("name").and_then(Value::as_str) {
+                    self.declared.check_name(name)?;
+                    self.open
+                        .entry((c, u64::MAX))
+                        .or_insert((name.to_owned(), String::new()));
+                }
+                if let Some(piece) = f.get("arguments").and_then(Value::as_str)
+                    && let Some((_, arguments)) = self.open.get_mut(&(c, u64::MAX))
+                {
+                    arguments.push_str(piece);
+                }
+            }
+            if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
+                self.close(Some(c))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn responses_event(&mut self, v: &Value) -> Result<(), ToolFault> {
+        match v.get("type").and_then(Value::as_str) {
+            Some("response.output_item.added") => {
+                if let Some(item) = v.get("item") {
+                    let ty = item.get("type").and_then(Value::as_str);
+                    if matches!(ty, Some("function_call" | "custom_tool_call")) {
+                        let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+                        self.declared.check_name(name)?;
+                    }
+                }
+                Ok(())
+            }
+            // The whole item, arguments complete, at its end.
+            Some("response.output_item.done") => match v.get("item") {
+                Some(item) => check_responses_item(&self.declared, item),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn anthropic_event(&mut self, v: &Value) -> Result<(), ToolFault> {
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match v.get("type").and_then(Value::as_str) {
+            Some("content_block_start") => {
+                let block = v.get("content_block");
+                if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+                    let name = block
+                        .and_then(|b| b.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    self.declared.check_name(name)?;
+                    self.open
+                        .insert((index, 0), (name.to_owned(), String::new()));
+                }
+                Ok(())
+            }
+            Some("content_block_delta") => {
+                if let Some(piece) = v.pointer("/delta/partial_json").and_then(Value::as_str)
+                    && let Some((_, arguments)) = self.open.get_mut(&(index, 0))
+                {
+                    arguments.push_str(piece);
+                }
+                Ok(())
+            }
+            Some("content_block_stop") => self.close(Some(index)),
+            Some("message_stop") => self.close(None),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn declared_tools_of_each_api() {
+        let chat = json!({"tools": [{"type": "function", "function": {"name": "lookup"}}], "functions": [{"name": "legacy"}]});
+        let d = Declared::of(Api::ChatCompletions, &chat);
+        assert!(d.check_name("lookup").is_ok() && d.check_name("legacy").is_ok());
+        assert_eq!(
+            d.check_name("send_email"),
+            Err(ToolFault::NotDeclared {
+                tool: "send_email".into()
+            })
+        );
+        let responses =
+            json!({"tools": [{"type": "function", "name": "lookup"}, {"type": "web_search"}]});
+        assert!(
+            Declared::of(Api::Responses, &responses)
+                .check_name("lookup")
+                .is_ok()
+        );
+        // A stored prompt may declare tools the gateway cannot see.
+        let stored = json!({"prompt": {"id": "pmpt_1"}});
+        assert!(
+            Declared::of(Api::Responses, &stored)
+                .check_name("anything")
+                .is_ok()
+        );
+        let messages = json!({"tools": [{"name": "lookup", "input_schema": {}}]});
+        assert!(
+            Declared::of(Api::Messages, &messages)
+                .check_name("lookup")
+                .is_ok()
+        );
+        assert!(
+            Declared::of(Api::Messages, &json!({}))
+                .check_name("lookup")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn whole_answers_are_checked_for_names_and_arguments() {
+        let d = Declared::of(
+            Api::ChatCompletions,
+            &json!({"tools": [{"type": "function", "function": {"name": "lookup"}}]}),
+        );
+        let call = |name: &str, args: &str| {
+            json!({"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": name, "arguments": args}}]}}]})
+        };
+        assert!(check_whole(Api::ChatCompletions, &d, &call("lookup", "{\"q\": 1}")).is_ok());
+        assert_eq!(
+            check_whole(Api::ChatCompletions, &d, &call("wire_money", "{}"))
+                .unwrap_err()
+                .code(),
+            "tool_call_not_allowed"
+        );
+        assert_eq!(
+            check_whole(Api::ChatCompletions, &d, &call("lookup", "{\"q\": "))
+                .unwrap_err()
+                .code(),
+            "tool_arguments_invalid"
+        );
+        let r = Declared::of(
+            Api::Responses,
+            &json!({"tools": [{"type": "function", "name": "lookup"}]}),
+        );
+        let out = json!({"output": [{"type": "function_call", "name": "lookup", "arguments": "not json"}]});
+        assert_eq!(
+            check_whole(Api::Responses, &r, &out).unwrap_err().code(),
+            "tool_arguments_invalid"
+        );
+        let m = Declared::of(Api::Messages, &json!({"tools": [{"name": "lookup"}]}));
+        let out = json!({"content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "name": "rm_rf", "input": {}}]});
+        assert_eq!(
+            check_whole(Api::Messages, &m, &out).unwrap_err().code(),
+            "tool_call_not_allowed"
+        );
+    }
+
+    #[test]
+    fn streamed_names_are_refused_at_once_and_arguments_at_the_end() {
+        let d = Declared::of(Api::Messages, &json!({"tools": [{"name": "lookup"}]}));
+        let mut s = StreamCheck::new(d.clone());
+        let start = |name: &str| json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "name": name, "input": {}}});
+        let delta = |p: &str| json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}});
+        let stop = json!({"type": "content_block_stop", "index": 1});
+        assert!(s.event(Api::Messages, &start("lookup")).is_ok());
+        assert!(s.event(Api::Messages, &delta("{\"q\":")).is_ok());
+        assert!(s.event(Api::Messages, &delta(" 1}")).is_ok());
+        assert!(s.event(Api::Messages, &stop).is_ok());
+        let mut s = StreamCheck::new(d.clone());
+        assert_eq!(
+            s.event(Api::Messages, &start("exfiltrate"))
+                .unwrap_err()
+                .code(),
+            "tool_call_not_allowed"
+        );
+        let mut s = StreamCheck::new(d);
+        assert!(s.event(Api::Messages, &start("lookup")).is_ok());
+        assert!(s.event(Api::Messages, &delta("{\"q\": tr")).is_ok());
+        assert_eq!(
+            s.event(Api::Messages, &stop).unwrap_err().code(),
+            "tool_arguments_invalid"
+        );
+
+        let d = Declared::of(
+            Api::ChatCompletions,
+            &json!({"tools": [{"type": "function", "function": {"name": "lookup"}}]}),
+        );
+        let mut s = StreamCheck::new(d);
+        let chunk = |calls: Value, finish: Value| json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": finish}]});
+        assert!(
+            s.event(
+                Api::ChatCompletions,
+                &chunk(
+                    json!([{"index": 0, "function": {"name": "lookup", "arguments": ""}}]),
+                    Value::Null
+                )
+            )
+            .is_ok()
+        );
+        assert!(
+            s.event(
+                Api::ChatCompletions,
+                &chunk(
+                    json!([{"index": 0, "function": {"arguments": "{\"q\""}}]),
+                    Value::Null
+                )
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            s.event(Api::ChatCompletions, &chunk(json!([]), json!("tool_calls")))
+                .unwrap_err()
+                .code(),
+            "tool_arguments_invalid"
+        );
+    }
+
+    #[test]
+    fn names_in_messages_are_cut_and_printable() {
+        let fault = ToolFault::NotDeclared {
+            tool: format!("a\nb{}", "x".repeat(100)),
+        };
+        let message = fault.message();
+        assert!(!message.contains('\n'));
+        assert!(message.len() < 200);
+    }
+}

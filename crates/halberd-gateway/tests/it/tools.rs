@@ -1,0 +1,132 @@
+//! The tool-call policy's default, with no configuration: a call to a tool
+//! the request did not declare, or with arguments that are not JSON, is
+//! refused on every API, whole and streamed; a declared call passes.
+
+use halberd_testkit::{TestGateway, sse_data};
+use serde_json::{Value, json};
+
+use crate::client;
+
+/// A request on `path` offering the tool `lookup`.
+fn body(path: &str, stream: bool) -> Value {
+    match path {
+        "/v1/messages" => json!({"model": "mock-1", "max_tokens": 50, "stream": stream,
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "find order 7"}]}),
+        "/v1/responses" => json!({"model": "mock-1", "stream": stream,
+            "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+            "input": "find order 7"}),
+        _ => json!({"model": "mock-1", "stream": stream,
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": "find order 7"}]}),
+    }
+}
+
+const PATHS: [&str; 3] = ["/v1/chat/completions", "/v1/responses", "/v1/messages"];
+
+/// The mock's call ids: one of them in a stream means a call was relayed.
+const CALL_IDS: [&str; 3] = ["call_mock_1", "fc_mock", "toolu_mock_1"];
+
+async fn ask(
+    gw: &TestGateway,
+    key: &str,
+    path: &str,
+    stream: bool,
+    tool: Option<&str>,
+    arguments: Option<&str>,
+) -> (u16, String) {
+    let mut req = client()
+        .post(gw.url(path))
+        .bearer_auth(key)
+        .header("x-api-key", key)
+        .header("x-mock-chunk-bytes", "3")
+        .json(&body(path, stream));
+    if let Some(tool) = tool {
+        req = req.header("x-mock-tool-call", tool);
+    }
+    if let Some(arguments) = arguments {
+        req = req.header("x-mock-tool-arguments", arguments);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let raw = if stream && status == 200 {
+        sse_data(resp).await.join("\n")
+    } else {
+        resp.text().await.unwrap()
+    };
+    (status, raw)
+}
+
+#[tokio::test]
+async fn declared_calls_pass_on_every_api_whole_and_streamed() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    for path in PATHS {
+        for stream in [false, true] {
+            let (status, raw) = ask(&gw, &key, path, stream, None, None).await;
+            assert_eq!(status, 200, "{path} stream={stream}: {raw}");
+            assert!(raw.contains("lookup"), "{path} stream={stream}: {raw}");
+            assert!(!raw.contains("tool_call_not_allowed"), "{raw}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_an_undeclared_tool_is_refused_before_any_of_it_is_relayed() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    for path in PATHS {
+        // Whole: a 502 in the caller's error shape, naming the code.
+        let (status, raw) = ask(&gw, &key, path, false, Some("wire_money"), None).await;
+        assert_eq!(status, 502, "{path}: {raw}");
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["error"]["code"], "tool_call_not_allowed", "{path}: {raw}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("'wire_money'")
+        );
+        assert!(CALL_IDS.iter().all(|id| !raw.contains(id)), "{path}: {raw}");
+
+        // Streamed: the stream ends with the error event, and no event of
+        // the call went out before it.
+        let (status, raw) = ask(&gw, &key, path, true, Some("wire_money"), None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(raw.contains("tool_call_not_allowed"), "{path}: {raw}");
+        assert!(CALL_IDS.iter().all(|id| !raw.contains(id)), "{path}: {raw}");
+    }
+}
+
+#[tokio::test]
+async fn arguments_that_are_not_json_are_refused() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    // Whole answers carry arguments as a string on the OpenAI APIs
+    // (Anthropic's `input` is an object the provider has parsed).
+    for path in ["/v1/chat/completions", "/v1/responses"] {
+        let (status, raw) = ask(&gw, &key, path, false, Some("lookup"), Some("{\"q\": 7")).await;
+        assert_eq!(status, 502, "{path}: {raw}");
+        assert!(raw.contains("tool_arguments_invalid"), "{path}: {raw}");
+    }
+    // Streamed, on all three: the stream ends with the error at the call's end.
+    for path in PATHS {
+        let (status, raw) = ask(&gw, &key, path, true, Some("lookup"), Some("{\"q\": 7")).await;
+        assert_eq!(status, 200);
+        assert!(raw.contains("tool_arguments_invalid"), "{path}: {raw}");
+        let last: Value = serde_json::from_str(raw.lines().last().unwrap()).unwrap();
+        assert!(
+            last.to_string().contains("tool_arguments_invalid"),
+            "{path}: {raw}"
+        );
+    }
+    // Valid JSON passes, streamed and not.
+    for path in PATHS {
+        for stream in [false, true] {
+            let (status, raw) =
+                ask(&gw, &key, path, stream, Some("lookup"), Some("{\"q\": 7}")).await;
+            assert_eq!(status, 200, "{path}: {raw}");
+            assert!(!raw.contains("tool_arguments_invalid"), "{path}: {raw}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+"""The tool-call policy's default seen by the official SDKs: a model answer
+that calls a tool the request did not declare is refused with
+`tool_call_not_allowed` (502, the SDK's InternalServerError) before any of the
+call reaches the client, whole and streamed; a declared call passes."""
+
+import anthropic
+import openai
+import pytest
+
+TOOLS_OPENAI = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+TOOLS_ANTHROPIC = [{"name": "lookup", "input_schema": {"type": "object"}}]
+# The mock calls this tool though the request never offers it.
+UNDECLARED = {"x-mock-tool-call": "wire_money"}
+
+
+def test_openai_declared_call_passes(openai_client):
+    r = openai_client.chat.completions.create(
+        model="mock-1", messages=[{"role": "user", "content": "find order 7"}], tools=TOOLS_OPENAI
+    )
+    assert r.choices[0].message.tool_calls[0].function.name == "lookup"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_undeclared_call_is_refused(openai_client, stream):
+    with pytest.raises(openai.APIError) as e:
+        result = openai_client.chat.completions.create(
+            model="mock-1",
+            messages=[{"role": "user", "content": "find order 7"}],
+            tools=TOOLS_OPENAI,
+            stream=stream,
+            extra_headers=UNDECLARED,
+        )
+        if stream:
+            for chunk in result:
+                # Nothing of the call may arrive before the error.
+                assert not chunk.choices or not chunk.choices[0].delta.tool_calls
+    if not stream:
+        assert e.value.status_code == 502
+    assert e.value.code == "tool_call_not_allowed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_undeclared_call_is_refused(anthropic_client, stream):
+    with pytest.raises(anthropic.APIError) as e:
+        if stream:
+            with anthropic_client.messages.stream(
+                model="mock-1",
+                max_tokens=64,
+                tools=TOOLS_ANTHROPIC,
+                messages=[{"role": "user", "content": "find order 7"}],
+                extra_headers=UNDECLARED,
+            ) as s:
+                for event in s:
+                    assert event.type != "content_block_start" or event.content_block.type != "tool_use"
+        else:
+            anthropic_client.messages.create(
+                model="mock-1",
+                max_tokens=64,
+                tools=TOOLS_ANTHROPIC,
+                messages=[{"role": "user", "content": "find order 7"}],
+                extra_headers=UNDECLARED,
+            )
+    assert "tool_call_not_allowed" in str(e.value)
+    if not stream:
+        assert e.value.status_code == 502
