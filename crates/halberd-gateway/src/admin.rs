@@ -51,6 +51,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/openapi.json",
             get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .route("/metrics", get(metrics))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -59,6 +60,31 @@ pub fn router(app: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(middleware::from_fn(crate::http::edge))
         .with_state(app)
+}
+
+/// `GET /metrics`: open on the admin listener, or behind `[metrics]
+/// token_env`'s token when one is configured.
+async fn metrics(State(app): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    if let Some(token) = &app.metrics_token {
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(presented.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
+            return GatewayError::AdminUnauthorized.into_response();
+        }
+    }
+    let capacity = app.config.usage_queue;
+    let body = crate::metrics::render(app.ledger.queued(), capacity);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn require_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {

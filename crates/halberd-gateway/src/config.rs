@@ -35,6 +35,18 @@ pub struct ConfigFile {
     /// usage records. Keys are provider model ids or prefixes of them.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceFile>,
+    #[serde(default)]
+    pub metrics: MetricsFile,
+}
+
+/// `GET /metrics` on the admin listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsFile {
+    /// An environment variable holding a token `/metrics` then asks for
+    /// (`Authorization: Bearer …`); unset, `/metrics` is open on the admin
+    /// listener, which is loopback-only unless made public.
+    pub token_env: Option<String>,
 }
 
 /// A model's price, in USD per million tokens.
@@ -323,6 +335,7 @@ pub struct Config {
     pub usage_retention: Option<Duration>,
     pub pepper_file: PathBuf,
     pub admin_token_env: String,
+    pub metrics_token_env: Option<String>,
     pub key_cache_ttl: Duration,
     pub key_cache_stale_if_error: Duration,
     pub providers: Vec<Provider>,
@@ -920,6 +933,7 @@ impl ConfigFile {
                 .admin_token_env
                 .clone()
                 .unwrap_or_else(|| "HALBERD_ADMIN_TOKEN".into()),
+            metrics_token_env: self.metrics.token_env.clone(),
             key_cache_ttl,
             key_cache_stale_if_error,
             providers,

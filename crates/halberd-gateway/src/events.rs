@@ -88,6 +88,7 @@ pub struct GuardTriggered<'a> {
 impl GuardTriggered<'_> {
     pub fn emit(&self) {
         tracing::info!(target: "halberd::guard", request_id = self.request_id, guard = self.guard, kind = self.kind, action = self.action, "guard triggered");
+        crate::metrics::guard_action(self.guard, self.action);
     }
 }
 
@@ -104,5 +105,6 @@ pub struct LimitHit<'a> {
 impl LimitHit<'_> {
     pub fn emit(&self) {
         tracing::warn!(target: "halberd::limits", request_id = self.request_id, key_id = self.key_id, limit = self.limit, scope = self.scope, "limit hit");
+        crate::metrics::limit_refusal(self.limit, self.scope);
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod mock;
 pub mod mock_server;
 pub mod pipeline;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub keyring: Keyring,
     pub upstreams: Upstreams,
     pub admin_token: Option<SecretString>,
+    /// The token `GET /metrics` asks for, when `[metrics] token_env` names one.
+    pub metrics_token: Option<SecretString>,
     /// Per-key rate and concurrency counters of this process.
     pub limiter: Arc<pipeline::admit::Limiter>,
     /// Where usage records go to be written in batches.
@@ -164,11 +167,23 @@ pub async fn build_state(
     let admin_token = env(&config.admin_token_env)
         .filter(|t| !t.trim().is_empty())
         .map(SecretString::from);
+    let metrics_token = match &config.metrics_token_env {
+        Some(var) => Some(
+            env(var)
+                .filter(|t| !t.trim().is_empty())
+                .map(SecretString::from)
+                .ok_or_else(|| {
+                    format!("[metrics] token_env: environment variable {var} is not set")
+                })?,
+        ),
+        None => None,
+    };
     Ok(Arc::new(AppState {
         config,
         keyring,
         upstreams,
         admin_token,
+        metrics_token,
         limiter: Arc::new(limiter),
         ledger,
     }))

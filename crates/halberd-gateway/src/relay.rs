@@ -51,6 +51,9 @@ pub struct Relay {
     rename: Option<ModelRename>,
     /// The tool calls the model makes, checked against the request's tools.
     tools: Option<StreamCheck>,
+    /// The first event carrying generated text has been sent on (time to
+    /// first token measured).
+    first_text: bool,
 }
 
 /// Reports the model the client asked for (its alias) where the provider
@@ -117,6 +120,7 @@ impl Relay {
             output,
             rename: None,
             tools: None,
+            first_text: false,
         }
     }
 
@@ -273,6 +277,15 @@ impl Relay {
             } else {
                 out.extend_from_slice(&ev.raw);
             }
+            if !self.first_text
+                && ev
+                    .data
+                    .as_deref()
+                    .is_some_and(|d| carries_text(self.api, d))
+            {
+                self.first_text = true;
+                crate::metrics::time_to_first_token(self.api.as_str(), self.finish.elapsed());
+            }
         }
         self.finish.add_bytes(out.len());
         out.freeze()
@@ -363,6 +376,19 @@ impl Relay {
         self.finish.failed(code);
         tracing::warn!(request_id = %self.finish.request_id(), code, "stream ended by error");
         error_event(self.api, code, message)
+    }
+}
+
+/// Whether an event's data carries generated text (cheap byte checks; only
+/// until the first one is seen).
+fn carries_text(api: Api, data: &str) -> bool {
+    match api {
+        Api::Messages => data.contains("\"text_delta\""),
+        Api::Responses => data.contains("response.output_text.delta"),
+        Api::ChatCompletions => {
+            data.contains("\"content\":\"") && !data.contains("\"content\":\"\"")
+        }
+        Api::Embeddings => false,
     }
 }
 

@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// What `HALBERD_TEST_METRICS_TOKEN` holds for gateways started here (name it
+/// in `[metrics] token_env` to put `/metrics` behind a token).
+pub const METRICS_TOKEN: &str = "test-metrics-token-9876543210";
 
 /// A running gateway. Dropping it stops it.
 pub struct TestGateway {
@@ -50,12 +53,10 @@ impl TestGateway {
         config: halberd_gateway::config::Config,
         dir: tempfile::TempDir,
     ) -> TestGateway {
-        let env = |k: &str| {
-            if k == "HALBERD_ADMIN_TOKEN" {
-                Some(ADMIN_TOKEN.to_owned())
-            } else {
-                None
-            }
+        let env = |k: &str| match k {
+            "HALBERD_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+            "HALBERD_TEST_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
+            _ => None,
         };
         let state = halberd_gateway::build_state(config, &env).await.unwrap();
         let gw = Gateway::bind(state.clone()).await.unwrap();

@@ -125,6 +125,11 @@ impl Finish {
         self.permit = Some(permit);
     }
 
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
@@ -179,6 +184,7 @@ impl Drop for Finish {
         };
         let estimated = !self.usage_final;
         let mut settled = self.usage.filter(|_| self.usage_final);
+        let mut cost_nanos = None;
         if let Some(a) = self.accounting.take() {
             // A provider bills what it answered: nothing when it refused or
             // never answered; the prompt and what was relayed when it answered
@@ -209,6 +215,7 @@ impl Drop for Finish {
             };
             settled = Some(usage);
             let cost = a.price.map(|p| p.cost(&usage)).unwrap_or_default();
+            cost_nanos = a.price.map(|_| cost.nanos());
             if let Some(r) = &a.reservation {
                 r.settle(usage.input_tokens.saturating_add(usage.output_tokens), cost);
             }
@@ -229,6 +236,17 @@ impl Drop for Finish {
             };
             a.slot.record(record);
         }
+        crate::metrics::exchange(&crate::metrics::Exchange {
+            api: self.api.as_str(),
+            model: &self.model,
+            provider: &self.provider,
+            status: self.status,
+            outcome,
+            input_tokens: settled.map_or(0, |u| u.input_tokens),
+            output_tokens: settled.map_or(0, |u| u.output_tokens),
+            cost_nanos_usd: cost_nanos,
+            elapsed: self.started.elapsed(),
+        });
         events::ExchangeFinished {
             request_id: &self.request_id,
             api: self.api.as_str(),

@@ -119,6 +119,7 @@ pub async fn forward(
         .upstreams
         .send(route.provider, ex.api, &body, ex, headers)
         .await;
+    crate::metrics::upstream_duration(&provider.name, sent.elapsed());
     crate::stages::Stage::Upstream.done(sent);
     let upstream = match upstream {
         Ok(u) => u,

@@ -262,6 +262,7 @@ async fn openapi_document_describes_every_route() {
         ("/admin/users/{user}/usage", "get"),
         ("/admin/events", "get"),
         ("/admin/stages", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
