@@ -40,6 +40,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/admin/users/{user}/usage", get(user_usage))
         .route("/admin/events", get(list_events))
+        .route("/admin/usage", get(usage))
         .route(
             "/admin/stages",
             get(|| async { axum::Json(crate::stages::snapshot()) }),
@@ -243,6 +244,46 @@ async fn key_usage(
     .await
     .map_err(store_error)?;
     Ok(axum::Json(json!({"key_id": id, "usage": report})).into_response())
+}
+
+/// `GET /admin/usage?by=key|user|model|day&since=T&until=T`: the usage
+/// records summed per group (`crate::usage`); `since` defaults to 30 days
+/// ago, `until` to now.
+async fn usage(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, GatewayError> {
+    let bad = |param: &str, message: String| GatewayError::InvalidRequest {
+        message,
+        param: Some(param.into()),
+    };
+    let by = q.get("by").map_or("key", String::as_str);
+    let by = halberd_store::UsageGroup::parse(by).ok_or_else(|| {
+        bad(
+            "by",
+            format!("by must be key, user, model or day, not {by:?}"),
+        )
+    })?;
+    let now = now_unix();
+    let since = match q.get("since") {
+        Some(s) => crate::usage::parse_bound(s, now).map_err(|e| bad("since", e))?,
+        None => now - 30 * 86_400,
+    };
+    let until = match q.get("until") {
+        Some(s) => crate::usage::parse_bound(s, now).map_err(|e| bad("until", e))?,
+        None => now + 1,
+    };
+    let rows = app
+        .keyring
+        .store()
+        .usage_report(by, since, until)
+        .await
+        .map_err(store_error)?;
+    let rows: Vec<_> = rows.iter().map(|r| crate::usage::row_json(by, r)).collect();
+    Ok(
+        axum::Json(json!({"by": by.as_str(), "since": since, "until": until, "rows": rows}))
+            .into_response(),
+    )
 }
 
 async fn user_usage(

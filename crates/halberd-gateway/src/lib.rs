@@ -17,6 +17,7 @@ pub mod relay;
 pub mod server;
 pub mod stages;
 pub mod upstream;
+pub mod usage;
 pub mod wire;
 
 #[cfg(test)]

@@ -101,6 +101,50 @@ impl UsageTotals {
     }
 }
 
+/// How a usage report groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Key,
+    User,
+    Model,
+    /// The UTC calendar day, `YYYY-MM-DD`.
+    Day,
+}
+
+impl UsageGroup {
+    pub fn parse(s: &str) -> Option<UsageGroup> {
+        match s {
+            "key" => Some(UsageGroup::Key),
+            "user" => Some(UsageGroup::User),
+            "model" => Some(UsageGroup::Model),
+            "day" => Some(UsageGroup::Day),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageGroup::Key => "key",
+            UsageGroup::User => "user",
+            UsageGroup::Model => "model",
+            UsageGroup::Day => "day",
+        }
+    }
+}
+
+/// One row of a usage report: the totals of one group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageRow {
+    /// The key id, the user (empty for keys without one), the model, or the
+    /// day.
+    pub group: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+    /// Exchanges that did not complete (the provider failed, a guard stopped
+    /// the answer, the client went away).
+    pub failed: u64,
+}
+
 /// Whose usage to sum.
 #[derive(Debug, Clone, Copy)]
 pub enum UsageScope<'a> {
@@ -494,6 +538,55 @@ impl Store {
                 cost: Usd(unsigned(r.int("cost")?)),
                 estimated: unsigned(r.int("estimated")?),
             })
+        })
+    }
+
+    /// Usage recorded in `[since, until)` (Unix seconds), summed per group,
+    /// ordered by group.
+    pub async fn usage_report(
+        &self,
+        by: UsageGroup,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        // One literal per grouping: the SQL is never built from input.
+        macro_rules! report {
+            ($group:literal) => {
+                concat!(
+                    "SELECT ",
+                    $group,
+                    " AS grp, COUNT(*) AS requests, CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, CAST(COALESCE(SUM(cost_nanousd), 0) AS BIGINT) AS cost, CAST(COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0) AS BIGINT) AS estimated, CAST(COALESCE(SUM(CASE WHEN outcome <> 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed FROM usage_records WHERE at >= $1 AND at < $2 GROUP BY grp ORDER BY grp"
+                )
+            };
+        }
+        // CAST: Postgres sums BIGINT into NUMERIC; both read back as BIGINT.
+        let sql: &'static str = match (by, &self.pool) {
+            (UsageGroup::Key, _) => report!("key_id"),
+            (UsageGroup::User, _) => report!("COALESCE(user_id, '')"),
+            (UsageGroup::Model, _) => report!("model"),
+            (UsageGroup::Day, Pool::Sqlite(_)) => report!("date(at, 'unixepoch')"),
+            (UsageGroup::Day, Pool::Postgres(_)) => {
+                report!("to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+            }
+        };
+        self.reachable()?;
+        on_pool!(self, p => {
+            let rows = self.watch(sqlx::query(sql).bind(since).bind(until).fetch_all(p).await)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UsageRow {
+                        group: r.text("grp")?,
+                        totals: UsageTotals {
+                            requests: unsigned(r.int("requests")?),
+                            input_tokens: unsigned(r.int("input_tokens")?),
+                            output_tokens: unsigned(r.int("output_tokens")?),
+                            cost: Usd(unsigned(r.int("cost")?)),
+                            estimated: unsigned(r.int("estimated")?),
+                        },
+                        failed: unsigned(r.int("failed")?),
+                    })
+                })
+                .collect()
         })
     }
 

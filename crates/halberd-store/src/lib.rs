@@ -11,7 +11,7 @@ mod keyring;
 mod money;
 mod pepper;
 
-pub use db::{Store, UsageRecord, UsageScope, UsageTotals};
+pub use db::{Store, UsageGroup, UsageRecord, UsageRow, UsageScope, UsageTotals};
 pub use error::{AuthError, StoreError};
 pub use keyring::{AdminEvent, IssuedKey, KeyLimits, KeyRecord, KeySpec, KeyUpdate, Keyring};
 pub use money::Usd;

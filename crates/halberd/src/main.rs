@@ -59,6 +59,24 @@ enum Command {
     /// Limits and usage of users (a user owns several keys).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Usage and cost from the usage records, grouped by key, user, model or
+    /// UTC day: `halberd usage --by model --since 7d`.
+    Usage {
+        /// Start of the window: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, Unix
+        /// seconds, or a duration ago (24h, 7d). Default: 30 days ago.
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the window (exclusive), in the same forms. Default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// key, user, model or day.
+        #[arg(long, default_value = "key")]
+        by: String,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -424,6 +442,46 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => serve(cli.config.as_deref(), listen, admin_listen).await,
         Command::Keys(cmd) => keys(cli.config.as_deref(), cmd).await,
         Command::Users(cmd) => users(cli.config.as_deref(), cmd).await,
+        Command::Usage {
+            since,
+            until,
+            by,
+            json,
+            csv,
+        } => {
+            let group = halberd_store::UsageGroup::parse(&by)
+                .ok_or_else(|| format!("--by must be key, user, model or day, not {by:?}"))?;
+            let now = now_unix();
+            let bound = |s: Option<&str>, default: i64| match s {
+                Some(s) => halberd_gateway::usage::parse_bound(s, now),
+                None => Ok(default),
+            };
+            let since =
+                bound(since.as_deref(), now - 30 * 86_400).map_err(|e| format!("--since: {e}"))?;
+            let until = bound(until.as_deref(), now + 1).map_err(|e| format!("--until: {e}"))?;
+            let config = load_config_for_store(cli.config.as_deref())?;
+            let keyring: Keyring = halberd_gateway::open_keyring(&config, &env, false).await?;
+            let rows = keyring
+                .store()
+                .usage_report(group, since, until)
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|r| halberd_gateway::usage::row_json(group, r))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"by": group.as_str(), "since": since, "until": until, "rows": rows})
+                );
+            } else if csv {
+                print!("{}", halberd_gateway::usage::csv(group, &rows));
+            } else {
+                print!("{}", halberd_gateway::usage::table(group, &rows));
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "halberd", &mut std::io::stdout());

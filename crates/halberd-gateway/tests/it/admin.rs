@@ -263,6 +263,7 @@ async fn openapi_document_describes_every_route() {
         ("/admin/events", "get"),
         ("/admin/stages", "get"),
         ("/metrics", "get"),
+        ("/admin/usage", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -386,4 +387,73 @@ async fn stages_report_where_the_time_went() {
         assert!(s["count"].as_u64().unwrap() >= 1, "{s}");
         assert!(s["mean_us"].as_f64().unwrap() > 0.0, "{s}");
     }
+}
+
+#[tokio::test]
+async fn usage_reports_group_the_usage_records() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    for model in ["mock-usage-a", "mock-usage-a", "mock-usage-b"] {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("x-mock-usage", "10,2")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    let get = |query: &'static str| {
+        client()
+            .get(gw.admin_url(&format!("/admin/usage{query}")))
+            .bearer_auth(halberd_testkit::ADMIN_TOKEN)
+            .send()
+    };
+    // The usage writer batches: wait for the three records.
+    let mut report = Value::Null;
+    for _ in 0..100 {
+        report = get("?by=model&since=1h")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if report["rows"].as_array().map(Vec::len) == Some(2) && report["rows"][0]["requests"] == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(report["by"], "model");
+    assert_eq!(
+        report["rows"],
+        json!([
+            {"model": "mock-usage-a", "requests": 2, "input_tokens": 20, "output_tokens": 4, "cost_usd": report["rows"][0]["cost_usd"], "estimated": 0, "failed": 0},
+            {"model": "mock-usage-b", "requests": 1, "input_tokens": 10, "output_tokens": 2, "cost_usd": report["rows"][1]["cost_usd"], "estimated": 0, "failed": 0}
+        ])
+    );
+    let by_key: Value = get("").await.unwrap().json().await.unwrap();
+    assert_eq!(by_key["by"], "key");
+    assert_eq!(by_key["rows"][0]["requests"], 3);
+    let empty: Value = get("?until=2020-01-01")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["rows"], json!([]));
+    // Bad parameters are 400s naming the parameter; no token, no report.
+    let resp = get("?by=colour").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "by");
+    assert_eq!(get("?since=yesterday").await.unwrap().status(), 400);
+    let resp = client()
+        .get(gw.admin_url("/admin/usage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
 }

@@ -53,6 +53,7 @@ on_both_backends!(
     every_change_is_recorded_without_secrets,
     usage_is_summed_per_key_and_user_since_a_time,
     a_usage_batch_is_written_whole_in_one_transaction,
+    usage_reports_group_by_key_user_model_and_day,
     an_update_never_unrevokes_or_moves_a_rotation,
     a_rotated_or_expired_key_is_not_rotated_again,
     user_limits_are_set_merged_and_removed,
@@ -666,4 +667,115 @@ async fn user_limits_are_set_merged_and_removed(kr: Keyring) {
     .await
     .unwrap();
     assert!(kr.store().list_user_limits().await.unwrap().is_empty());
+}
+
+async fn usage_reports_group_by_key_user_model_and_day(kr: Keyring) {
+    use crate::{UsageGroup, UsageRecord, Usd};
+    let day = 86_400;
+    // 2024-03-01 00:00:00 UTC and the days after.
+    let march1 = 1_709_251_200;
+    let record =
+        |n: u32, key: &str, user: Option<&str>, model: &str, at: i64, outcome: &str| UsageRecord {
+            request_id: format!("report-{n}"),
+            key_id: key.into(),
+            user_id: user.map(Into::into),
+            at,
+            api: "chat_completions".into(),
+            model: model.into(),
+            provider: "openai".into(),
+            input_tokens: 100,
+            cached_input_tokens: 0,
+            output_tokens: 10,
+            cost: Usd(1_000),
+            estimated: false,
+            outcome: outcome.into(),
+        };
+    let store = kr.store();
+    store
+        .record_usage_batch(&[
+            record(1, "k1", Some("ann"), "gpt-4o", march1 + 10, "completed"),
+            record(
+                2,
+                "k1",
+                Some("ann"),
+                "gpt-4o",
+                march1 + day - 1,
+                "upstream_error",
+            ),
+            record(3, "k2", None, "claude", march1 + day, "completed"),
+            record(
+                4,
+                "k2",
+                Some("bob"),
+                "claude",
+                march1 + 2 * day + 5,
+                "completed",
+            ),
+            // Outside the window on both sides.
+            record(5, "k1", Some("ann"), "gpt-4o", march1 - 1, "completed"),
+            record(
+                6,
+                "k1",
+                Some("ann"),
+                "gpt-4o",
+                march1 + 3 * day,
+                "completed",
+            ),
+        ])
+        .await
+        .unwrap();
+    let report = |by| store.usage_report(by, march1, march1 + 3 * day);
+    let rows = report(UsageGroup::Key).await.unwrap();
+    let summary: Vec<(String, u64, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.group.clone(),
+                r.totals.requests,
+                r.totals.input_tokens,
+                r.totals.cost.nanos(),
+                r.failed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("k1".to_owned(), 2, 200, 2_000, 1),
+            ("k2".to_owned(), 2, 200, 2_000, 0)
+        ]
+    );
+    let groups = |rows: Vec<crate::UsageRow>| -> Vec<(String, u64)> {
+        rows.into_iter()
+            .map(|r| (r.group, r.totals.requests))
+            .collect()
+    };
+    assert_eq!(
+        groups(report(UsageGroup::User).await.unwrap()),
+        [
+            ("".to_owned(), 1),
+            ("ann".to_owned(), 2),
+            ("bob".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        groups(report(UsageGroup::Model).await.unwrap()),
+        [("claude".to_owned(), 2), ("gpt-4o".to_owned(), 2)]
+    );
+    // Days are UTC calendar days, the same on both backends.
+    assert_eq!(
+        groups(report(UsageGroup::Day).await.unwrap()),
+        [
+            ("2024-03-01".to_owned(), 2),
+            ("2024-03-02".to_owned(), 1),
+            ("2024-03-03".to_owned(), 1)
+        ]
+    );
+    assert!(
+        store
+            .usage_report(UsageGroup::Key, 0, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

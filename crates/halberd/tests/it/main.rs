@@ -331,6 +331,18 @@ async fn serve_starts_on_the_embedded_default_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(v["data"][0]["id"], "mock-1");
+    for _ in 0..2 {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-mock-usage", "40,8")
+            .json(&serde_json::json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
 
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -341,6 +353,39 @@ async fn serve_starts_on_the_embedded_default_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+
+    // The usage records were drained at shutdown: `halberd usage` reads them.
+    let report = json_of(&halberd(dir.path(), &["usage", "--by", "model", "--json"]));
+    assert_eq!(report["by"], "model");
+    assert_eq!(report["rows"][0]["model"], "mock-1");
+    assert_eq!(report["rows"][0]["requests"], 2);
+    assert_eq!(report["rows"][0]["input_tokens"], 80);
+    assert_eq!(report["rows"][0]["output_tokens"], 16);
+    let csv = halberd(dir.path(), &["usage", "--by", "key", "--csv"]);
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("key,requests,input_tokens,output_tokens,cost_usd,estimated,failed")
+    );
+    // The embedded default prices the mock (so budgets can be tried).
+    assert!(
+        lines.next().unwrap().ends_with(",2,80,16,0.000112,0,0"),
+        "{csv}"
+    );
+    let table = halberd(dir.path(), &["usage", "--by", "day"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("total"));
+    // A window before the traffic is empty; bad arguments are clear errors.
+    let empty = json_of(&halberd(
+        dir.path(),
+        &["usage", "--json", "--until", "2020-01-01"],
+    ));
+    assert_eq!(empty["rows"], serde_json::json!([]));
+    let bad = halberd(dir.path(), &["usage", "--by", "colour"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--by must be key, user, model or day"));
+    let bad = halberd(dir.path(), &["usage", "--since", "yesterday"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
 }
 
 fn scan(dir: &Path, args: &[&str], input: &str) -> Output {
