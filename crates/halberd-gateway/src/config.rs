@@ -94,10 +94,23 @@ pub struct PolicyFile {
     pub injection: InjectionFile,
     #[serde(default)]
     pub sanitize: SanitizeFile,
+    #[serde(default)]
+    pub tools: ToolsFile,
     /// Limits for every key under this policy; a limit set on the key itself
     /// takes precedence.
     #[serde(default)]
     pub limits: halberd_store::KeyLimits,
+}
+
+/// Which tools requests under a policy may declare, and how many calls one
+/// answer may make. Names or patterns with `*`; `deny` wins over `allow`;
+/// without `allow` every tool not denied may be declared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsFile {
+    pub allow: Option<Vec<String>>,
+    pub deny: Vec<String>,
+    pub max_calls: Option<u32>,
 }
 
 /// What a policy removes from the text it forwards (see
@@ -413,6 +426,7 @@ pub struct GuardPolicy {
     pub content: ContentLimits,
     pub injection: InjectionPolicy,
     pub sanitize: halberd_guard::sanitize::Sanitize,
+    pub tools: crate::pipeline::tool_policy::ToolRules,
     pub limits: halberd_store::KeyLimits,
 }
 
@@ -500,6 +514,7 @@ impl GuardPolicy {
             content: ContentLimits::default(),
             injection: InjectionPolicy::builtin_default(),
             sanitize: halberd_guard::sanitize::Sanitize::DEFAULT,
+            tools: crate::pipeline::tool_policy::ToolRules::default(),
             limits: halberd_store::KeyLimits::default(),
         }
     }
@@ -1150,8 +1165,37 @@ fn build_policy(
         limits: p.limits,
         injection,
         sanitize: build_sanitize(at, &p.sanitize)?,
+        tools: build_tools(at, &p.tools)?,
     };
     Ok(policy)
+}
+
+fn build_tools(
+    at: &str,
+    file: &ToolsFile,
+) -> Result<crate::pipeline::tool_policy::ToolRules, ConfigError> {
+    let patterns = file.allow.iter().flatten().chain(&file.deny);
+    for p in patterns {
+        if p.is_empty() || p.len() > 128 || p.chars().any(char::is_control) {
+            return Err(err(
+                format!("{at}.tools"),
+                format!(
+                    "{p:?} is not a tool name or pattern (1 to 128 printable characters, `*` for any run)"
+                ),
+            ));
+        }
+    }
+    if file.max_calls == Some(0) {
+        return Err(err(
+            format!("{at}.tools.max_calls"),
+            "must be at least 1 (to allow no tools, set allow = [])",
+        ));
+    }
+    Ok(crate::pipeline::tool_policy::ToolRules {
+        allow: file.allow.clone(),
+        deny: file.deny.clone(),
+        max_calls: file.max_calls,
+    })
 }
 
 fn build_sanitize(
@@ -1413,6 +1457,7 @@ impl Config {
                         "sensitive_output": render(&policy.sensitive_output),
                         "injection": policy.injection.describe(),
                         "sanitize": policy.sanitize.describe(),
+                        "tools": policy.tools.describe(),
                         "limits": policy.limits,
                     }),
                 )

@@ -124,6 +124,10 @@ pub enum GatewayError {
     ToolCall {
         fault: crate::pipeline::tool_policy::ToolFault,
     },
+    /// The request declares a tool its key's policy does not allow.
+    ToolNotAllowed {
+        tool: String,
+    },
     /// A request part holds sensitive data whose policy action is `block`.
     SensitiveData {
         /// The finding type (`secret:aws_access_key_id`, `email`), never the value.
@@ -196,6 +200,7 @@ impl GatewayError {
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
             | OutputBlocked { .. }
+            | ToolNotAllowed { .. }
             | AdminDisabled
             | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
             UnknownModel { .. } | NotFound | KeyNotFound { .. } => StatusCode::NOT_FOUND,
@@ -248,6 +253,7 @@ impl GatewayError {
             Unavailable { .. } => "unavailable",
             SensitiveData { .. } | OutputBlocked { .. } => "sensitive_data_detected",
             ToolCall { fault } => fault.code(),
+            ToolNotAllowed { .. } => "tool_not_allowed",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -266,6 +272,7 @@ impl GatewayError {
             | SensitiveData { .. }
             | OutputBlocked { .. }
             | ToolCall { .. }
+            | ToolNotAllowed { .. }
             | PromptInjection { .. }
             | RateLimited { .. }
             | BudgetExceeded { .. }
@@ -323,6 +330,13 @@ impl GatewayError {
             KeyNotFound { id } => format!("no key with id '{id}'"),
             Conflict { message } | Unavailable { message } => message.clone(),
             ToolCall { fault } => fault.message(),
+            ToolNotAllowed { tool } => format!(
+                "this API key's policy does not allow the tool '{}'",
+                tool.chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>()
+            ),
             OutputBlocked { kind } => format!(
                 "the response was withheld: it contained sensitive data ({kind}) that this key's policy blocks"
             ),

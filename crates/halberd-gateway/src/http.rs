@@ -334,6 +334,20 @@ async fn admitted(
     // Size and shape first: a request the policy refuses anyway costs no
     // inspection.
     inspect_input::check_shape(&policy.content, &value, &exchange, bytes.len())?;
+    // The tools the request declares, against the policy's tool rules.
+    let declared = crate::pipeline::tool_policy::Declared::of(api, &value);
+    if let Some(tool) = policy.tools.refused(&declared) {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "tool_policy",
+            kind: "tool_not_allowed",
+            action: "block",
+        }
+        .emit();
+        return Err(GatewayError::ToolNotAllowed {
+            tool: tool.to_owned(),
+        });
+    }
     let t = Stage::Decode.done(t);
     // Large bodies are inspected on the blocking pool: a scan is linear in
     // its input but a multi-megabyte part still takes milliseconds, which

@@ -608,3 +608,35 @@ fn sanitize_defaults_per_policy_values_and_errors() {
     assert!(text.contains("policies[0].sanitize.bidi"), "{text}");
     assert!(text.contains("remove or keep"), "{text}");
 }
+
+#[test]
+fn tool_rules_per_policy_and_their_errors() {
+    let c = build(
+        r#"
+        [[policies]]
+        name = "agents"
+        [policies.tools]
+        allow = ["lookup", "search_*"]
+        deny = ["search_private*"]
+        max_calls = 4
+        "#,
+    )
+    .unwrap();
+    assert!(c.policies["agents"].tools.permits("search_web"));
+    assert!(!c.policies["agents"].tools.permits("shell"));
+    assert!(c.policies["default"].tools.permits("shell"));
+    assert_eq!(
+        c.describe()["policies"]["agents"]["tools"],
+        "allow=lookup,search_* deny=search_private* max_calls=4"
+    );
+    for (toml, at) in [
+        ("max_calls = 0", "policies[0].tools.max_calls"),
+        ("deny = [\"\"]", "policies[0].tools"),
+    ] {
+        let e = build(&format!(
+            "[[policies]]\nname = \"p\"\n[policies.tools]\n{toml}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains(at), "{e}");
+    }
+}

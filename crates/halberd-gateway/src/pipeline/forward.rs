@@ -104,7 +104,7 @@ pub async fn forward(
     let hide_usage_chunk =
         ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);
     // The tools the answer may call: the ones this request declares.
-    let declared = super::tool_policy::Declared::of(ex.api, &body);
+    let declared = super::tool_policy::Declared::of(ex.api, &body).limited(policy.tools.max_calls);
     let mut finish = Finish::new(
         &ctx.request_id,
         ex.api,

@@ -29,8 +29,16 @@ use halberd_protocol::Api;
 /// Why a tool call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolFault {
-    NotDeclared { tool: String },
-    InvalidArguments { tool: String },
+    NotDeclared {
+        tool: String,
+    },
+    InvalidArguments {
+        tool: String,
+    },
+    /// More calls in one answer than the policy's `max_calls`.
+    TooMany {
+        max: u32,
+    },
 }
 
 impl ToolFault {
@@ -38,6 +46,7 @@ impl ToolFault {
         match self {
             ToolFault::NotDeclared { .. } => "tool_call_not_allowed",
             ToolFault::InvalidArguments { .. } => "tool_arguments_invalid",
+            ToolFault::TooMany { .. } => "too_many_tool_calls",
         }
     }
 
@@ -52,12 +61,90 @@ impl ToolFault {
                 "the model called '{}' with arguments that are not valid JSON; the answer was withheld",
                 shown(tool)
             ),
+            ToolFault::TooMany { max } => format!(
+                "the model made more than {max} tool calls in one answer, this key's policy's limit; the answer was withheld"
+            ),
         }
     }
 }
 
 fn shown(name: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// A policy's tool rules (`[policies.tools]`): which tools a request may
+/// declare, and how many calls one answer may make.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolRules {
+    /// Names or patterns (`*` matches any run of characters) a declared
+    /// tool must match one of; `None`: any tool.
+    pub allow: Option<Vec<String>>,
+    /// Names or patterns no declared tool may match (checked first).
+    pub deny: Vec<String>,
+    /// The most tool calls one answer may make.
+    pub max_calls: Option<u32>,
+}
+
+impl ToolRules {
+    pub fn permits(&self, name: &str) -> bool {
+        !self.deny.iter().any(|p| wildcard(p, name))
+            && self
+                .allow
+                .as_ref()
+                .is_none_or(|allow| allow.iter().any(|p| wildcard(p, name)))
+    }
+
+    /// The first tool a request declares that the rules refuse.
+    pub fn refused<'a>(&self, declared: &'a Declared) -> Option<&'a str> {
+        declared
+            .names
+            .iter()
+            .map(String::as_str)
+            .find(|name| !self.permits(name))
+    }
+
+    /// `allow=a,b* deny=c max_calls=3`, or `any declared tool`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(allow) = &self.allow {
+            parts.push(format!("allow={}", allow.join(",")));
+        }
+        if !self.deny.is_empty() {
+            parts.push(format!("deny={}", self.deny.join(",")));
+        }
+        if let Some(max) = self.max_calls {
+            parts.push(format!("max_calls={max}"));
+        }
+        if parts.is_empty() {
+            "any declared tool".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of
+/// characters: the two-pointer match with one backtrack point.
+pub fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|b| *b == b'*')
 }
 
 /// The tools a request declared.
@@ -67,6 +154,8 @@ pub struct Declared {
     /// The provider may know tools the request does not show (a stored
     /// prompt): declaration is not checked.
     opaque: bool,
+    /// The policy's limit on calls per answer.
+    max_calls: Option<u32>,
 }
 
 impl Declared {
@@ -103,6 +192,20 @@ impl Declared {
         Declared {
             names,
             opaque: api == Api::Responses && body.get("prompt").is_some_and(|p| !p.is_null()),
+            max_calls: None,
+        }
+    }
+
+    /// With the policy's limit on calls per answer.
+    pub fn limited(mut self, max_calls: Option<u32>) -> Declared {
+        self.max_calls = max_calls;
+        self
+    }
+
+    fn check_count(&self, calls: usize) -> Result<(), ToolFault> {
+        match self.max_calls {
+            Some(max) if calls > max as usize => Err(ToolFault::TooMany { max }),
+            _ => Ok(()),
         }
     }
 
@@ -128,6 +231,7 @@ fn check_arguments(name: &str, arguments: &str) -> Result<(), ToolFault> {
 
 /// Checks every tool call of a whole (not streamed) answer.
 pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), ToolFault> {
+    declared.check_count(count_calls(api, body))?;
     match api {
         Api::ChatCompletions => {
             for choice in body
@@ -191,6 +295,41 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
     Ok(())
 }
 
+fn list(v: Option<&Value>) -> &[Value] {
+    v.and_then(Value::as_array).map_or(&[][..], Vec::as_slice)
+}
+
+/// Tool calls in a whole answer (per choice, the largest).
+fn count_calls(api: Api, body: &Value) -> usize {
+    match api {
+        Api::ChatCompletions => list(body.get("choices"))
+            .iter()
+            .map(|c| {
+                list(c.pointer("/message/tool_calls")).len()
+                    + usize::from(
+                        c.pointer("/message/function_call")
+                            .is_some_and(|f| !f.is_null()),
+                    )
+            })
+            .max()
+            .unwrap_or(0),
+        Api::Responses => list(body.get("output"))
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.get("type").and_then(Value::as_str),
+                    Some("function_call" | "custom_tool_call")
+                )
+            })
+            .count(),
+        Api::Messages => list(body.get("content"))
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+            .count(),
+        Api::Embeddings => 0,
+    }
+}
+
 fn check_responses_item(declared: &Declared, item: &Value) -> Result<(), ToolFault> {
     match item.get("type").and_then(Value::as_str) {
         Some("function_call") => {
@@ -216,6 +355,8 @@ pub struct StreamCheck {
     /// Open calls: (choice or block index, call index) → name and the
     /// arguments so far.
     open: BTreeMap<(u64, u64), (String, String)>,
+    /// Calls opened so far, per choice (one choice but for chat `n`).
+    opened: BTreeMap<u64, usize>,
 }
 
 impl StreamCheck {
@@ -223,6 +364,7 @@ impl StreamCheck {
         StreamCheck {
             declared,
             open: BTreeMap::new(),
+            opened: BTreeMap::new(),
         }
     }
 
@@ -244,6 +386,14 @@ impl StreamCheck {
             Api::Messages => self.anthropic_event(v),
             Api::Embeddings => Ok(()),
         }
+    }
+
+    /// One more call opened in `choice`, within the policy's limit.
+    fn opened(&mut self, choice: u64) -> Result<(), ToolFault> {
+        let n = self.opened.entry(choice).or_insert(0);
+        *n += 1;
+        let n = *n;
+        self.declared.check_count(n)
     }
 
     /// Closes every open call whose key starts with `choice` (all when None).
@@ -279,6 +429,9 @@ impl StreamCheck {
                 let f = call.get("function");
                 if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
                     self.declared.check_name(name)?;
+                    if !self.open.contains_key(&(c, i)) {
+                        self.opened(c)?;
+                    }
                     self.open
                         .entry((c, i))
                         .or_insert((name.to_owned(), String::new()));
@@ -317,6 +470,7 @@ impl StreamCheck {
                     if matches!(ty, Some("function_call" | "custom_tool_call")) {
                         let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
                         self.declared.check_name(name)?;
+                        self.opened(0)?;
                     }
                 }
                 Ok(())
@@ -341,6 +495,7 @@ impl StreamCheck {
                         .and_then(Value::as_str)
                         .unwrap_or_default();
                     self.declared.check_name(name)?;
+                    self.opened(0)?;
                     self.open
                         .insert((index, 0), (name.to_owned(), String::new()));
                 }
@@ -502,6 +657,61 @@ mod tests {
                 .code(),
             "tool_arguments_invalid"
         );
+    }
+
+    #[test]
+    fn wildcards_and_rules() {
+        for (p, n, m) in [
+            ("lookup", "lookup", true),
+            ("lookup", "lookups", false),
+            ("search_*", "search_web", true),
+            ("search_*", "search_", true),
+            ("*_admin", "db_admin", true),
+            ("*", "anything", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("", "x", false),
+        ] {
+            assert_eq!(wildcard(p, n), m, "{p} {n}");
+        }
+        let rules = ToolRules {
+            allow: Some(vec!["lookup".into(), "search_*".into()]),
+            deny: vec!["search_private*".into()],
+            max_calls: Some(2),
+        };
+        assert!(rules.permits("lookup") && rules.permits("search_web"));
+        assert!(!rules.permits("search_private_docs") && !rules.permits("send_email"));
+        let d = Declared::of(
+            Api::Messages,
+            &json!({"tools": [{"name": "lookup"}, {"name": "send_email"}]}),
+        );
+        assert_eq!(rules.refused(&d), Some("send_email"));
+        assert_eq!(ToolRules::default().refused(&d), None);
+        assert_eq!(
+            rules.describe(),
+            "allow=lookup,search_* deny=search_private* max_calls=2"
+        );
+    }
+
+    #[test]
+    fn calls_beyond_the_limit_are_refused_whole_and_streamed() {
+        let d =
+            Declared::of(Api::Messages, &json!({"tools": [{"name": "lookup"}]})).limited(Some(2));
+        let use_ = json!({"type": "tool_use", "name": "lookup", "input": {}});
+        let two = json!({"content": [use_, use_]});
+        let three = json!({"content": [use_, use_, use_]});
+        assert!(check_whole(Api::Messages, &d, &two).is_ok());
+        assert_eq!(
+            check_whole(Api::Messages, &d, &three).unwrap_err(),
+            ToolFault::TooMany { max: 2 }
+        );
+        let mut s = StreamCheck::new(d);
+        for (i, ok) in [(0, true), (1, true), (2, false)] {
+            let start = json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "name": "lookup", "input": {}}});
+            assert_eq!(s.event(Api::Messages, &start).is_ok(), ok, "call {i}");
+            let stop = json!({"type": "content_block_stop", "index": i});
+            let _ = s.event(Api::Messages, &stop);
+        }
     }
 
     #[test]

@@ -130,3 +130,70 @@ async fn arguments_that_are_not_json_are_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_policy_limits_which_tools_may_be_declared() {
+    let gw = TestGateway::start(
+        r#"
+[[policies]]
+name = "agents"
+[policies.tools]
+allow = ["lookup", "search_*"]
+deny = ["search_private*"]
+"#,
+    )
+    .await;
+    let key = gw
+        .key(halberd_store::KeySpec {
+            name: "agent".into(),
+            policy: Some("agents".into()),
+            ..halberd_store::KeySpec::default()
+        })
+        .await
+        .key;
+    // Allowed tools pass (the mock calls the first one).
+    let (status, raw) = ask(&gw, &key, "/v1/messages", false, None, None).await;
+    assert_eq!(status, 200, "{raw}");
+    // A request declaring a tool outside the rules is refused before it is
+    // sent: 403 in the caller's shape, naming the tool.
+    for (path, tools) in [
+        (
+            "/v1/chat/completions",
+            json!([{"type": "function", "function": {"name": "lookup"}}, {"type": "function", "function": {"name": "send_email"}}]),
+        ),
+        (
+            "/v1/responses",
+            json!([{"type": "function", "name": "search_private_docs"}]),
+        ),
+        (
+            "/v1/messages",
+            json!([{"name": "shell", "input_schema": {"type": "object"}}]),
+        ),
+    ] {
+        let mut body = body(path, false);
+        body["tools"] = tools;
+        let resp = client()
+            .post(gw.url(path))
+            .bearer_auth(&key)
+            .header("x-api-key", &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "tool_not_allowed", "{path}: {v}");
+    }
+    // Keys under other policies are not limited.
+    let open = gw.any_key().await;
+    let mut body = body("/v1/messages", false);
+    body["tools"] = json!([{"name": "shell", "input_schema": {"type": "object"}}]);
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &open)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
