@@ -124,6 +124,11 @@ pub enum GatewayError {
     ToolCall {
         fault: crate::pipeline::tool_policy::ToolFault,
     },
+    /// The answer is not JSON that the requested schema accepts, and the
+    /// request asked for it strictly. 502: the upstream's answer is unusable.
+    OutputSchema {
+        violation: crate::pipeline::output_schema::Violation,
+    },
     /// The request declares a tool its key's policy does not allow.
     ToolNotAllowed {
         tool: String,
@@ -213,9 +218,11 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Upstream { .. } | UpstreamAuth | UpstreamUnreachable | ToolCall { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Upstream { .. }
+            | UpstreamAuth
+            | UpstreamUnreachable
+            | ToolCall { .. }
+            | OutputSchema { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -254,6 +261,7 @@ impl GatewayError {
             SensitiveData { .. } | OutputBlocked { .. } => "sensitive_data_detected",
             ToolCall { fault } => fault.code(),
             ToolNotAllowed { .. } => "tool_not_allowed",
+            OutputSchema { .. } => "output_schema_violation",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -273,6 +281,7 @@ impl GatewayError {
             | OutputBlocked { .. }
             | ToolCall { .. }
             | ToolNotAllowed { .. }
+            | OutputSchema { .. }
             | PromptInjection { .. }
             | RateLimited { .. }
             | BudgetExceeded { .. }
@@ -330,6 +339,7 @@ impl GatewayError {
             KeyNotFound { id } => format!("no key with id '{id}'"),
             Conflict { message } | Unavailable { message } => message.clone(),
             ToolCall { fault } => fault.message(),
+            OutputSchema { violation } => violation.message(),
             ToolNotAllowed { tool } => format!(
                 "this API key's policy does not allow the tool '{}'",
                 tool.chars()

@@ -37,6 +37,7 @@ pub mod forward;
 pub mod inspect_injection;
 pub mod inspect_input;
 pub mod inspect_output;
+pub mod output_schema;
 pub mod route;
 pub mod tool_policy;
 

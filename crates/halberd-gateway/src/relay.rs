@@ -23,6 +23,7 @@ use halberd_protocol::{Api, anthropic};
 
 use crate::pipeline::finish::Finish;
 use crate::pipeline::inspect_output::{OutputError, OutputInspector};
+use crate::pipeline::output_schema::StreamSchema;
 use crate::pipeline::tool_policy::{StreamCheck, ToolFault};
 use crate::upstream::{BodyError, BodyStream};
 
@@ -54,6 +55,8 @@ pub struct Relay {
     /// The first event carrying generated text has been sent on (time to
     /// first token measured).
     first_text: bool,
+    /// The JSON schema the answer's text must follow, when one was asked for.
+    schema: Option<StreamSchema>,
 }
 
 /// Reports the model the client asked for (its alias) where the provider
@@ -121,7 +124,14 @@ impl Relay {
             rename: None,
             tools: None,
             first_text: false,
+            schema: None,
         }
+    }
+
+    /// Checks the answer's text against the JSON schema the request asked for.
+    pub fn checking_schema(mut self, schema: Option<StreamSchema>) -> Relay {
+        self.schema = schema;
+        self
     }
 
     /// Checks the model's tool calls against the request's declared tools.
@@ -258,6 +268,40 @@ impl Relay {
                 {
                     out.extend_from_slice(&self.tool_failed(&fault));
                     break;
+                }
+            }
+            // The schema check reads every event with text; a strict
+            // violation ends the stream before the event that ends the text.
+            if let Some(schema) = &mut self.schema
+                && let Some(data) = ev.data.as_deref()
+            {
+                let own;
+                let value = match &parsed {
+                    Some(v) => Some(v),
+                    None => {
+                        own = serde_json::from_str::<Value>(data).ok();
+                        own.as_ref()
+                    }
+                };
+                if let Some(v) = value
+                    && let Err(violation) = schema.event(self.api, v)
+                {
+                    let strict = schema.strict();
+                    crate::events::GuardTriggered {
+                        request_id: self.finish.request_id(),
+                        guard: "output_schema",
+                        kind: "output_schema_violation",
+                        action: if strict { "block" } else { "flag" },
+                    }
+                    .emit();
+                    if strict {
+                        self.output = None;
+                        self.schema = None;
+                        out.extend_from_slice(
+                            &self.fail("output_schema_violation", &violation.message()),
+                        );
+                        break;
+                    }
                 }
             }
             if has_usage && let Some(v) = &parsed {

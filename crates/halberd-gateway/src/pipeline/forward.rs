@@ -105,6 +105,8 @@ pub async fn forward(
         ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);
     // The tools the answer may call: the ones this request declares.
     let declared = super::tool_policy::Declared::of(ex.api, &body).limited(policy.tools.max_calls);
+    // The JSON schema the answer must follow, when the request asks for one.
+    let schema = super::output_schema::SchemaCheck::of(ex.api, &body);
     let mut finish = Finish::new(
         &ctx.request_id,
         ex.api,
@@ -170,7 +172,8 @@ pub async fn forward(
             &route.upstream_model,
             &ex.model,
         ))
-        .checking_tools(super::tool_policy::StreamCheck::new(declared));
+        .checking_tools(super::tool_policy::StreamCheck::new(declared))
+        .checking_schema(schema.map(super::output_schema::StreamSchema::new));
         let mut resp = Response::new(Body::from_stream(relay.into_stream()));
         let h = resp.headers_mut();
         h.insert(
@@ -232,6 +235,21 @@ pub async fn forward(
         .emit();
         finish.failed(fault.code());
         return Err(GatewayError::ToolCall { fault });
+    }
+    if let (Some(schema), Ok(v)) = (&schema, &parsed)
+        && let Err(violation) = schema.check_whole(ex.api, v)
+    {
+        events::GuardTriggered {
+            request_id: &ctx.request_id,
+            guard: "output_schema",
+            kind: "output_schema_violation",
+            action: if schema.strict { "block" } else { "flag" },
+        }
+        .emit();
+        if schema.strict {
+            finish.failed("output_schema_violation");
+            return Err(GatewayError::OutputSchema { violation });
+        }
     }
     let bytes = match (output.as_mut(), parsed) {
         (None, _) => bytes,

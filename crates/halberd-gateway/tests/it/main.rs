@@ -15,6 +15,7 @@ mod limits_redis;
 mod passthrough;
 mod replicas;
 mod sanitize;
+mod schema;
 mod sensitive;
 mod tools;
 
