@@ -13,8 +13,8 @@
 //!    fired, the classifier's log-odds count no lower than
 //!    `MODEL_FLOOR`, so a confident "benign" from a model that never saw that
 //!    kind of attack cannot cancel specific evidence. A rule phrase quoted in
-//!    text about it ([`mention`]) counts at half weight and without the
-//!    floor. The
+//!    text about it ([`mention`]) counts at half weight (flagged, not
+//!    blocked, on its own). The
 //!    verdict compares the score with the thresholds for the part's trust.
 //!
 //! Everything here is a pure function of the text; no I/O.
@@ -186,8 +186,8 @@ impl Detector {
 
         // A rule is specific evidence the classifier may not have seen in
         // training (template tokens, other languages): when one fires, the
-        // classifier can lower the score by at most MODEL_FLOOR. A phrase only
-        // mentioned (quoted in text about it) leaves the classifier its say.
+        // classifier can lower the score by at most MODEL_FLOOR, a phrase
+        // only mentioned (quoted in text about it) included.
         let rules: f32 = by_category.values().sum();
         if used {
             model_logit = model_logit.max(MODEL_FLOOR);
@@ -243,12 +243,14 @@ impl Detector {
             };
             let mentioned = mention::is_mention(&normalized.text, hit.start, hit.end);
             let weight = by_category.entry(rule.category.as_str()).or_insert(0.0);
+            // A mention keeps the classifier floor: half weight, never
+            // cancelled, so at most the difference between block and flag.
+            *used = true;
             if mentioned {
                 *weight = weight.max(rule.weight * mention::MENTION_SCALE);
                 signals.push(format!("mention:{}", rule.id));
             } else {
                 *weight = weight.max(rule.weight);
-                *used = true;
                 signals.push(format!("rule:{}", rule.id));
             }
             let (start, end) =
