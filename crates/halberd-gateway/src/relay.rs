@@ -249,59 +249,48 @@ impl Relay {
             if let Some(t) = terminal(self.api, ev, parsed.as_ref()) {
                 self.terminal = t;
             }
+            // The output checks read parsed events: the one parse above, or
+            // one here when only they need it (the schema check reads every
+            // event while its answer streams, the tool check only events
+            // that can carry a call).
+            let data = ev.data.as_deref();
+            let wants_tools = data.is_some_and(|d| self.tools.as_ref().is_some_and(|t| t.wants(d)));
+            let checked: Option<Value> = match (&parsed, data) {
+                (None, Some(d)) if wants_tools || self.schema.is_some() => {
+                    serde_json::from_str(d).ok()
+                }
+                _ => None,
+            };
+            let value = parsed.as_ref().or(checked.as_ref());
             // Tool calls before anything of the event is passed on: an
             // undeclared call is refused at its first event.
-            if let Some(tools) = &mut self.tools
-                && let Some(data) = ev.data.as_deref()
-                && tools.wants(data)
+            if wants_tools
+                && let (Some(tools), Some(v)) = (&mut self.tools, value)
+                && let Err(fault) = tools.event(self.api, v)
             {
-                let own;
-                let value = match &parsed {
-                    Some(v) => Some(v),
-                    None => {
-                        own = serde_json::from_str::<Value>(data).ok();
-                        own.as_ref()
-                    }
-                };
-                if let Some(v) = value
-                    && let Err(fault) = tools.event(self.api, v)
-                {
-                    out.extend_from_slice(&self.tool_failed(&fault));
-                    break;
-                }
+                out.extend_from_slice(&self.tool_failed(&fault));
+                break;
             }
-            // The schema check reads every event with text; a strict
-            // violation ends the stream before the event that ends the text.
-            if let Some(schema) = &mut self.schema
-                && let Some(data) = ev.data.as_deref()
+            // A strict schema violation ends the stream before the event
+            // that ends the text.
+            if let (Some(schema), Some(v)) = (&mut self.schema, value)
+                && let Err(violation) = schema.event(self.api, v)
             {
-                let own;
-                let value = match &parsed {
-                    Some(v) => Some(v),
-                    None => {
-                        own = serde_json::from_str::<Value>(data).ok();
-                        own.as_ref()
-                    }
-                };
-                if let Some(v) = value
-                    && let Err(violation) = schema.event(self.api, v)
-                {
-                    let strict = schema.strict();
-                    crate::events::GuardTriggered {
-                        request_id: self.finish.request_id(),
-                        guard: "output_schema",
-                        kind: "output_schema_violation",
-                        action: if strict { "block" } else { "flag" },
-                    }
-                    .emit();
-                    if strict {
-                        self.output = None;
-                        self.schema = None;
-                        out.extend_from_slice(
-                            &self.fail("output_schema_violation", &violation.message()),
-                        );
-                        break;
-                    }
+                let strict = schema.strict();
+                crate::events::GuardTriggered {
+                    request_id: self.finish.request_id(),
+                    guard: "output_schema",
+                    kind: "output_schema_violation",
+                    action: if strict { "block" } else { "flag" },
+                }
+                .emit();
+                if strict {
+                    self.output = None;
+                    self.schema = None;
+                    out.extend_from_slice(
+                        &self.fail("output_schema_violation", &violation.message()),
+                    );
+                    break;
                 }
             }
             if has_usage && let Some(v) = &parsed {

@@ -295,7 +295,8 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
     Ok(())
 }
 
-fn list(v: Option<&Value>) -> &[Value] {
+/// The array at `v`, or none.
+pub(crate) fn list(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array).map_or(&[][..], Vec::as_slice)
 }
 
