@@ -1,7 +1,9 @@
-"""The tool-call policy's default seen by the official SDKs: a model answer
-that calls a tool the request did not declare is refused with
-`tool_call_not_allowed` (502, the SDK's InternalServerError) before any of the
-call reaches the client, whole and streamed; a declared call passes."""
+"""The tool-call policy's default and structured-output validation, seen by
+the official SDKs: a model answer that calls a tool the request did not
+declare is refused with `tool_call_not_allowed` (502) before any of the call
+reaches the client, whole and streamed, and a declared call passes; an answer
+that breaks the JSON schema a strict request asked for is refused with
+`output_schema_violation`, naming where, and a matching one passes."""
 
 import anthropic
 import openai
@@ -61,5 +63,42 @@ def test_anthropic_undeclared_call_is_refused(anthropic_client, stream):
                 extra_headers=UNDECLARED,
             )
     assert "tool_call_not_allowed" in str(e.value)
+    if not stream:
+        assert e.value.status_code == 502
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "w", "strict": True, "schema": SCHEMA}}
+
+
+def test_openai_structured_answer_that_matches_passes(openai_client):
+    r = openai_client.chat.completions.create(
+        model="mock-1",
+        messages=[{"role": "user", "content": "weather?"}],
+        response_format=RESPONSE_FORMAT,
+        extra_headers={"x-mock-reply": '{"city": "Lyon", "n": 3}'},
+    )
+    assert r.choices[0].message.content == '{"city": "Lyon", "n": 3}'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_structured_answer_that_breaks_the_schema_is_refused(openai_client, stream):
+    with pytest.raises(openai.APIError) as e:
+        result = openai_client.chat.completions.create(
+            model="mock-1",
+            messages=[{"role": "user", "content": "weather?"}],
+            response_format=RESPONSE_FORMAT,
+            stream=stream,
+            extra_headers={"x-mock-reply": '{"city": "Lyon", "n": "three"}'},
+        )
+        if stream:
+            list(result)
+    assert e.value.code == "output_schema_violation"
+    assert "/n" in str(e.value)
     if not stream:
         assert e.value.status_code == 502
