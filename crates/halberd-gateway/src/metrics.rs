@@ -115,6 +115,7 @@ pub fn exchange(e: &Exchange<'_>) {
             model.clone(),
             provider.clone(),
             e.status.to_string(),
+            value(e.outcome),
         ]) += 1;
         *r.tokens.get(vec![model.clone(), "input".into()]) += e.input_tokens;
         *r.tokens.get(vec![model.clone(), "output".into()]) += e.output_tokens;
@@ -226,8 +227,8 @@ pub fn render(ledger_queued: usize, ledger_capacity: usize) -> String {
         counter(
             &mut out,
             "halberd_requests_total",
-            "Exchanges that reached a provider, by how they ended.",
-            &["api", "model", "provider", "status"],
+            "Exchanges that reached a provider: the provider's status, and the outcome (completed, client_disconnected, or the error code the gateway ended it with, e.g. a refused tool call after a 200).",
+            &["api", "model", "provider", "status", "outcome"],
             &r.requests,
         );
         counter(

@@ -108,6 +108,17 @@ output = "10"
         resp.bytes().await.unwrap();
     }
     assert_eq!(statuses, [200, 429]);
+    // An answer refused after the provider's 200: its outcome says so.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-tool-call", "wire_money")
+        .json(&json!({"model": "mock-tools", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    resp.bytes().await.unwrap();
 
     // The finaliser runs when a response body is dropped: wait for it.
     let mut text = String::new();
@@ -115,12 +126,12 @@ output = "10"
         text = scrape().await;
         let done = sample(
             &text,
-            "halberd_requests_total{api=\"chat_completions\",model=\"mock-other\",provider=\"mock\",status=\"200\"}",
+            "halberd_requests_total{api=\"chat_completions\",model=\"mock-other\",provider=\"mock\",status=\"200\",outcome=\"completed\"}",
         );
         if done == Some(1.0)
             && sample(
                 &text,
-                "halberd_requests_total{api=\"chat_completions\",model=\"mock-priced\",provider=\"mock\",status=\"200\"}",
+                "halberd_requests_total{api=\"chat_completions\",model=\"mock-priced\",provider=\"mock\",status=\"200\",outcome=\"completed\"}",
             ) == Some(3.0)
         {
             break;
@@ -131,7 +142,7 @@ output = "10"
         |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
     assert_eq!(
         at(
-            "halberd_requests_total{api=\"chat_completions\",model=\"mock-priced\",provider=\"mock\",status=\"200\"}"
+            "halberd_requests_total{api=\"chat_completions\",model=\"mock-priced\",provider=\"mock\",status=\"200\",outcome=\"completed\"}"
         ),
         3.0
     );
@@ -151,20 +162,30 @@ output = "10"
         1.0
     );
     assert_eq!(
+        at(
+            "halberd_requests_total{api=\"chat_completions\",model=\"mock-tools\",provider=\"mock\",status=\"200\",outcome=\"tool_call_not_allowed\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        at("halberd_guard_actions_total{guard=\"tool_policy\",action=\"block\"}"),
+        1.0
+    );
+    assert_eq!(
         at("halberd_limit_refusals_total{limit=\"rpm\",scope=\"key\"}"),
         1.0
     );
     assert_eq!(
         at("halberd_request_duration_seconds_count{api=\"chat_completions\"}"),
-        4.0
+        5.0
     );
     assert_eq!(
         at("halberd_request_duration_seconds_bucket{api=\"chat_completions\",le=\"+Inf\"}"),
-        4.0
+        5.0
     );
     assert_eq!(
         at("halberd_upstream_duration_seconds_count{provider=\"mock\"}"),
-        4.0
+        5.0
     );
     assert_eq!(
         at("halberd_time_to_first_token_seconds_count{api=\"chat_completions\"}"),
