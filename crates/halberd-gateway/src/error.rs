@@ -342,10 +342,7 @@ impl GatewayError {
             OutputSchema { violation } => violation.message(),
             ToolNotAllowed { tool } => format!(
                 "this API key's policy does not allow the tool '{}'",
-                tool.chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect::<String>()
+                crate::pipeline::tool_policy::shown(tool)
             ),
             OutputBlocked { kind } => format!(
                 "the response was withheld: it contained sensitive data ({kind}) that this key's policy blocks"

@@ -334,9 +334,14 @@ async fn admitted(
     // Size and shape first: a request the policy refuses anyway costs no
     // inspection.
     inspect_input::check_shape(&policy.content, &value, &exchange, bytes.len())?;
-    // The tools the request declares, against the policy's tool rules.
-    let declared = crate::pipeline::tool_policy::Declared::of(api, &value);
-    if let Some(tool) = policy.tools.refused(&declared) {
+    // The tools the request declares, against the policy's tool rules (read
+    // here only when the policy has rules; `forward` reads them again for
+    // the answer's calls).
+    if policy.tools.limits_declarations()
+        && let Some(tool) = policy
+            .tools
+            .refused(&crate::pipeline::tool_policy::Declared::of(api, &value))
+    {
         events::GuardTriggered {
             request_id: &ctx.request_id,
             guard: "tool_policy",

@@ -107,9 +107,24 @@ pub struct Exchange<'a> {
     pub elapsed: Duration,
 }
 
+/// A model name as a label. Within a pattern route (`gpt-*`) the client
+/// chooses it, so it is user content: one that holds anything the
+/// sensitive-data detector finds is shown as `redacted`.
+fn model_label(model: &str) -> String {
+    if halberd_guard::sensitive::Detector::shared()
+        .scan(model)
+        .is_empty()
+    {
+        value(model)
+    } else {
+        "redacted".into()
+    }
+}
+
 pub fn exchange(e: &Exchange<'_>) {
+    let model = model_label(e.model);
     with(|r| {
-        let (api, model, provider) = (value(e.api), value(e.model), value(e.provider));
+        let (api, provider) = (value(e.api), value(e.provider));
         *r.requests.get(vec![
             api.clone(),
             model.clone(),
@@ -319,6 +334,16 @@ mod tests {
         assert_eq!(value("a\nb\u{0}c"), "abc");
         assert_eq!(value(""), "none");
         assert_eq!(escape("say \"hi\"\\"), "say \\\"hi\\\"\\\\");
+    }
+
+    #[test]
+    fn model_names_holding_secrets_or_pii_are_not_labels() {
+        assert_eq!(model_label("mock-1"), "mock-1");
+        assert_eq!(model_label("gpt-jane.doe@example.com"), "redacted");
+        assert_eq!(
+            model_label("gpt-ghp_VZomHFwUbbYrEqmSM9wCZ7Uw9xfogoEmvnEN"),
+            "redacted"
+        );
     }
 
     #[test]

@@ -404,7 +404,7 @@ impl Relay {
         }
     }
 
-    fn fail(&mut self, code: &str, message: &str) -> Bytes {
+    fn fail(&mut self, code: &'static str, message: &str) -> Bytes {
         self.done = true;
         self.finish.failed(code);
         tracing::warn!(request_id = %self.finish.request_id(), code, "stream ended by error");

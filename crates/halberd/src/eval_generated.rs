@@ -17,6 +17,8 @@ use anyhow::{Context, Result, bail};
 use halberd_guard::sensitive::{Detector, Policy, Pseudonyms, StreamRedactor, redact};
 use serde_json::Value;
 
+use crate::eval_sensitive::Score;
+
 pub const TYPES: [&str; 6] = [
     "email",
     "phone",
@@ -32,13 +34,6 @@ pub struct Gate {
     pub recall: Option<f64>,
     pub precision: Option<f64>,
     pub recall_for: BTreeMap<String, f64>,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Score {
-    tp: usize,
-    fp: usize,
-    fn_: usize,
 }
 
 struct Labelled {

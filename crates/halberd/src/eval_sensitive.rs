@@ -19,11 +19,13 @@ use anyhow::{Context, Result};
 use halberd_guard::sensitive::{Detector, Finding, Kind};
 use serde_json::Value;
 
+/// True positives, false positives and misses of one type (also used by
+/// `eval --generated`).
 #[derive(Default, Clone, Copy)]
-struct Score {
-    tp: usize,
-    fp: usize,
-    fn_: usize,
+pub(crate) struct Score {
+    pub(crate) tp: usize,
+    pub(crate) fp: usize,
+    pub(crate) fn_: usize,
 }
 
 impl Score {

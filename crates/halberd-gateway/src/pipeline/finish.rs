@@ -166,19 +166,10 @@ impl Finish {
         self.outcome = Outcome::Completed;
     }
 
-    pub fn failed(&mut self, code: &str) {
-        // A bounded set (it is a metrics label and a stored field): the
-        // codes an exchange can end with after reaching a provider.
-        self.outcome = Outcome::Failed(match code {
-            "upstream_timeout" => "upstream_timeout",
-            "upstream_error" => "upstream_error",
-            "sensitive_data_detected" => "sensitive_data_detected",
-            "tool_call_not_allowed" => "tool_call_not_allowed",
-            "tool_arguments_invalid" => "tool_arguments_invalid",
-            "too_many_tool_calls" => "too_many_tool_calls",
-            "output_schema_violation" => "output_schema_violation",
-            _ => "error",
-        });
+    /// The exchange ended with `code`, one of the gateway's fixed error
+    /// codes (a bounded set: it is a metrics label and a stored field).
+    pub fn failed(&mut self, code: &'static str) {
+        self.outcome = Outcome::Failed(code);
     }
 }
 

@@ -120,12 +120,7 @@ impl SchemaCheck {
     pub fn check_whole(&self, api: Api, body: &Value) -> Result<(), Violation> {
         match api {
             Api::ChatCompletions => {
-                for choice in body
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for choice in super::tool_policy::list(body.get("choices")) {
                     if let Some(text) = choice.pointer("/message/content").and_then(Value::as_str) {
                         self.check(text)?;
                     }
@@ -133,20 +128,12 @@ impl SchemaCheck {
                 Ok(())
             }
             Api::Responses => {
-                for item in body
-                    .get("output")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for item in super::tool_policy::list(body.get("output")) {
                     if item.get("type").and_then(Value::as_str) != Some("message") {
                         continue;
                     }
-                    let text: String = item
-                        .get("content")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
+                    let text: String = super::tool_policy::list(item.get("content"))
+                        .iter()
                         .filter(|c| c.get("type").and_then(Value::as_str) == Some("output_text"))
                         .filter_map(|c| c.get("text").and_then(Value::as_str))
                         .collect();
@@ -184,12 +171,7 @@ impl StreamSchema {
     pub fn event(&mut self, api: Api, v: &Value) -> Result<(), Violation> {
         match api {
             Api::ChatCompletions => {
-                for choice in v
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for choice in super::tool_policy::list(v.get("choices")) {
                     let key = choice
                         .get("index")
                         .and_then(Value::as_u64)

@@ -68,7 +68,8 @@ impl ToolFault {
     }
 }
 
-fn shown(name: &str) -> String {
+/// A tool name in a message: printable and cut.
+pub(crate) fn shown(name: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
@@ -92,6 +93,11 @@ impl ToolRules {
                 .allow
                 .as_ref()
                 .is_none_or(|allow| allow.iter().any(|p| wildcard(p, name)))
+    }
+
+    /// Whether the rules restrict which tools may be declared.
+    pub fn limits_declarations(&self) -> bool {
+        self.allow.is_some() || !self.deny.is_empty()
     }
 
     /// The first tool a request declares that the rules refuse.
@@ -179,12 +185,7 @@ impl Declared {
             }
         }
         // The legacy chat `functions` list.
-        for f in body
-            .get("functions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for f in list(body.get("functions")) {
             if let Some(name) = f.get("name").and_then(Value::as_str) {
                 names.insert(name.to_owned());
             }
@@ -234,12 +235,7 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
     declared.check_count(count_calls(api, body))?;
     match api {
         Api::ChatCompletions => {
-            for choice in body
-                .get("choices")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for choice in list(body.get("choices")) {
                 let message = choice.get("message");
                 let calls = message
                     .and_then(|m| m.get("tool_calls"))
@@ -265,22 +261,12 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
             }
         }
         Api::Responses => {
-            for item in body
-                .get("output")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for item in list(body.get("output")) {
                 check_responses_item(declared, item)?;
             }
         }
         Api::Messages => {
-            for block in body
-                .get("content")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for block in list(body.get("content")) {
                 if block.get("type").and_then(Value::as_str) == Some("tool_use") {
                     let name = block
                         .get("name")
@@ -414,12 +400,7 @@ impl StreamCheck {
     }
 
     fn chat_chunk(&mut self, v: &Value) -> Result<(), ToolFault> {
-        for choice in v
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for choice in list(v.get("choices")) {
             let c = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let delta = choice.get("delta");
             let calls = delta
