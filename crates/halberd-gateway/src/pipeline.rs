@@ -5,7 +5,8 @@
 //!    until the exchange ends, or a 429.
 //! 3. [`decode`]: the body (read within the body timeout) → a JSON tree and
 //!    its [`halberd_protocol::Exchange`]; then the policy's size and shape
-//!    limits, before any detector runs.
+//!    limits and its tool rules ([`tool_policy`]: tools a request may not
+//!    declare), before any detector runs.
 //! 4. [`inspect_injection`]: every part scored for prompt injection at its
 //!    trust level → the request refused, or flagged parts reported; then
 //!    [`inspect_input`]: hidden characters (tag characters, bidi controls)
@@ -21,7 +22,9 @@
 //!    place for its usage record is reserved in the ledger (503 when full).
 //! 8. [`inspect_output`]: the response, whole or streamed, redacted by the
 //!    key's output policy, with input pseudonyms restored (run by `forward` and
-//!    the streaming relay).
+//!    the streaming relay); before it, the answer's tool calls against the
+//!    request's declared tools ([`tool_policy`]) and its text against the JSON
+//!    schema the request asked for ([`output_schema`]).
 //!
 //! [`finish`] is the finaliser: a guard created when a request reaches the
 //! upstream, which records how the exchange ended however it ends (answered,
