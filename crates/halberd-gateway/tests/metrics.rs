@@ -122,7 +122,7 @@ output = "10"
 
     // The finaliser runs when a response body is dropped: wait for it.
     let mut text = String::new();
-    for _ in 0..50 {
+    for _ in 0..250 {
         text = scrape().await;
         let done = sample(
             &text,
@@ -133,6 +133,13 @@ output = "10"
                 &text,
                 "halberd_requests_total{api=\"chat_completions\",model=\"mock-priced\",provider=\"mock\",status=\"200\",outcome=\"completed\"}",
             ) == Some(3.0)
+            // The ledger writes in batches: a record counted above may still
+            // be on its way to the store.
+            && sample(
+                &text,
+                "halberd_requests_total{api=\"chat_completions\",model=\"mock-tools\",provider=\"mock\",status=\"200\",outcome=\"tool_call_not_allowed\"}",
+            ) == Some(1.0)
+            && sample(&text, "halberd_usage_queue_records") == Some(0.0)
         {
             break;
         }
