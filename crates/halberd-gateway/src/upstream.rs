@@ -52,30 +52,99 @@ const ANTHROPIC_DEFAULT_VERSION: &str = "2023-06-01";
 #[derive(Clone)]
 pub struct Upstreams {
     providers: Arc<[Provider]>,
-    clients: Arc<[Option<reqwest::Client>]>,
+    targets: Arc<[Option<Target>]>,
+}
+
+/// What a network provider needs per request, prepared once: parsing a URL
+/// (with its IDNA pass) and building the credential header per request showed
+/// in profiles.
+struct Target {
+    client: reqwest::Client,
+    /// One URL per [`Api`], in [`API_ORDER`].
+    urls: [reqwest::Url; 4],
+    credential: Option<(http::HeaderName, HeaderValue)>,
+}
+
+const API_ORDER: [Api; 4] = [
+    Api::ChatCompletions,
+    Api::Responses,
+    Api::Embeddings,
+    Api::Messages,
+];
+
+fn api_slot(api: Api) -> usize {
+    match api {
+        Api::ChatCompletions => 0,
+        Api::Responses => 1,
+        Api::Embeddings => 2,
+        Api::Messages => 3,
+    }
+}
+
+impl Target {
+    fn new(p: &Provider) -> Result<Target, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(p.timeouts.connect)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("provider {}: cannot build HTTP client: {e}", p.name))?;
+        let base = p.base_url.as_deref().unwrap_or_default();
+        let url = |api| {
+            reqwest::Url::parse(&endpoint_url(p.kind, base, api))
+                .map_err(|e| format!("provider {}: base_url is not a valid URL: {e}", p.name))
+        };
+        let urls = [
+            url(API_ORDER[0])?,
+            url(API_ORDER[1])?,
+            url(API_ORDER[2])?,
+            url(API_ORDER[3])?,
+        ];
+        let invalid = |_| {
+            format!(
+                "provider {}: the API key is not a valid header value",
+                p.name
+            )
+        };
+        let credential = match (p.kind, &p.api_key, &p.api_key_header) {
+            (_, None, _) => None,
+            (ProviderKind::Anthropic, Some(k), _) => Some((
+                http::HeaderName::from_static("x-api-key"),
+                secret_header(k.expose_secret()).map_err(invalid)?,
+            )),
+            // Azure-style deployments take the key in a header of their own.
+            (_, Some(k), Some(name)) => Some((
+                name.clone(),
+                secret_header(k.expose_secret()).map_err(invalid)?,
+            )),
+            (_, Some(k), None) => Some((
+                http::header::AUTHORIZATION,
+                secret_header(&format!("Bearer {}", k.expose_secret())).map_err(invalid)?,
+            )),
+        };
+        Ok(Target {
+            client,
+            urls,
+            credential,
+        })
+    }
 }
 
 impl Upstreams {
     pub fn new(providers: &[Provider]) -> Result<Upstreams, String> {
         // reqwest is built without a bundled crypto backend; ring is ours.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let clients = providers
+        let targets = providers
             .iter()
             .map(|p| match p.kind {
                 ProviderKind::Mock if p.base_url.is_none() => Ok(None),
-                _ => reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .connect_timeout(p.timeouts.connect)
-                    .pool_idle_timeout(std::time::Duration::from_secs(90))
-                    .tcp_nodelay(true)
-                    .build()
-                    .map(Some)
-                    .map_err(|e| format!("provider {}: cannot build HTTP client: {e}", p.name)),
+                _ => Target::new(p).map(Some),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Upstreams {
             providers: providers.into(),
-            clients: clients.into(),
+            targets: targets.into(),
         })
     }
 
@@ -94,17 +163,13 @@ impl Upstreams {
         client_headers: &HeaderMap,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider = &self.providers[index];
-        let Some(client) = &self.clients[index] else {
+        let Some(target) = &self.targets[index] else {
             return mock_in_process(api, body, ex, client_headers);
         };
-        let url = endpoint_url(
-            provider.kind,
-            provider.base_url.as_deref().unwrap_or_default(),
-            api,
-        );
         let bytes = serde_json::to_vec(body).map_err(|_| GatewayError::Internal)?;
-        let mut req = client
-            .post(url)
+        let mut req = target
+            .client
+            .post(target.urls[api_slot(api)].clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(bytes);
         if ex.stream {
@@ -123,26 +188,13 @@ impl Upstreams {
                 req = req.header(name.clone(), v.clone());
             }
         }
-        match (provider.kind, &provider.api_key, &provider.api_key_header) {
-            (ProviderKind::Anthropic, key, _) => {
-                if !client_headers.contains_key("anthropic-version") {
-                    req = req.header("anthropic-version", ANTHROPIC_DEFAULT_VERSION);
-                }
-                if let Some(k) = key {
-                    req = req.header("x-api-key", secret_header(k.expose_secret())?);
-                }
-            }
-            // Azure-style deployments take the key in a header of their own.
-            (_, Some(k), Some(name)) => {
-                req = req.header(name.clone(), secret_header(k.expose_secret())?)
-            }
-            (_, Some(k), None) => {
-                req = req.header(
-                    http::header::AUTHORIZATION,
-                    secret_header(&format!("Bearer {}", k.expose_secret()))?,
-                )
-            }
-            (_, None, _) => {}
+        if provider.kind == ProviderKind::Anthropic
+            && !client_headers.contains_key("anthropic-version")
+        {
+            req = req.header("anthropic-version", ANTHROPIC_DEFAULT_VERSION);
+        }
+        if let Some((name, value)) = &target.credential {
+            req = req.header(name.clone(), value.clone());
         }
         let resp = match tokio::time::timeout(provider.timeouts.first_byte, req.send()).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
@@ -181,8 +233,8 @@ fn endpoint_url(kind: ProviderKind, base: &str, api: Api) -> String {
     }
 }
 
-fn secret_header(value: &str) -> Result<HeaderValue, GatewayError> {
-    let mut v = HeaderValue::from_str(value).map_err(|_| GatewayError::Internal)?;
+fn secret_header(value: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::from_str(value)?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -260,5 +312,43 @@ mod tests {
             ),
             "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
         );
+    }
+
+    fn provider(key: &str) -> Provider {
+        let t = std::time::Duration::from_secs(1);
+        Provider {
+            name: "p".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some("https://api.example.com/v1".into()),
+            api_key: Some(key.to_owned().into()),
+            api_key_header: None,
+            mock_headers: false,
+            timeouts: crate::config::Timeouts {
+                connect: t,
+                first_byte: t,
+                idle: t,
+                total: t,
+            },
+        }
+    }
+
+    /// Prepared once, a key that cannot travel in a header stops the start
+    /// instead of failing every request, and the message never shows it.
+    #[test]
+    fn targets_are_prepared_at_start() {
+        let up = Upstreams::new(&[provider("sk-good")]).unwrap();
+        let target = up.targets[0].as_ref().unwrap();
+        assert_eq!(
+            target.urls[api_slot(Api::Responses)].as_str(),
+            "https://api.example.com/v1/responses"
+        );
+        let (name, value) = target.credential.as_ref().unwrap();
+        assert_eq!(name, http::header::AUTHORIZATION);
+        assert_eq!(value, "Bearer sk-good");
+        assert!(value.is_sensitive());
+
+        let err = Upstreams::new(&[provider("sk-bad\nsecret")]).err().unwrap();
+        assert!(err.contains("provider p"), "{err}");
+        assert!(!err.contains("sk-bad"), "{err}");
     }
 }
