@@ -288,17 +288,31 @@ fn is_common(word: &[u8]) -> bool {
     )
 }
 
-fn common_words(s: &str) -> usize {
+/// How many words of `s` (runs of ASCII letters) are common, read as they
+/// are or, with `rotated`, after rot13. One pass over the bytes, no copy of
+/// the line: on prose that passes the `e`/`r` test this ran twice per line
+/// and showed in whole-gateway profiles.
+fn common_words(s: &str, rotated: bool) -> usize {
     let mut count = 0;
     let mut buf = [0u8; 12];
-    for word in s.split(|c: char| !c.is_ascii_alphabetic()) {
-        if word.is_empty() || word.len() > buf.len() {
-            continue;
+    let mut len = 0;
+    for &b in s.as_bytes().iter().chain(std::iter::once(&b' ')) {
+        if b.is_ascii_alphabetic() {
+            if len < buf.len() {
+                let lower = b.to_ascii_lowercase();
+                buf[len] = if rotated {
+                    b'a' + (lower - b'a' + 13) % 26
+                } else {
+                    lower
+                };
+            }
+            len += 1;
+        } else {
+            if len > 0 && len <= buf.len() {
+                count += usize::from(is_common(&buf[..len]));
+            }
+            len = 0;
         }
-        let lower = &mut buf[..word.len()];
-        lower.copy_from_slice(word.as_bytes());
-        lower.make_ascii_lowercase();
-        count += usize::from(is_common(lower));
     }
     count
 }
@@ -356,16 +370,18 @@ fn rot13_payload(text: &str) -> Option<Payload> {
         if words < 4 {
             continue;
         }
-        let plain = common_words(line);
+        let plain = common_words(line, false);
         if plain * 4 >= words {
             // Already reads as English.
             continue;
         }
-        let decoded = rot13(line);
-        let rotated = common_words(&decoded);
+        let rotated = common_words(line, true);
         if rotated >= 3 && rotated >= 2 * plain + 2 && rotated * 4 >= words {
-            let better = best.as_ref().is_none_or(|b| b.text.len() < decoded.len());
+            let better = best
+                .as_ref()
+                .is_none_or(|b| b.end - b.start < line.trim_end().len());
             if better {
+                let decoded = rot13(line);
                 best = Some(Payload {
                     encoding: Encoding::Rot13,
                     start,
@@ -405,6 +421,22 @@ mod tests {
                 from = end + 1;
             }
             proptest::prop_assert_eq!(found, expected);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn counting_common_words_in_one_pass_matches_splitting(
+            s in "((the|Gur|and|naq|YOU|lbh|ignore|vtaber|instructionsx|[a-zA-Z]{1,14}|é)[ .,'\n]{1,2}){0,30}"
+        ) {
+            let by_split = |t: &str| {
+                t.split(|c: char| !c.is_ascii_alphabetic())
+                    .filter(|w| !w.is_empty() && w.len() <= 12)
+                    .filter(|w| is_common(w.to_ascii_lowercase().as_bytes()))
+                    .count()
+            };
+            proptest::prop_assert_eq!(common_words(&s, false), by_split(&s));
+            proptest::prop_assert_eq!(common_words(&s, true), by_split(&rot13(&s)));
         }
     }
 
