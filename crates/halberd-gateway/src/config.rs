@@ -96,6 +96,8 @@ pub struct PolicyFile {
     pub sanitize: SanitizeFile,
     #[serde(default)]
     pub tools: ToolsFile,
+    #[serde(default)]
+    pub links: LinksFile,
     /// Limits for every key under this policy; a limit set on the key itself
     /// takes precedence.
     #[serde(default)]
@@ -111,6 +113,23 @@ pub struct ToolsFile {
     pub allow: Option<Vec<String>>,
     pub deny: Vec<String>,
     pub max_calls: Option<u32>,
+}
+
+/// Links and images in answers that could carry data to another host (see
+/// [`halberd_guard::links`]). Actions `off`, `flag`, `strip`, `block`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinksFile {
+    /// Hosts never acted on: `docs.example.com` (exactly) or
+    /// `*.example.com` (any subdomain).
+    pub allow: Vec<String>,
+    /// Auto-loading references (images, iframes, scripts...) carrying data.
+    /// Default `strip`.
+    pub images: Option<String>,
+    /// Clickable links carrying data. Default `flag`.
+    pub links: Option<String>,
+    /// Any reference to a host not on `allow`. Default `off`.
+    pub unlisted: Option<String>,
 }
 
 /// What a policy removes from the text it forwards (see
@@ -427,6 +446,7 @@ pub struct GuardPolicy {
     pub injection: InjectionPolicy,
     pub sanitize: halberd_guard::sanitize::Sanitize,
     pub tools: crate::pipeline::tool_policy::ToolRules,
+    pub links: std::sync::Arc<halberd_guard::links::LinkPolicy>,
     pub limits: halberd_store::KeyLimits,
 }
 
@@ -515,6 +535,7 @@ impl GuardPolicy {
             injection: InjectionPolicy::builtin_default(),
             sanitize: halberd_guard::sanitize::Sanitize::DEFAULT,
             tools: crate::pipeline::tool_policy::ToolRules::default(),
+            links: std::sync::Arc::new(halberd_guard::links::LinkPolicy::default()),
             limits: halberd_store::KeyLimits::default(),
         }
     }
@@ -1166,8 +1187,33 @@ fn build_policy(
         injection,
         sanitize: build_sanitize(at, &p.sanitize)?,
         tools: build_tools(at, &p.tools)?,
+        links: std::sync::Arc::new(build_links(at, &p.links)?),
     };
     Ok(policy)
+}
+
+fn build_links(
+    at: &str,
+    file: &LinksFile,
+) -> Result<halberd_guard::links::LinkPolicy, ConfigError> {
+    use halberd_guard::links::{Action, LinkPolicy};
+    let default = LinkPolicy::default();
+    let action = |name: &str, value: &Option<String>, default: Action| match value.as_deref() {
+        None => Ok(default),
+        Some(v) => Action::parse(v).ok_or_else(|| {
+            err(
+                format!("{at}.links.{name}"),
+                format!("unknown action {v:?} (off, flag, strip or block)"),
+            )
+        }),
+    };
+    LinkPolicy::new(
+        &file.allow,
+        action("images", &file.images, default.images)?,
+        action("links", &file.links, default.links)?,
+        action("unlisted", &file.unlisted, default.unlisted)?,
+    )
+    .map_err(|e| err(format!("{at}.links.allow"), e))
 }
 
 fn build_tools(
@@ -1458,6 +1504,7 @@ impl Config {
                         "injection": policy.injection.describe(),
                         "sanitize": policy.sanitize.describe(),
                         "tools": policy.tools.describe(),
+                        "links": policy.links.describe(),
                         "limits": policy.limits,
                     }),
                 )

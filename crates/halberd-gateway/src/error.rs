@@ -118,6 +118,13 @@ pub enum GatewayError {
         /// The finding type, never the value.
         kind: String,
     },
+    /// The answer held a link or image that could carry data to another
+    /// host, and the policy's action for it is `block`
+    /// ([`halberd_guard::links`]). 403 like [`GatewayError::OutputBlocked`].
+    OutputLink {
+        /// `image:sentence`, `link:prompt_text`...: never the URL.
+        kind: String,
+    },
     /// The model's answer called a tool the request did not declare, or with
     /// arguments that are not JSON (`pipeline::tool_policy`): withheld. 502:
     /// the upstream's answer is unusable, not the client's request.
@@ -205,6 +212,7 @@ impl GatewayError {
             EndpointNotAllowed { .. }
             | ModelNotAllowed { .. }
             | OutputBlocked { .. }
+            | OutputLink { .. }
             | ToolNotAllowed { .. }
             | AdminDisabled
             | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
@@ -262,6 +270,7 @@ impl GatewayError {
             ToolCall { fault } => fault.code(),
             ToolNotAllowed { .. } => "tool_not_allowed",
             OutputSchema { .. } => "output_schema_violation",
+            OutputLink { .. } => "output_link_blocked",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -279,6 +288,7 @@ impl GatewayError {
             | ModelNotAllowed { .. }
             | SensitiveData { .. }
             | OutputBlocked { .. }
+            | OutputLink { .. }
             | ToolCall { .. }
             | ToolNotAllowed { .. }
             | OutputSchema { .. }
@@ -343,6 +353,9 @@ impl GatewayError {
             ToolNotAllowed { tool } => format!(
                 "this API key's policy does not allow the tool '{}'",
                 crate::pipeline::tool_policy::shown(tool)
+            ),
+            OutputLink { kind } => format!(
+                "the response was withheld: it contained a {kind} reference to another host, which this key's policy blocks"
             ),
             OutputBlocked { kind } => format!(
                 "the response was withheld: it contained sensitive data ({kind}) that this key's policy blocks"

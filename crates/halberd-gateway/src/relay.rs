@@ -194,11 +194,12 @@ impl Relay {
             return out;
         }
         let mut out = BytesMut::from(&out[..]);
-        if let Some(output) = &mut self.output
-            && let Err(e) = output.finish(self.api, &mut out)
-        {
-            out.extend_from_slice(&self.output_failed(e));
-            return out.freeze();
+        if let Some(output) = &mut self.output {
+            if let Err(e) = output.finish(self.api, &mut out) {
+                out.extend_from_slice(&self.output_failed(e));
+                return out.freeze();
+            }
+            output.report(self.finish.request_id());
         }
         match self.terminal {
             Terminal::Done => self.finish.completed(),
@@ -338,7 +339,16 @@ impl Relay {
                 "upstream_error",
                 "the upstream sent an event that cannot be inspected".to_owned(),
             ),
+            OutputError::Link(edit) => (
+                "output_link_blocked",
+                format!(
+                    "the response contained a {edit} reference to another host, which this key's policy blocks"
+                ),
+            ),
         };
+        if let Some(output) = &self.output {
+            output.report(self.finish.request_id());
+        }
         self.output = None;
         self.fail(code, &message)
     }

@@ -117,6 +117,34 @@ fn plain_http_needs_opt_in() {
     );
 }
 
+/// Every TOML snippet in `docs/` is a configuration that builds (a snippet
+/// that opens with a policy's sub-table gets a `[[policies]]` header).
+#[test]
+fn every_toml_snippet_in_the_docs_builds() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for block in text.split("```toml\n").skip(1) {
+            let snippet = block.split("```").next().unwrap();
+            let config = if snippet.trim_start().starts_with("[policies.") {
+                format!("[[policies]]\nname = \"doc\"\n{snippet}")
+            } else {
+                snippet.to_owned()
+            };
+            if let Err(e) = build(&config) {
+                panic!("{}: snippet does not build: {e}\n{snippet}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} snippets");
+}
+
 #[test]
 fn example_config_documents_every_field_and_builds() {
     let text = include_str!("../../../../config/halberd.example.toml");
@@ -607,6 +635,47 @@ fn sanitize_defaults_per_policy_values_and_errors() {
     let text = e.to_string();
     assert!(text.contains("policies[0].sanitize.bidi"), "{text}");
     assert!(text.contains("remove or keep"), "{text}");
+}
+
+#[test]
+fn link_rules_defaults_per_policy_values_and_errors() {
+    let c = build(
+        r#"
+        [[policies]]
+        name = "closed"
+        [policies.links]
+        allow = ["docs.example.com", "*.cdn.example.net"]
+        unlisted = "strip"
+        links = "block"
+        "#,
+    )
+    .unwrap();
+    let described = c.describe();
+    assert_eq!(
+        described["policies"]["default"]["links"],
+        "images=strip links=flag unlisted=off"
+    );
+    assert_eq!(
+        described["policies"]["closed"]["links"],
+        "images=strip links=block unlisted=strip allow=docs.example.com,*.cdn.example.net"
+    );
+    assert!(c.policies["closed"].links.host_allowed("a.cdn.example.net"));
+    for (field, value, expect) in [
+        ("images", "\"remove\"", "policies[0].links.images"),
+        (
+            "allow",
+            "[\"https://docs.example.com/\"]",
+            "policies[0].links.allow",
+        ),
+        ("allow", "[\"*\"]", "policies[0].links.allow"),
+    ] {
+        let e = build(&format!(
+            "[[policies]]\nname = \"bad\"\n[policies.links]\n{field} = {value}\n"
+        ))
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(expect), "{field} = {value}: {text}");
+    }
 }
 
 #[test]

@@ -85,7 +85,16 @@ pub async fn forward(
         .emit();
     }
     let sanitized_header = sanitized.and_then(|s| HeaderValue::from_str(&s).ok());
-    let output = OutputInspector::new(policy.sensitive_output.clone(), inspection.pseudonyms);
+    // Values of the request's text that an answer's link must not carry out.
+    let links = halberd_guard::links::LinkGuard::new(
+        policy.links.clone(),
+        ex.parts.iter().map(|p| p.text.as_str()),
+    );
+    let output = OutputInspector::new(
+        policy.sensitive_output.clone(),
+        inspection.pseudonyms,
+        links,
+    );
     // Embeddings answer with vectors (floats or base64), never text: there is
     // nothing to redact, and a base64 vector must not be edited.
     let mut output = (!output.is_noop() && ex.api != Api::Embeddings).then_some(output);
@@ -253,25 +262,18 @@ pub async fn forward(
     }
     let bytes = match (output.as_mut(), parsed) {
         (None, _) => bytes,
-        (Some(output), Ok(mut v)) => match output.whole(&mut v) {
-            Ok(()) => {
-                if !output.counts.is_empty() {
-                    let summary = format!("{:?}", output.counts);
-                    events::GuardTriggered {
-                        request_id: &ctx.request_id,
-                        guard: "sensitive_output",
-                        kind: &summary,
-                        action: "applied",
-                    }
-                    .emit();
+        (Some(output), Ok(mut v)) => {
+            let result = output.whole(&mut v);
+            output.report(&ctx.request_id);
+            match result {
+                Ok(()) => Bytes::from(v.to_string()),
+                Err(e) => {
+                    let e = output_error(e);
+                    finish.failed(e.code());
+                    return Err(e);
                 }
-                Bytes::from(v.to_string())
             }
-            Err(e) => {
-                finish.failed("sensitive_data_detected");
-                return Err(output_error(e));
-            }
-        },
+        }
         (Some(_), Err(_)) => {
             // Fail closed: a body we cannot read is a body we cannot inspect.
             finish.failed("upstream_error");
@@ -304,6 +306,9 @@ pub async fn forward(
 pub fn output_error(e: OutputError) -> GatewayError {
     match e {
         OutputError::Blocked(kind) => GatewayError::OutputBlocked { kind },
+        OutputError::Link(edit) => GatewayError::OutputLink {
+            kind: edit.to_string(),
+        },
         OutputError::Uninspectable => GatewayError::Upstream {
             status: 200,
             message: "the response cannot be inspected".into(),

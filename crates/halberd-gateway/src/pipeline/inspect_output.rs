@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
+use halberd_guard::links::{LinkEdit, LinkGuard, LinkStream};
 use halberd_guard::sensitive::{
     self, Detector, Kind, Policy, Pseudonyms, Restorer, StreamRedactor,
 };
@@ -59,6 +60,38 @@ const SKIP_FIELDS: &[&str] = &[
 /// call's input is the model's output, not the provider's identifiers).
 const MODEL_WRITTEN: &[&str] = &["input", "arguments", "parsed"];
 
+/// Fields whose strings are answer text a client may render, where links
+/// and images are judged ([`halberd_guard::links`]). Tool arguments are data
+/// for a tool, not rendered; their URLs are the tool policy's concern.
+const RENDERED_FIELDS: &[&str] = &[
+    "content",
+    "text",
+    "refusal",
+    "reasoning_content",
+    "thinking",
+    "output_text",
+];
+
+/// Whether the text stream under `key` is rendered answer text (see
+/// [`RENDERED_FIELDS`]): chat `N/content`, `N/refusal`,
+/// `N/reasoning_content`; Anthropic `N/text_delta`, `N/thinking_delta`;
+/// Responses text, refusal and reasoning families.
+fn rendered_stream(key: &str) -> bool {
+    if let Some((family, _)) = key.split_once('|') {
+        return matches!(
+            family,
+            "response.output_text"
+                | "response.refusal"
+                | "response.reasoning_summary_text"
+                | "response.reasoning_text"
+        );
+    }
+    matches!(
+        key.split_once('/').map(|(_, field)| field),
+        Some("content" | "refusal" | "reasoning_content" | "text_delta" | "thinking_delta")
+    )
+}
+
 /// Most text streams (choices × fields, tool calls, content blocks, items)
 /// one response may have open at once.
 pub const MAX_TEXT_STREAMS: usize = 256;
@@ -70,38 +103,89 @@ pub enum OutputError {
     Blocked(String),
     /// An event that could not be inspected.
     Uninspectable,
+    /// A link or image whose action is `block`.
+    Link(LinkEdit),
 }
 
-/// One text stream: a redactor, then the pseudonym restorer.
+/// One text stream: a redactor, then the pseudonym restorer, then (for
+/// rendered text) the link check, which sees the text as the client will.
 struct TextStream {
     redactor: StreamRedactor<'static>,
     restorer: Restorer,
+    links: Option<LinkStream>,
 }
 
 pub struct OutputInspector {
     policy: Arc<Policy>,
     pseudonyms: Pseudonyms,
+    links: LinkGuard,
     streams: BTreeMap<String, TextStream>,
     /// Found so far, by type label.
     pub counts: BTreeMap<String, usize>,
+    /// Links and images acted on so far.
+    pub link_edits: Vec<LinkEdit>,
     /// The last OpenAI chat chunk's envelope, to frame a synthesised chunk.
     last_chunk: Option<Value>,
 }
 
 impl OutputInspector {
-    pub fn new(policy: Arc<Policy>, pseudonyms: Pseudonyms) -> OutputInspector {
+    pub fn new(policy: Arc<Policy>, pseudonyms: Pseudonyms, links: LinkGuard) -> OutputInspector {
         OutputInspector {
             policy,
             pseudonyms,
+            links,
             streams: BTreeMap::new(),
             counts: BTreeMap::new(),
+            link_edits: Vec::new(),
             last_chunk: None,
         }
     }
 
     /// Whether this inspector would change anything at all.
     pub fn is_noop(&self) -> bool {
-        self.policy.is_off() && self.pseudonyms.is_empty()
+        self.policy.is_off() && self.pseudonyms.is_empty() && self.links.is_off()
+    }
+
+    /// Logs and counts what was done (guards `sensitive_output` and
+    /// `output_links`): types and reasons, never values.
+    pub fn report(&self, request_id: &str) {
+        if !self.counts.is_empty() {
+            let summary = self
+                .counts
+                .iter()
+                .map(|(kind, n)| format!("{kind}={n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            crate::events::GuardTriggered {
+                request_id,
+                guard: "sensitive_output",
+                kind: &summary,
+                action: "applied",
+            }
+            .emit();
+        }
+        let mut by_action: BTreeMap<&'static str, BTreeMap<String, usize>> = BTreeMap::new();
+        for edit in &self.link_edits {
+            *by_action
+                .entry(edit.action.as_str())
+                .or_default()
+                .entry(edit.to_string())
+                .or_default() += 1;
+        }
+        for (action, kinds) in by_action {
+            let summary = kinds
+                .iter()
+                .map(|(kind, n)| format!("{kind}={n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            crate::events::GuardTriggered {
+                request_id,
+                guard: "output_links",
+                kind: &summary,
+                action,
+            }
+            .emit();
+        }
     }
 
     /// Redacts a whole (non-streamed) JSON response in place.
@@ -109,7 +193,7 @@ impl OutputInspector {
         self.walk(body).map(|_| ())
     }
 
-    fn text(&mut self, text: &str) -> Result<Option<String>, OutputError> {
+    fn text(&mut self, text: &str, rendered: bool) -> Result<Option<String>, OutputError> {
         let findings = Detector::shared().scan(text);
         let mut out = None;
         if !findings.is_empty() {
@@ -129,29 +213,45 @@ impl OutputInspector {
                 out = Some(Restorer::restore_all(current, &self.pseudonyms));
             }
         }
+        if rendered {
+            let current = out.as_deref().unwrap_or(text);
+            if let Some(filtered) = self
+                .links
+                .whole(current, &mut self.link_edits)
+                .map_err(|b| OutputError::Link(b.0))?
+            {
+                out = Some(filtered);
+            }
+        }
         Ok(out)
     }
 
     /// Redacts every string below `value`; says whether any changed.
     fn walk(&mut self, value: &mut Value) -> Result<bool, OutputError> {
-        self.walk_in(value, false)
+        self.walk_in(value, false, false)
     }
 
     /// `free`: `value` is model-written content (a tool call's `input` or
     /// `arguments`, parsed structured output), where a key named `id` or
     /// `name` is the model's text like any other, so nothing is skipped.
-    fn walk_in(&mut self, value: &mut Value, free: bool) -> Result<bool, OutputError> {
+    /// `rendered`: the strings are answer text (see [`RENDERED_FIELDS`]).
+    fn walk_in(
+        &mut self,
+        value: &mut Value,
+        free: bool,
+        rendered: bool,
+    ) -> Result<bool, OutputError> {
         let mut changed = false;
         match value {
             Value::String(s) => {
-                if let Some(new) = self.text(s)? {
+                if let Some(new) = self.text(s, rendered)? {
                     *s = new;
                     changed = true;
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    changed |= self.walk_in(item, free)?;
+                    changed |= self.walk_in(item, free, rendered)?;
                 }
             }
             Value::Object(map) => {
@@ -161,7 +261,8 @@ impl OutputInspector {
                         continue;
                     }
                     let inner = free || MODEL_WRITTEN.contains(&key.as_str());
-                    let edited = self.walk_in(item, inner)?;
+                    let rendered = !inner && RENDERED_FIELDS.contains(&key.as_str());
+                    let edited = self.walk_in(item, inner, rendered)?;
                     changed |= edited;
                     text_changed |= edited && key != "logprobs";
                 }
@@ -193,19 +294,29 @@ impl OutputInspector {
             return Err(OutputError::Uninspectable);
         }
         let policy = &self.policy;
+        let links = !self.links.is_off() && rendered_stream(key);
         let stream = self
             .streams
             .entry(key.to_owned())
             .or_insert_with(|| TextStream {
                 redactor: StreamRedactor::new(Detector::shared(), policy.clone()),
                 restorer: Restorer::default(),
+                links: links.then(LinkStream::default),
             });
         let before = stream.redactor.edits().len();
         let released = stream.redactor.push(piece);
         count(&mut self.counts, &stream.redactor.edits()[before..]);
-        Ok(stream
+        let restored = stream
             .restorer
-            .push(&released.map_err(blocked)?, &self.pseudonyms))
+            .push(&released.map_err(blocked)?, &self.pseudonyms);
+        match &mut stream.links {
+            None => Ok(restored),
+            Some(links) => {
+                let out = links.push(&self.links, &restored);
+                self.link_edits.append(&mut links.edits);
+                out.map_err(|b| OutputError::Link(b.0))
+            }
+        }
     }
 
     /// Ends a text stream; returns what it still held.
@@ -220,7 +331,17 @@ impl OutputInspector {
             .restorer
             .push(&tail.map_err(blocked)?, &self.pseudonyms);
         out.push_str(&stream.restorer.finish());
-        Ok(out)
+        match &mut stream.links {
+            None => Ok(out),
+            Some(links) => {
+                let pushed = links.push(&self.links, &out);
+                let finished = links.finish(&self.links);
+                self.link_edits.append(&mut links.edits);
+                let mut released = pushed.map_err(|b| OutputError::Link(b.0))?;
+                released.push_str(&finished.map_err(|b| OutputError::Link(b.0))?);
+                Ok(released)
+            }
+        }
     }
 
     fn flush_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>, OutputError> {

