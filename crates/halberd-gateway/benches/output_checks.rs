@@ -1,6 +1,7 @@
 //! Output validation on a typical answer: the JSON-schema check of a 2 KiB
 //! structured answer (schema compiled once, cached), and the tool-call
-//! check of an answer with tool calls. Median and p99 of a timing loop.
+//! check of an answer with tool calls, and the link check of a 2 KiB Markdown
+//! answer, whole and streamed. Median and p99 of a timing loop.
 //!
 //!   cargo bench -p halberd-gateway --bench output_checks
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use halberd_gateway::pipeline::output_schema::SchemaCheck;
 use halberd_gateway::pipeline::tool_policy::{Declared, check_whole};
+use halberd_guard::links::{LinkGuard, LinkPolicy, LinkStream};
 use halberd_protocol::Api;
 use serde_json::json;
 
@@ -64,4 +66,54 @@ fn main() {
         assert!(check_whole(Api::ChatCompletions, &declared, &response).is_ok());
     });
     println!("tool calls, 2 KiB arguments: p50 {p50:?} p99 {p99:?}");
+
+    // The link check on a 2 KiB Markdown answer with links, an image and
+    // many words that begin with `h`, whole and streamed in 16-byte deltas.
+    let guard = LinkGuard::new(
+        std::sync::Arc::new(LinkPolicy::default()),
+        ["Please summarise how the harbour project is handled."],
+    );
+    let mut text = String::new();
+    while text.len() < 2048 {
+        text.push_str(
+            "He said the harbour upgrade [is on track](https://news.example.org/harbour) and \
+             here is how it looks: ![photo](https://img.example.org/h.png?w=640). Hours later, \
+             http://status.example.com/ho showed it healthy. ",
+        );
+    }
+    let (p50, p99) = time(2000, || {
+        let mut edits = Vec::new();
+        assert!(guard.whole(&text, &mut edits).unwrap().is_none());
+    });
+    println!(
+        "links, {} B answer, whole: p50 {p50:?} p99 {p99:?}",
+        text.len()
+    );
+    let prose = "Here is how the harbour handled the heavy hauls, which held up. ".repeat(32);
+    let (p50, p99) = time(2000, || {
+        let mut edits = Vec::new();
+        assert!(guard.whole(&prose, &mut edits).unwrap().is_none());
+    });
+    println!(
+        "links, {} B prose without links, whole: p50 {p50:?} p99 {p99:?}",
+        prose.len()
+    );
+    let pieces: Vec<&str> = text
+        .as_bytes()
+        .chunks(16)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let (p50, p99) = time(2000, || {
+        let mut stream = LinkStream::default();
+        let mut out = 0;
+        for piece in &pieces {
+            out += stream.push(&guard, piece).unwrap().len();
+        }
+        out += stream.finish(&guard).unwrap().len();
+        assert_eq!(out, text.len());
+    });
+    println!(
+        "links, {} B answer, 16 B deltas: p50 {p50:?} p99 {p99:?}",
+        text.len()
+    );
 }

@@ -310,6 +310,12 @@ impl LinkGuard {
 
     /// The action for a reference to `raw` (a URL as written), if any.
     fn judge(&self, raw: &str, kind: RefKind) -> Option<LinkEdit> {
+        // Most links in answers carry nothing: without a query, fragment,
+        // escape, space or long path segment no data signal can fire, and
+        // only `unlisted` needs the host (parsing showed in profiles).
+        if self.policy.unlisted == Action::Off && !may_carry_data(raw) {
+            return None;
+        }
         let url = parse_url(raw)?;
         let host = url.host_str()?;
         if self.policy.host_allowed(host) {
@@ -408,6 +414,15 @@ impl LinkGuard {
             && v.chars().any(char::is_alphanumeric)
             && self.prompt.contains(&v.to_lowercase())
     }
+}
+
+/// Whether a URL as written could hold any of the data signals: every one
+/// needs a query or fragment, an escape, a space, or a path segment of 16 or
+/// more bytes.
+fn may_carry_data(raw: &str) -> bool {
+    raw.len() > 64
+        || raw.contains(['?', '#', '%', '+', '&', ' ', '\t', '\n'])
+        || raw.split('/').any(|segment| segment.len() >= 16)
 }
 
 /// Whether `b` could begin a reference.
@@ -866,12 +881,18 @@ fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool) -> Scan {
             }) {
                 return Scan::No;
             }
-            let lower: Vec<u8> = b.iter().take(8).map(u8::to_ascii_lowercase).collect();
-            let scheme = if lower.starts_with(b"https://") {
+            let head = &b[..b.len().min(8)];
+            let is_prefix = |scheme: &[u8]| {
+                head.len() <= scheme.len() && head.eq_ignore_ascii_case(&scheme[..head.len()])
+            };
+            let starts = |scheme: &[u8]| {
+                head.len() >= scheme.len() && head[..scheme.len()].eq_ignore_ascii_case(scheme)
+            };
+            let scheme = if starts(b"https://") {
                 8
-            } else if lower.starts_with(b"http://") {
+            } else if starts(b"http://") {
                 7
-            } else if b"https://".starts_with(&lower) || b"http://".starts_with(&lower) {
+            } else if is_prefix(b"https://") || is_prefix(b"http://") {
                 return out_of_text(RefKind::Link, None, None);
             } else {
                 return Scan::No;
