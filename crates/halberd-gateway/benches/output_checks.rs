@@ -1,7 +1,8 @@
 //! Output validation on a typical answer: the JSON-schema check of a 2 KiB
 //! structured answer (schema compiled once, cached), and the tool-call
 //! check of an answer with tool calls, and the link check of a 2 KiB Markdown
-//! answer, whole and streamed. Median and p99 of a timing loop.
+//! answer, whole and streamed, and the prompt-leak watch. Median and p99 of
+//! a timing loop.
 //!
 //!   cargo bench -p halberd-gateway --bench output_checks
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use halberd_gateway::pipeline::output_schema::SchemaCheck;
 use halberd_gateway::pipeline::tool_policy::{Declared, check_whole};
+use halberd_guard::leak::{LeakWatch, PromptPrint, WordWindow};
 use halberd_guard::links::{LinkGuard, LinkPolicy, LinkStream};
 use halberd_protocol::Api;
 use serde_json::json;
@@ -96,6 +98,28 @@ fn main() {
     });
     println!(
         "links, {} B prose without links, whole: p50 {p50:?} p99 {p99:?}",
+        prose.len()
+    );
+    // The prompt-leak watch: fingerprinting a 2 KiB operator prompt (per
+    // request), then reading a 2 KiB answer.
+    let system = "You are the assistant of the harbour authority; answer questions on berths, fees and schedules. "
+        .repeat(22);
+    let (p50, p99) = time(2000, || {
+        assert!(PromptPrint::new([system.as_str()]).is_some());
+    });
+    println!(
+        "prompt leak, fingerprint of a {} B prompt: p50 {p50:?} p99 {p99:?}",
+        system.len()
+    );
+    let print = std::sync::Arc::new(PromptPrint::new([system.as_str()]).unwrap());
+    let (p50, p99) = time(2000, || {
+        let mut watch = LeakWatch::new(print.clone(), 0.5);
+        let mut words = WordWindow::default();
+        watch.feed(&mut words, &prose);
+        assert!(!watch.end(&mut words));
+    });
+    println!(
+        "prompt leak, {} B answer read: p50 {p50:?} p99 {p99:?}",
         prose.len()
     );
     let pieces: Vec<&str> = text

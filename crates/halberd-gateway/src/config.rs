@@ -98,6 +98,8 @@ pub struct PolicyFile {
     pub tools: ToolsFile,
     #[serde(default)]
     pub links: LinksFile,
+    #[serde(default)]
+    pub prompt_leak: PromptLeakFile,
     /// Limits for every key under this policy; a limit set on the key itself
     /// takes precedence.
     #[serde(default)]
@@ -130,6 +132,43 @@ pub struct LinksFile {
     pub links: Option<String>,
     /// Any reference to a host not on `allow`. Default `off`.
     pub unlisted: Option<String>,
+}
+
+/// Answers that reproduce the operator's prompt (see
+/// [`halberd_guard::leak`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptLeakFile {
+    /// `flag` (default), `block` or `off`.
+    pub action: Option<String>,
+    /// The share of the prompt's word 6-grams an answer must reproduce,
+    /// above 0 and at most 1. Default 0.5.
+    pub share: Option<f32>,
+}
+
+/// What a policy does about answers that reproduce the operator's prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptLeakPolicy {
+    /// `None`: not checked.
+    pub block: Option<bool>,
+    pub share: f32,
+}
+
+impl PromptLeakPolicy {
+    /// Flagged, at half the prompt: an operator's prompt often carries
+    /// documents the model is meant to quote (retrieval context), so copying
+    /// is not refused unless the policy says so.
+    pub const DEFAULT: PromptLeakPolicy = PromptLeakPolicy {
+        block: Some(false),
+        share: 0.5,
+    };
+
+    pub fn describe(&self) -> String {
+        match self.block {
+            None => "off".into(),
+            Some(block) => format!("{} at {}", if block { "block" } else { "flag" }, self.share),
+        }
+    }
 }
 
 /// What a policy removes from the text it forwards (see
@@ -447,6 +486,7 @@ pub struct GuardPolicy {
     pub sanitize: halberd_guard::sanitize::Sanitize,
     pub tools: crate::pipeline::tool_policy::ToolRules,
     pub links: std::sync::Arc<halberd_guard::links::LinkPolicy>,
+    pub prompt_leak: PromptLeakPolicy,
     pub limits: halberd_store::KeyLimits,
 }
 
@@ -536,6 +576,7 @@ impl GuardPolicy {
             sanitize: halberd_guard::sanitize::Sanitize::DEFAULT,
             tools: crate::pipeline::tool_policy::ToolRules::default(),
             links: std::sync::Arc::new(halberd_guard::links::LinkPolicy::default()),
+            prompt_leak: PromptLeakPolicy::DEFAULT,
             limits: halberd_store::KeyLimits::default(),
         }
     }
@@ -1188,8 +1229,33 @@ fn build_policy(
         sanitize: build_sanitize(at, &p.sanitize)?,
         tools: build_tools(at, &p.tools)?,
         links: std::sync::Arc::new(build_links(at, &p.links)?),
+        prompt_leak: build_prompt_leak(at, &p.prompt_leak)?,
     };
     Ok(policy)
+}
+
+fn build_prompt_leak(at: &str, file: &PromptLeakFile) -> Result<PromptLeakPolicy, ConfigError> {
+    let default = PromptLeakPolicy::DEFAULT;
+    let block = match file.action.as_deref() {
+        None => default.block,
+        Some("flag") => Some(false),
+        Some("block") => Some(true),
+        Some("off") => None,
+        Some(other) => {
+            return Err(err(
+                format!("{at}.prompt_leak.action"),
+                format!("unknown action {other:?} (flag, block or off)"),
+            ));
+        }
+    };
+    let share = file.share.unwrap_or(default.share);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(err(
+            format!("{at}.prompt_leak.share"),
+            "must be above 0 and at most 1",
+        ));
+    }
+    Ok(PromptLeakPolicy { block, share })
 }
 
 fn build_links(
@@ -1505,6 +1571,7 @@ impl Config {
                         "sanitize": policy.sanitize.describe(),
                         "tools": policy.tools.describe(),
                         "links": policy.links.describe(),
+                        "prompt_leak": policy.prompt_leak.describe(),
                         "limits": policy.limits,
                     }),
                 )

@@ -47,6 +47,9 @@ pub enum Origin {
     Internal,
 }
 
+/// Why an answer that copies the operator's prompt was withheld.
+pub const PROMPT_LEAK_MESSAGE: &str = "the response was withheld: it reproduced the operator's instructions, which this key's policy blocks";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     /// The body is not valid JSON, or not the shape the API requires.
@@ -125,6 +128,9 @@ pub enum GatewayError {
         /// `image:sentence`, `link:prompt_text`...: never the URL.
         kind: String,
     },
+    /// The answer reproduced the share of the operator's prompt that the
+    /// policy blocks ([`halberd_guard::leak`]). 403.
+    PromptLeak,
     /// The model's answer called a tool the request did not declare, or with
     /// arguments that are not JSON (`pipeline::tool_policy`): withheld. 502:
     /// the upstream's answer is unusable, not the client's request.
@@ -213,6 +219,7 @@ impl GatewayError {
             | ModelNotAllowed { .. }
             | OutputBlocked { .. }
             | OutputLink { .. }
+            | PromptLeak
             | ToolNotAllowed { .. }
             | AdminDisabled
             | PolicyNotFound { .. } => StatusCode::FORBIDDEN,
@@ -271,6 +278,7 @@ impl GatewayError {
             ToolNotAllowed { .. } => "tool_not_allowed",
             OutputSchema { .. } => "output_schema_violation",
             OutputLink { .. } => "output_link_blocked",
+            PromptLeak => "system_prompt_leaked",
             PromptInjection { .. } => "prompt_injection_detected",
             RateLimited { .. } => "rate_limited",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -289,6 +297,7 @@ impl GatewayError {
             | SensitiveData { .. }
             | OutputBlocked { .. }
             | OutputLink { .. }
+            | PromptLeak
             | ToolCall { .. }
             | ToolNotAllowed { .. }
             | OutputSchema { .. }
@@ -354,6 +363,7 @@ impl GatewayError {
                 "this API key's policy does not allow the tool '{}'",
                 crate::pipeline::tool_policy::shown(tool)
             ),
+            PromptLeak => PROMPT_LEAK_MESSAGE.into(),
             OutputLink { kind } => format!(
                 "the response was withheld: it contained a {kind} reference to another host, which this key's policy blocks"
             ),

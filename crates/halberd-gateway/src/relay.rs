@@ -339,6 +339,10 @@ impl Relay {
                 "upstream_error",
                 "the upstream sent an event that cannot be inspected".to_owned(),
             ),
+            OutputError::PromptLeak => (
+                "system_prompt_leaked",
+                crate::error::PROMPT_LEAK_MESSAGE.to_owned(),
+            ),
             OutputError::Link(edit) => (
                 "output_link_blocked",
                 format!(

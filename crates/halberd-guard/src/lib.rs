@@ -8,6 +8,7 @@
 pub mod fuzzing;
 pub mod halberd_key;
 pub mod injection;
+pub mod leak;
 pub mod links;
 pub mod sanitize;
 pub mod sensitive;

@@ -207,6 +207,16 @@ fn example_config_documents_every_field_and_builds() {
         "canary",
         "canary_leak",
         "spotlight",
+        "allow",
+        "deny",
+        "max_calls",
+        "images",
+        "links",
+        "unlisted",
+        "share",
+        "tags",
+        "bidi",
+        "invisible",
     ];
     for f in fields {
         assert!(
@@ -675,6 +685,45 @@ fn link_rules_defaults_per_policy_values_and_errors() {
         .unwrap_err();
         let text = e.to_string();
         assert!(text.contains(expect), "{field} = {value}: {text}");
+    }
+}
+
+#[test]
+fn prompt_leak_defaults_values_and_errors() {
+    let c = build(
+        r#"
+        [[policies]]
+        name = "strict"
+        [policies.prompt_leak]
+        action = "block"
+        share = 0.3
+        [[policies]]
+        name = "quiet"
+        [policies.prompt_leak]
+        action = "off"
+        "#,
+    )
+    .unwrap();
+    let described = c.describe();
+    assert_eq!(
+        described["policies"]["default"]["prompt_leak"],
+        "flag at 0.5"
+    );
+    assert_eq!(
+        described["policies"]["strict"]["prompt_leak"],
+        "block at 0.3"
+    );
+    assert_eq!(described["policies"]["quiet"]["prompt_leak"], "off");
+    for (field, value) in [("action", "\"redact\""), ("share", "0"), ("share", "1.5")] {
+        let e = build(&format!(
+            "[[policies]]\nname = \"bad\"\n[policies.prompt_leak]\n{field} = {value}\n"
+        ))
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("policies[0].prompt_leak.{field}")),
+            "{field} = {value}: {text}"
+        );
     }
 }
 

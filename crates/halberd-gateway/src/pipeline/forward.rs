@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 
-use halberd_protocol::{Api, Exchange, anthropic, openai};
+use halberd_protocol::{Api, Exchange, PartKind, Provenance, anthropic, openai};
 
 use crate::AppState;
 use crate::config::GuardPolicy;
@@ -90,11 +90,27 @@ pub async fn forward(
         policy.links.clone(),
         ex.parts.iter().map(|p| p.text.as_str()),
     );
-    let output = OutputInspector::new(
+    let mut output = OutputInspector::new(
         policy.sensitive_output.clone(),
         inspection.pseudonyms,
         links,
     );
+    // The operator's prompt, fingerprinted when the policy watches for
+    // answers that copy it and it is long enough to be worth hiding.
+    if let Some(block) = policy.prompt_leak.block
+        && let Some(print) = halberd_guard::leak::PromptPrint::new(
+            ex.parts
+                .iter()
+                .filter(|p| p.provenance == Provenance::Operator && p.kind == PartKind::Text)
+                .map(|p| p.text.as_str()),
+        )
+    {
+        let watch = halberd_guard::leak::LeakWatch::new(
+            std::sync::Arc::new(print),
+            policy.prompt_leak.share,
+        );
+        output = output.watching_prompt_leaks(watch, block);
+    }
     // Embeddings answer with vectors (floats or base64), never text: there is
     // nothing to redact, and a base64 vector must not be edited.
     let mut output = (!output.is_noop() && ex.api != Api::Embeddings).then_some(output);
@@ -309,6 +325,7 @@ pub fn output_error(e: OutputError) -> GatewayError {
         OutputError::Link(edit) => GatewayError::OutputLink {
             kind: edit.to_string(),
         },
+        OutputError::PromptLeak => GatewayError::PromptLeak,
         OutputError::Uninspectable => GatewayError::Upstream {
             status: 200,
             message: "the response cannot be inspected".into(),

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
+use halberd_guard::leak::{LeakWatch, WordWindow};
 use halberd_guard::links::{LinkEdit, LinkGuard, LinkStream};
 use halberd_guard::sensitive::{
     self, Detector, Kind, Policy, Pseudonyms, Restorer, StreamRedactor,
@@ -105,6 +106,14 @@ pub enum OutputError {
     Uninspectable,
     /// A link or image whose action is `block`.
     Link(LinkEdit),
+    /// The answer reproduced the operator's prompt and the policy blocks it.
+    PromptLeak,
+}
+
+/// The watch for a copy of the operator's prompt, and what a copy does.
+struct Leak {
+    watch: LeakWatch,
+    block: bool,
 }
 
 /// One text stream: a redactor, then the pseudonym restorer, then (for
@@ -113,12 +122,15 @@ struct TextStream {
     redactor: StreamRedactor<'static>,
     restorer: Restorer,
     links: Option<LinkStream>,
+    /// The last words, for the prompt-leak watch (rendered text only).
+    words: Option<WordWindow>,
 }
 
 pub struct OutputInspector {
     policy: Arc<Policy>,
     pseudonyms: Pseudonyms,
     links: LinkGuard,
+    leak: Option<Leak>,
     streams: BTreeMap<String, TextStream>,
     /// Found so far, by type label.
     pub counts: BTreeMap<String, usize>,
@@ -134,6 +146,7 @@ impl OutputInspector {
             policy,
             pseudonyms,
             links,
+            leak: None,
             streams: BTreeMap::new(),
             counts: BTreeMap::new(),
             link_edits: Vec::new(),
@@ -141,9 +154,19 @@ impl OutputInspector {
         }
     }
 
-    /// Whether this inspector would change anything at all.
+    /// Also watches rendered text for a copy of the operator's prompt;
+    /// `block`: a copy ends the answer, otherwise it is flagged.
+    pub fn watching_prompt_leaks(mut self, watch: LeakWatch, block: bool) -> OutputInspector {
+        self.leak = Some(Leak { watch, block });
+        self
+    }
+
+    /// Whether this inspector would change or watch anything at all.
     pub fn is_noop(&self) -> bool {
-        self.policy.is_off() && self.pseudonyms.is_empty() && self.links.is_off()
+        self.policy.is_off()
+            && self.pseudonyms.is_empty()
+            && self.links.is_off()
+            && self.leak.is_none()
     }
 
     /// Logs and counts what was done (guards `sensitive_output` and
@@ -171,6 +194,17 @@ impl OutputInspector {
                 .or_default()
                 .entry(edit.to_string())
                 .or_default() += 1;
+        }
+        if let Some(leak) = &self.leak
+            && leak.watch.tripped()
+        {
+            crate::events::GuardTriggered {
+                request_id,
+                guard: "prompt_leak",
+                kind: &format!("share={:.2}", leak.watch.share()),
+                action: if leak.block { "block" } else { "flag" },
+            }
+            .emit();
         }
         for (action, kinds) in by_action {
             let summary = kinds
@@ -221,6 +255,13 @@ impl OutputInspector {
                 .map_err(|b| OutputError::Link(b.0))?
             {
                 out = Some(filtered);
+            }
+            if let Some(leak) = &mut self.leak {
+                let mut words = WordWindow::default();
+                leak.watch.feed(&mut words, out.as_deref().unwrap_or(text));
+                if leak.watch.end(&mut words) && leak.block {
+                    return Err(OutputError::PromptLeak);
+                }
             }
         }
         Ok(out)
@@ -294,7 +335,9 @@ impl OutputInspector {
             return Err(OutputError::Uninspectable);
         }
         let policy = &self.policy;
-        let links = !self.links.is_off() && rendered_stream(key);
+        let rendered = rendered_stream(key);
+        let links = !self.links.is_off() && rendered;
+        let words = self.leak.is_some() && rendered;
         let stream = self
             .streams
             .entry(key.to_owned())
@@ -302,6 +345,7 @@ impl OutputInspector {
                 redactor: StreamRedactor::new(Detector::shared(), policy.clone()),
                 restorer: Restorer::default(),
                 links: links.then(LinkStream::default),
+                words: words.then(WordWindow::default),
             });
         let before = stream.redactor.edits().len();
         let released = stream.redactor.push(piece);
@@ -309,14 +353,21 @@ impl OutputInspector {
         let restored = stream
             .restorer
             .push(&released.map_err(blocked)?, &self.pseudonyms);
-        match &mut stream.links {
-            None => Ok(restored),
+        let released = match &mut stream.links {
+            None => restored,
             Some(links) => {
                 let out = links.push(&self.links, &restored);
                 self.link_edits.append(&mut links.edits);
-                out.map_err(|b| OutputError::Link(b.0))
+                out.map_err(|b| OutputError::Link(b.0))?
             }
+        };
+        if let (Some(words), Some(leak)) = (&mut stream.words, &mut self.leak)
+            && leak.watch.feed(words, &released)
+            && leak.block
+        {
+            return Err(OutputError::PromptLeak);
         }
+        Ok(released)
     }
 
     /// Ends a text stream; returns what it still held.
@@ -331,17 +382,24 @@ impl OutputInspector {
             .restorer
             .push(&tail.map_err(blocked)?, &self.pseudonyms);
         out.push_str(&stream.restorer.finish());
-        match &mut stream.links {
-            None => Ok(out),
+        let released = match &mut stream.links {
+            None => out,
             Some(links) => {
                 let pushed = links.push(&self.links, &out);
                 let finished = links.finish(&self.links);
                 self.link_edits.append(&mut links.edits);
                 let mut released = pushed.map_err(|b| OutputError::Link(b.0))?;
                 released.push_str(&finished.map_err(|b| OutputError::Link(b.0))?);
-                Ok(released)
+                released
+            }
+        };
+        if let (Some(words), Some(leak)) = (&mut stream.words, &mut self.leak) {
+            leak.watch.feed(words, &released);
+            if leak.watch.end(words) && leak.block {
+                return Err(OutputError::PromptLeak);
             }
         }
+        Ok(released)
     }
 
     fn flush_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>, OutputError> {
