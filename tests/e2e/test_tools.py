@@ -102,3 +102,58 @@ def test_openai_structured_answer_that_breaks_the_schema_is_refused(openai_clien
     assert "/n" in str(e.value)
     if not stream:
         assert e.value.status_code == 502
+
+
+STRICT_OPENAI = [
+    {"type": "function", "function": {"name": "lookup", "strict": True, "parameters": SCHEMA}}
+]
+STRICT_ANTHROPIC = [{"name": "lookup", "strict": True, "input_schema": SCHEMA}]
+BAD_ARGUMENTS = {"x-mock-tool-call": "lookup", "x-mock-tool-arguments": '{"city": "Lyon", "n": "three"}'}
+
+
+def test_openai_strict_tool_with_valid_arguments_passes(openai_client):
+    r = openai_client.chat.completions.create(
+        model="mock-1",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=STRICT_OPENAI,
+        extra_headers={"x-mock-tool-call": "lookup", "x-mock-tool-arguments": '{"city": "Lyon", "n": 3}'},
+    )
+    assert r.choices[0].message.tool_calls[0].function.arguments == '{"city": "Lyon", "n": 3}'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_strict_tool_with_arguments_its_schema_rejects_is_refused(openai_client, stream):
+    with pytest.raises(openai.APIError) as e:
+        result = openai_client.chat.completions.create(
+            model="mock-1",
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=STRICT_OPENAI,
+            stream=stream,
+            extra_headers=BAD_ARGUMENTS,
+        )
+        if stream:
+            list(result)
+    assert e.value.code == "tool_arguments_invalid"
+    assert "/n" in str(e.value) and "three" not in str(e.value)
+    if not stream:
+        assert e.value.status_code == 502
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_strict_tool_with_arguments_its_schema_rejects_is_refused(anthropic_client, stream):
+    kwargs = dict(
+        model="mock-1",
+        max_tokens=64,
+        tools=STRICT_ANTHROPIC,
+        messages=[{"role": "user", "content": "weather?"}],
+        extra_headers=BAD_ARGUMENTS,
+    )
+    with pytest.raises(anthropic.APIError) as e:
+        if stream:
+            with anthropic_client.messages.stream(**kwargs) as s:
+                list(s)
+        else:
+            anthropic_client.messages.create(**kwargs)
+    assert "tool_arguments_invalid" in str(e.value)
+    if not stream:
+        assert e.value.status_code == 502

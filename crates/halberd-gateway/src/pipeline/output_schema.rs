@@ -55,7 +55,7 @@ impl Violation {
     }
 }
 
-fn compile(schema: &Value) -> Option<Arc<jsonschema::Validator>> {
+pub(crate) fn compile(schema: &Value) -> Option<Arc<jsonschema::Validator>> {
     let text = schema.to_string();
     if text.len() > MAX_SCHEMA_BYTES {
         return None;

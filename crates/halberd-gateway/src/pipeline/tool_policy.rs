@@ -7,6 +7,12 @@
 //!   a fault or an attack (an injection naming a tool of its own).
 //! - A call whose arguments are not valid JSON is refused
 //!   (`tool_arguments_invalid`): whatever runs the tool would act on a guess.
+//!   So is a call to a tool declared with `strict: true` whose arguments the
+//!   tool's declared schema rejects (chat `function.parameters`, Responses
+//!   `parameters`, Anthropic `input_schema`), naming the JSON Pointer of the
+//!   first violation; schemas are compiled and cached as for structured
+//!   output ([`super::output_schema`]), and a schema that does not compile
+//!   leaves only the JSON check.
 //!
 //! Covered: chat `tool_calls` (and the legacy `function_call`), Responses
 //! `function_call` and `custom_tool_call` items, Anthropic `tool_use` blocks;
@@ -35,6 +41,12 @@ pub enum ToolFault {
     InvalidArguments {
         tool: String,
     },
+    /// Arguments the strict tool's declared schema rejects.
+    ArgumentsViolateSchema {
+        tool: String,
+        /// JSON Pointer of the first violation.
+        at: String,
+    },
     /// More calls in one answer than the policy's `max_calls`.
     TooMany {
         max: u32,
@@ -45,7 +57,9 @@ impl ToolFault {
     pub fn code(&self) -> &'static str {
         match self {
             ToolFault::NotDeclared { .. } => "tool_call_not_allowed",
-            ToolFault::InvalidArguments { .. } => "tool_arguments_invalid",
+            ToolFault::InvalidArguments { .. } | ToolFault::ArgumentsViolateSchema { .. } => {
+                "tool_arguments_invalid"
+            }
             ToolFault::TooMany { .. } => "too_many_tool_calls",
         }
     }
@@ -60,6 +74,11 @@ impl ToolFault {
             ToolFault::InvalidArguments { tool } => format!(
                 "the model called '{}' with arguments that are not valid JSON; the answer was withheld",
                 shown(tool)
+            ),
+            ToolFault::ArgumentsViolateSchema { tool, at } => format!(
+                "the model called '{}' with arguments its declared schema rejects (first violation at {}); the answer was withheld",
+                shown(tool),
+                if at.is_empty() { "/" } else { at }
             ),
             ToolFault::TooMany { max } => format!(
                 "the model made more than {max} tool calls in one answer, this key's policy's limit; the answer was withheld"
@@ -153,10 +172,21 @@ pub fn wildcard(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|b| *b == b'*')
 }
 
+/// Compiled schemas of the tools declared `strict: true`, by name.
+#[derive(Clone, Default)]
+struct StrictSchemas(BTreeMap<String, std::sync::Arc<jsonschema::Validator>>);
+
+impl std::fmt::Debug for StrictSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// The tools a request declared.
 #[derive(Debug, Clone, Default)]
 pub struct Declared {
     names: BTreeSet<String>,
+    strict: StrictSchemas,
     /// The provider may know tools the request does not show (a stored
     /// prompt): declaration is not checked.
     opaque: bool,
@@ -167,8 +197,19 @@ pub struct Declared {
 impl Declared {
     pub fn of(api: Api, body: &Value) -> Declared {
         let mut names = BTreeSet::new();
+        let mut strict = StrictSchemas::default();
         let tools = body.get("tools").and_then(Value::as_array);
         for tool in tools.into_iter().flatten() {
+            // Where a tool says it is strict, and its schema.
+            let (flag, schema) = match api {
+                Api::ChatCompletions => (
+                    tool.pointer("/function/strict"),
+                    tool.pointer("/function/parameters"),
+                ),
+                Api::Responses => (tool.get("strict"), tool.get("parameters")),
+                Api::Messages => (tool.get("strict"), tool.get("input_schema")),
+                Api::Embeddings => (None, None),
+            };
             let name = match api {
                 // `{"type": "function", "function": {"name": …}}`, and the
                 // flat custom-tool shape.
@@ -182,6 +223,11 @@ impl Declared {
             };
             if let Some(name) = name.and_then(Value::as_str) {
                 names.insert(name.to_owned());
+                if flag.and_then(Value::as_bool) == Some(true)
+                    && let Some(validator) = schema.and_then(super::output_schema::compile)
+                {
+                    strict.0.insert(name.to_owned(), validator);
+                }
             }
         }
         // The legacy chat `functions` list.
@@ -192,6 +238,7 @@ impl Declared {
         }
         Declared {
             names,
+            strict,
             opaque: api == Api::Responses && body.get("prompt").is_some_and(|p| !p.is_null()),
             max_calls: None,
         }
@@ -219,14 +266,54 @@ impl Declared {
     }
 }
 
-fn check_arguments(name: &str, arguments: &str) -> Result<(), ToolFault> {
-    // Anthropic sends no input deltas for a call without input: `{}`.
-    if arguments.trim().is_empty() {
-        return Ok(());
+impl Declared {
+    /// Arguments as the model wrote them: JSON, and what the tool's schema
+    /// accepts when the tool is strict.
+    fn check_arguments(&self, name: &str, arguments: &str) -> Result<(), ToolFault> {
+        let invalid = || ToolFault::InvalidArguments { tool: name.into() };
+        match self.strict.0.get(name) {
+            None => {
+                // Anthropic sends no input deltas for a call without input.
+                if arguments.trim().is_empty() {
+                    return Ok(());
+                }
+                serde_json::from_str::<serde::de::IgnoredAny>(arguments)
+                    .map(|_| ())
+                    .map_err(|_| invalid())
+            }
+            Some(validator) => {
+                let input = if arguments.trim().is_empty() {
+                    Value::Object(serde_json::Map::new())
+                } else {
+                    serde_json::from_str(arguments).map_err(|_| invalid())?
+                };
+                self.check_input(name, validator, &input)
+            }
+        }
     }
-    match serde_json::from_str::<serde::de::IgnoredAny>(arguments) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ToolFault::InvalidArguments { tool: name.into() }),
+
+    /// A parsed input (Anthropic's `tool_use.input`) against a strict tool's
+    /// schema.
+    fn check_value(&self, name: &str, input: &Value) -> Result<(), ToolFault> {
+        match self.strict.0.get(name) {
+            Some(validator) => self.check_input(name, validator, input),
+            None => Ok(()),
+        }
+    }
+
+    fn check_input(
+        &self,
+        name: &str,
+        validator: &jsonschema::Validator,
+        input: &Value,
+    ) -> Result<(), ToolFault> {
+        match validator.iter_errors(input).next() {
+            Some(e) => Err(ToolFault::ArgumentsViolateSchema {
+                tool: name.into(),
+                at: e.instance_path().to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -248,14 +335,14 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
                     let name = name.and_then(Value::as_str).unwrap_or_default();
                     declared.check_name(name)?;
                     if let Some(arguments) = arguments.and_then(Value::as_str) {
-                        check_arguments(name, arguments)?;
+                        declared.check_arguments(name, arguments)?;
                     }
                 }
                 if let Some(f) = message.and_then(|m| m.get("function_call")) {
                     let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
                     declared.check_name(name)?;
                     if let Some(arguments) = f.get("arguments").and_then(Value::as_str) {
-                        check_arguments(name, arguments)?;
+                        declared.check_arguments(name, arguments)?;
                     }
                 }
             }
@@ -273,6 +360,9 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
                         .and_then(Value::as_str)
                         .unwrap_or_default();
                     declared.check_name(name)?;
+                    if let Some(input) = block.get("input") {
+                        declared.check_value(name, input)?;
+                    }
                 }
             }
         }
@@ -323,7 +413,7 @@ fn check_responses_item(declared: &Declared, item: &Value) -> Result<(), ToolFau
             let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
             declared.check_name(name)?;
             if let Some(arguments) = item.get("arguments").and_then(Value::as_str) {
-                check_arguments(name, arguments)?;
+                declared.check_arguments(name, arguments)?;
             }
             Ok(())
         }
@@ -393,7 +483,7 @@ impl StreamCheck {
             .collect();
         for key in keys {
             if let Some((name, arguments)) = self.open.remove(&key) {
-                check_arguments(&name, &arguments)?;
+                self.declared.check_arguments(&name, &arguments)?;
             }
         }
         Ok(())
@@ -637,6 +727,87 @@ mod tests {
             s.event(Api::ChatCompletions, &chunk(json!([]), json!("tool_calls")))
                 .unwrap_err()
                 .code(),
+            "tool_arguments_invalid"
+        );
+    }
+
+    #[test]
+    fn a_strict_tool_s_arguments_are_checked_against_its_schema() {
+        let schema = json!({"type": "object", "required": ["order"], "additionalProperties": false,
+            "properties": {"order": {"type": "integer"}}});
+        let chat = |strict: bool| {
+            Declared::of(
+                Api::ChatCompletions,
+                &json!({"tools": [{"type": "function", "function": {"name": "lookup", "strict": strict, "parameters": schema}}]}),
+            )
+        };
+        let answer = |args: &str| {
+            json!({"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": args}}]}}]})
+        };
+        let strict = chat(true);
+        assert!(check_whole(Api::ChatCompletions, &strict, &answer("{\"order\": 7}")).is_ok());
+        let fault = check_whole(
+            Api::ChatCompletions,
+            &strict,
+            &answer("{\"order\": \"seven\"}"),
+        )
+        .unwrap_err();
+        assert_eq!(fault.code(), "tool_arguments_invalid");
+        assert_eq!(
+            fault,
+            ToolFault::ArgumentsViolateSchema {
+                tool: "lookup".into(),
+                at: "/order".into()
+            }
+        );
+        assert!(fault.message().contains("/order") && !fault.message().contains("seven"));
+        // Not strict: only JSON is required.
+        assert!(
+            check_whole(
+                Api::ChatCompletions,
+                &chat(false),
+                &answer("{\"order\": \"seven\"}")
+            )
+            .is_ok()
+        );
+
+        // Anthropic, whole (a parsed input) and streamed (assembled deltas).
+        let d = Declared::of(
+            Api::Messages,
+            &json!({"tools": [{"name": "lookup", "strict": true, "input_schema": schema}]}),
+        );
+        let whole = |input: Value| json!({"content": [{"type": "tool_use", "id": "t", "name": "lookup", "input": input}]});
+        assert!(check_whole(Api::Messages, &d, &whole(json!({"order": 1}))).is_ok());
+        assert!(check_whole(Api::Messages, &d, &whole(json!({"order": 1, "to": "x"}))).is_err());
+        let mut s = StreamCheck::new(d);
+        let start = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "name": "lookup", "input": {}}});
+        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{}"}});
+        assert!(s.event(Api::Messages, &start).is_ok());
+        assert!(s.event(Api::Messages, &delta).is_ok());
+        let fault = s
+            .event(
+                Api::Messages,
+                &json!({"type": "content_block_stop", "index": 0}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            fault,
+            ToolFault::ArgumentsViolateSchema {
+                tool: "lookup".into(),
+                at: String::new()
+            }
+        );
+
+        // Responses: the item's arguments at its end.
+        let d = Declared::of(
+            Api::Responses,
+            &json!({"tools": [{"type": "function", "name": "lookup", "strict": true, "parameters": schema}]}),
+        );
+        let mut s = StreamCheck::new(d);
+        let done = json!({"type": "response.output_item.done", "item": {"type": "function_call", "name": "lookup", "arguments": "{\"order\": []}"}});
+        assert_eq!(
+            s.event(Api::Responses, &done).unwrap_err().code(),
             "tool_arguments_invalid"
         );
     }
