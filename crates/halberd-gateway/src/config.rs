@@ -115,6 +115,9 @@ pub struct ToolsFile {
     pub allow: Option<Vec<String>>,
     pub deny: Vec<String>,
     pub max_calls: Option<u32>,
+    /// Rules on the calls in answers (see
+    /// [`crate::pipeline::tool_rules`]).
+    pub rules: Vec<crate::pipeline::tool_rules::CallRuleFile>,
 }
 
 /// Links and images in answers that could carry data to another host (see
@@ -1303,10 +1306,20 @@ fn build_tools(
             "must be at least 1 (to allow no tools, set allow = [])",
         ));
     }
+    let calls = file
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            crate::pipeline::tool_rules::CallRule::build(rule)
+                .map_err(|e| err(format!("{at}.tools.rules[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(crate::pipeline::tool_policy::ToolRules {
         allow: file.allow.clone(),
         deny: file.deny.clone(),
         max_calls: file.max_calls,
+        calls: calls.into(),
     })
 }
 

@@ -233,6 +233,10 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            // A call a policy rule blocks is a policy decision.
+            ToolCall {
+                fault: crate::pipeline::tool_policy::ToolFault::Blocked { .. },
+            } => StatusCode::FORBIDDEN,
             Upstream { .. }
             | UpstreamAuth
             | UpstreamUnreachable

@@ -43,6 +43,7 @@ pub mod inspect_output;
 pub mod output_schema;
 pub mod route;
 pub mod tool_policy;
+pub mod tool_rules;
 
 /// What the stages share about one request.
 #[derive(Debug, Clone)]

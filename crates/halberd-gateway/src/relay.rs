@@ -265,12 +265,17 @@ impl Relay {
             let value = parsed.as_ref().or(checked.as_ref());
             // Tool calls before anything of the event is passed on: an
             // undeclared call is refused at its first event.
-            if wants_tools
-                && let (Some(tools), Some(v)) = (&mut self.tools, value)
-                && let Err(fault) = tools.event(self.api, v)
-            {
-                out.extend_from_slice(&self.tool_failed(&fault));
-                break;
+            if wants_tools && let (Some(tools), Some(v)) = (&mut self.tools, value) {
+                if let Err(fault) = tools.event(self.api, v) {
+                    out.extend_from_slice(&self.tool_failed(&fault));
+                    break;
+                }
+                if !tools.flagged.is_empty() {
+                    crate::pipeline::tool_rules::report(
+                        self.finish.request_id(),
+                        &std::mem::take(&mut tools.flagged),
+                    );
+                }
             }
             // A strict schema violation ends the stream before the event
             // that ends the text.

@@ -158,10 +158,75 @@ enum HostPattern {
     Subdomains(String),
 }
 
+/// Host names and `*.` patterns, as an operator writes them in an
+/// allowlist: `docs.example.com` matches that host exactly, `*.example.com`
+/// any subdomain (not the name itself). Compared in the URL parser's form
+/// (lower case, IDNA).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostList(Vec<HostPattern>);
+
+impl HostList {
+    pub fn parse(patterns: &[String]) -> Result<HostList, String> {
+        patterns
+            .iter()
+            .map(|pattern| {
+                let p = pattern.trim().to_ascii_lowercase();
+                let (sub, name) = match p.strip_prefix("*.") {
+                    Some(rest) => (true, rest.to_owned()),
+                    None => (false, p.clone()),
+                };
+                let parsed = url::Url::parse(&format!("https://{name}/"))
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .filter(|h| !h.is_empty() && !name.contains(['/', '*', '@', ':']));
+                match parsed {
+                    Some(h) if sub => Ok(HostPattern::Subdomains(format!(".{h}"))),
+                    Some(h) => Ok(HostPattern::Exact(h)),
+                    None => Err(format!(
+                        "`{pattern}` is not a host name or `*.` followed by one"
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(HostList)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        self.0.iter().any(|p| match p {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+        })
+    }
+
+    /// Whether `url`, read as a browser would (character references, the
+    /// host after any `user@`), is an absolute http(s) URL to a listed host.
+    pub fn allows_url(&self, url: &str) -> bool {
+        parse_url(url)
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .is_some_and(|h| self.matches(h))
+    }
+
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| match p {
+                HostPattern::Exact(h) => h.clone(),
+                HostPattern::Subdomains(s) => format!("*{s}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// What a policy does about links and images in answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkPolicy {
-    allow: Vec<HostPattern>,
+    allow: HostList,
     pub images: Action,
     pub links: Action,
     pub unlisted: Action,
@@ -170,7 +235,7 @@ pub struct LinkPolicy {
 impl Default for LinkPolicy {
     fn default() -> Self {
         LinkPolicy {
-            allow: Vec::new(),
+            allow: HostList::default(),
             images: Action::Strip,
             links: Action::Flag,
             unlisted: Action::Off,
@@ -182,7 +247,7 @@ impl LinkPolicy {
     /// Nothing checked.
     pub fn off() -> LinkPolicy {
         LinkPolicy {
-            allow: Vec::new(),
+            allow: HostList::default(),
             images: Action::Off,
             links: Action::Off,
             unlisted: Action::Off,
@@ -197,28 +262,7 @@ impl LinkPolicy {
         links: Action,
         unlisted: Action,
     ) -> Result<LinkPolicy, String> {
-        let allow = allow
-            .iter()
-            .map(|pattern| {
-                let p = pattern.trim().to_ascii_lowercase();
-                let (sub, name) = match p.strip_prefix("*.") {
-                    Some(rest) => (true, rest.to_owned()),
-                    None => (false, p.clone()),
-                };
-                // The name as the URL parser would print it (IDNA, case).
-                let parsed = url::Url::parse(&format!("https://{name}/"))
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .filter(|h| !h.is_empty() && !name.contains(['/', '*', '@', ':']));
-                match parsed {
-                    Some(h) if sub => Ok(HostPattern::Subdomains(format!(".{h}"))),
-                    Some(h) => Ok(HostPattern::Exact(h)),
-                    None => Err(format!(
-                        "`{pattern}` is not a host name or `*.` followed by one"
-                    )),
-                }
-            })
-            .collect::<Result<_, _>>()?;
+        let allow = HostList::parse(allow)?;
         Ok(LinkPolicy {
             allow,
             images,
@@ -232,10 +276,7 @@ impl LinkPolicy {
     }
 
     pub fn host_allowed(&self, host: &str) -> bool {
-        self.allow.iter().any(|p| match p {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
-        })
+        self.allow.matches(host)
     }
 
     /// `images=strip links=flag unlisted=off allow=docs.example.com,*.cdn.net`.
@@ -250,15 +291,7 @@ impl LinkPolicy {
             self.unlisted.as_str()
         );
         if !self.allow.is_empty() {
-            let hosts: Vec<String> = self
-                .allow
-                .iter()
-                .map(|p| match p {
-                    HostPattern::Exact(h) => h.clone(),
-                    HostPattern::Subdomains(s) => format!("*{s}"),
-                })
-                .collect();
-            s.push_str(&format!(" allow={}", hosts.join(",")));
+            s.push_str(&format!(" allow={}", self.allow.describe()));
         }
         s
     }

@@ -728,6 +728,47 @@ fn prompt_leak_defaults_values_and_errors() {
 }
 
 #[test]
+fn call_rules_build_and_name_their_errors() {
+    let c = build(
+        r#"
+        [[policies]]
+        name = "agents"
+        [[policies.tools.rules]]
+        tools = ["http_*"]
+        max_bytes = 4096
+        [policies.tools.rules.arguments.url]
+        hosts = ["api.example.com"]
+        [[policies.tools.rules]]
+        tools = ["send_email"]
+        action = "flag"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.describe()["policies"]["agents"]["tools"],
+        "rule(http_* block max_bytes=4096 /url:hosts) rule(send_email flag)"
+    );
+    let e = build(
+        r#"
+        [[policies]]
+        name = "bad"
+        [[policies.tools.rules]]
+        tools = ["a"]
+        [[policies.tools.rules]]
+        tools = ["b"]
+        [policies.tools.rules.arguments.to]
+        pattern = "[unclosed"
+        "#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("policies[0].tools.rules[1]") && e.contains("arguments.to.pattern"),
+        "{e}"
+    );
+}
+
+#[test]
 fn tool_rules_per_policy_and_their_errors() {
     let c = build(
         r#"

@@ -129,7 +129,7 @@ pub async fn forward(
     let hide_usage_chunk =
         ex.api == Api::ChatCompletions && ex.stream && !openai::force_stream_usage(&mut body);
     // The tools the answer may call: the ones this request declares.
-    let declared = super::tool_policy::Declared::of(ex.api, &body).limited(policy.tools.max_calls);
+    let declared = super::tool_policy::Declared::of(ex.api, &body).limited(&policy.tools);
     // The JSON schema the answer must follow, when the request asks for one.
     let schema = super::output_schema::SchemaCheck::of(ex.api, &body);
     let mut finish = Finish::new(
@@ -248,18 +248,21 @@ pub async fn forward(
         }
         None => (bytes, parsed),
     };
-    if let Ok(v) = &parsed
-        && let Err(fault) = super::tool_policy::check_whole(ex.api, &declared, v)
-    {
-        events::GuardTriggered {
-            request_id: &ctx.request_id,
-            guard: "tool_policy",
-            kind: fault.code(),
-            action: "block",
+    if let Ok(v) = &parsed {
+        match super::tool_policy::check_whole(ex.api, &declared, v) {
+            Ok(flagged) => super::tool_rules::report(&ctx.request_id, &flagged),
+            Err(fault) => {
+                events::GuardTriggered {
+                    request_id: &ctx.request_id,
+                    guard: "tool_policy",
+                    kind: fault.code(),
+                    action: "block",
+                }
+                .emit();
+                finish.failed(fault.code());
+                return Err(GatewayError::ToolCall { fault });
+            }
         }
-        .emit();
-        finish.failed(fault.code());
-        return Err(GatewayError::ToolCall { fault });
     }
     if let (Some(schema), Ok(v)) = (&schema, &parsed)
         && let Err(violation) = schema.check_whole(ex.api, v)

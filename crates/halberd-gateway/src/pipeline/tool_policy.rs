@@ -51,6 +51,13 @@ pub enum ToolFault {
     TooMany {
         max: u32,
     },
+    /// A call a `block` rule of the policy matches
+    /// ([`super::tool_rules`]).
+    Blocked {
+        tool: String,
+        /// `every call`, `max_bytes`, `argument /url: hosts`.
+        what: String,
+    },
 }
 
 impl ToolFault {
@@ -61,6 +68,7 @@ impl ToolFault {
                 "tool_arguments_invalid"
             }
             ToolFault::TooMany { .. } => "too_many_tool_calls",
+            ToolFault::Blocked { .. } => "tool_call_blocked",
         }
     }
 
@@ -80,6 +88,10 @@ impl ToolFault {
                 shown(tool),
                 if at.is_empty() { "/" } else { at }
             ),
+            ToolFault::Blocked { tool, what } => format!(
+                "this key's policy does not allow the model's call to '{}' ({what}); the answer was withheld",
+                shown(tool)
+            ),
             ToolFault::TooMany { max } => format!(
                 "the model made more than {max} tool calls in one answer, this key's policy's limit; the answer was withheld"
             ),
@@ -93,8 +105,9 @@ pub(crate) fn shown(name: &str) -> String {
 }
 
 /// A policy's tool rules (`[policies.tools]`): which tools a request may
-/// declare, and how many calls one answer may make.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// declare, how many calls one answer may make, and rules on the calls
+/// themselves.
+#[derive(Debug, Clone, Default)]
 pub struct ToolRules {
     /// Names or patterns (`*` matches any run of characters) a declared
     /// tool must match one of; `None`: any tool.
@@ -103,6 +116,8 @@ pub struct ToolRules {
     pub deny: Vec<String>,
     /// The most tool calls one answer may make.
     pub max_calls: Option<u32>,
+    /// `[[policies.tools.rules]]`, in order.
+    pub calls: std::sync::Arc<[super::tool_rules::CallRule]>,
 }
 
 impl ToolRules {
@@ -139,6 +154,9 @@ impl ToolRules {
         }
         if let Some(max) = self.max_calls {
             parts.push(format!("max_calls={max}"));
+        }
+        for rule in self.calls.iter() {
+            parts.push(format!("rule({})", rule.describe()));
         }
         if parts.is_empty() {
             "any declared tool".into()
@@ -192,6 +210,8 @@ pub struct Declared {
     opaque: bool,
     /// The policy's limit on calls per answer.
     max_calls: Option<u32>,
+    /// The policy's rules on calls.
+    calls: std::sync::Arc<[super::tool_rules::CallRule]>,
 }
 
 impl Declared {
@@ -241,12 +261,14 @@ impl Declared {
             strict,
             opaque: api == Api::Responses && body.get("prompt").is_some_and(|p| !p.is_null()),
             max_calls: None,
+            calls: std::sync::Arc::new([]),
         }
     }
 
-    /// With the policy's limit on calls per answer.
-    pub fn limited(mut self, max_calls: Option<u32>) -> Declared {
-        self.max_calls = max_calls;
+    /// With the policy's limit on calls per answer and its rules on calls.
+    pub fn limited(mut self, rules: &ToolRules) -> Declared {
+        self.max_calls = rules.max_calls;
+        self.calls = rules.calls.clone();
         self
     }
 
@@ -267,38 +289,71 @@ impl Declared {
 }
 
 impl Declared {
-    /// Arguments as the model wrote them: JSON, and what the tool's schema
-    /// accepts when the tool is strict.
-    fn check_arguments(&self, name: &str, arguments: &str) -> Result<(), ToolFault> {
+    /// Arguments as the model wrote them: JSON, what the tool's schema
+    /// accepts when the tool is strict, and what the policy's call rules
+    /// allow (flags go to `flagged`).
+    fn check_arguments(
+        &self,
+        name: &str,
+        arguments: &str,
+        flagged: &mut Vec<super::tool_rules::Breach>,
+    ) -> Result<(), ToolFault> {
         let invalid = || ToolFault::InvalidArguments { tool: name.into() };
-        match self.strict.0.get(name) {
-            None => {
-                // Anthropic sends no input deltas for a call without input.
-                if arguments.trim().is_empty() {
-                    return Ok(());
-                }
-                serde_json::from_str::<serde::de::IgnoredAny>(arguments)
-                    .map(|_| ())
-                    .map_err(|_| invalid())
+        let strict = self.strict.0.get(name);
+        if strict.is_none() && self.calls.is_empty() {
+            // Anthropic sends no input deltas for a call without input.
+            if arguments.trim().is_empty() {
+                return Ok(());
             }
-            Some(validator) => {
-                let input = if arguments.trim().is_empty() {
-                    Value::Object(serde_json::Map::new())
-                } else {
-                    serde_json::from_str(arguments).map_err(|_| invalid())?
-                };
-                self.check_input(name, validator, &input)
-            }
+            return serde_json::from_str::<serde::de::IgnoredAny>(arguments)
+                .map(|_| ())
+                .map_err(|_| invalid());
         }
+        let input = if arguments.trim().is_empty() {
+            Value::Object(serde_json::Map::new())
+        } else {
+            serde_json::from_str(arguments).map_err(|_| invalid())?
+        };
+        if let Some(validator) = strict {
+            self.check_input(name, validator, &input)?;
+        }
+        self.check_rules(name, arguments.len(), &input, flagged)
     }
 
-    /// A parsed input (Anthropic's `tool_use.input`) against a strict tool's
-    /// schema.
-    fn check_value(&self, name: &str, input: &Value) -> Result<(), ToolFault> {
-        match self.strict.0.get(name) {
-            Some(validator) => self.check_input(name, validator, input),
-            None => Ok(()),
+    /// A parsed input (Anthropic's `tool_use.input`): the strict tool's
+    /// schema and the call rules.
+    fn check_value(
+        &self,
+        name: &str,
+        input: &Value,
+        flagged: &mut Vec<super::tool_rules::Breach>,
+    ) -> Result<(), ToolFault> {
+        if let Some(validator) = self.strict.0.get(name) {
+            self.check_input(name, validator, input)?;
         }
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        self.check_rules(name, input.to_string().len(), input, flagged)
+    }
+
+    fn check_rules(
+        &self,
+        name: &str,
+        raw_len: usize,
+        input: &Value,
+        flagged: &mut Vec<super::tool_rules::Breach>,
+    ) -> Result<(), ToolFault> {
+        for breach in super::tool_rules::check(&self.calls, name, raw_len, input) {
+            if breach.action == super::tool_rules::CallAction::Block {
+                return Err(ToolFault::Blocked {
+                    tool: breach.tool,
+                    what: breach.what,
+                });
+            }
+            flagged.push(breach);
+        }
+        Ok(())
     }
 
     fn check_input(
@@ -317,8 +372,14 @@ impl Declared {
     }
 }
 
-/// Checks every tool call of a whole (not streamed) answer.
-pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), ToolFault> {
+/// Checks every tool call of a whole (not streamed) answer; returns the
+/// calls that `flag` rules matched.
+pub fn check_whole(
+    api: Api,
+    declared: &Declared,
+    body: &Value,
+) -> Result<Vec<super::tool_rules::Breach>, ToolFault> {
+    let mut flagged = Vec::new();
     declared.check_count(count_calls(api, body))?;
     match api {
         Api::ChatCompletions => {
@@ -335,21 +396,21 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
                     let name = name.and_then(Value::as_str).unwrap_or_default();
                     declared.check_name(name)?;
                     if let Some(arguments) = arguments.and_then(Value::as_str) {
-                        declared.check_arguments(name, arguments)?;
+                        declared.check_arguments(name, arguments, &mut flagged)?;
                     }
                 }
                 if let Some(f) = message.and_then(|m| m.get("function_call")) {
                     let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
                     declared.check_name(name)?;
                     if let Some(arguments) = f.get("arguments").and_then(Value::as_str) {
-                        declared.check_arguments(name, arguments)?;
+                        declared.check_arguments(name, arguments, &mut flagged)?;
                     }
                 }
             }
         }
         Api::Responses => {
             for item in list(body.get("output")) {
-                check_responses_item(declared, item)?;
+                check_responses_item(declared, item, &mut flagged)?;
             }
         }
         Api::Messages => {
@@ -361,14 +422,14 @@ pub fn check_whole(api: Api, declared: &Declared, body: &Value) -> Result<(), To
                         .unwrap_or_default();
                     declared.check_name(name)?;
                     if let Some(input) = block.get("input") {
-                        declared.check_value(name, input)?;
+                        declared.check_value(name, input, &mut flagged)?;
                     }
                 }
             }
         }
         Api::Embeddings => {}
     }
-    Ok(())
+    Ok(flagged)
 }
 
 /// The array at `v`, or none.
@@ -407,13 +468,17 @@ fn count_calls(api: Api, body: &Value) -> usize {
     }
 }
 
-fn check_responses_item(declared: &Declared, item: &Value) -> Result<(), ToolFault> {
+fn check_responses_item(
+    declared: &Declared,
+    item: &Value,
+    flagged: &mut Vec<super::tool_rules::Breach>,
+) -> Result<(), ToolFault> {
     match item.get("type").and_then(Value::as_str) {
         Some("function_call") => {
             let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
             declared.check_name(name)?;
             if let Some(arguments) = item.get("arguments").and_then(Value::as_str) {
-                declared.check_arguments(name, arguments)?;
+                declared.check_arguments(name, arguments, flagged)?;
             }
             Ok(())
         }
@@ -434,6 +499,8 @@ pub struct StreamCheck {
     open: BTreeMap<(u64, u64), (String, String)>,
     /// Calls opened so far, per choice (one choice but for chat `n`).
     opened: BTreeMap<u64, usize>,
+    /// Calls that `flag` rules matched.
+    pub flagged: Vec<super::tool_rules::Breach>,
 }
 
 impl StreamCheck {
@@ -442,6 +509,7 @@ impl StreamCheck {
             declared,
             open: BTreeMap::new(),
             opened: BTreeMap::new(),
+            flagged: Vec::new(),
         }
     }
 
@@ -483,7 +551,8 @@ impl StreamCheck {
             .collect();
         for key in keys {
             if let Some((name, arguments)) = self.open.remove(&key) {
-                self.declared.check_arguments(&name, &arguments)?;
+                self.declared
+                    .check_arguments(&name, &arguments, &mut self.flagged)?;
             }
         }
         Ok(())
@@ -549,7 +618,7 @@ impl StreamCheck {
             }
             // The whole item, arguments complete, at its end.
             Some("response.output_item.done") => match v.get("item") {
-                Some(item) => check_responses_item(&self.declared, item),
+                Some(item) => check_responses_item(&self.declared, item, &mut self.flagged),
                 None => Ok(()),
             },
             _ => Ok(()),
@@ -831,6 +900,7 @@ mod tests {
             allow: Some(vec!["lookup".into(), "search_*".into()]),
             deny: vec!["search_private*".into()],
             max_calls: Some(2),
+            calls: std::sync::Arc::new([]),
         };
         assert!(rules.permits("lookup") && rules.permits("search_web"));
         assert!(!rules.permits("search_private_docs") && !rules.permits("send_email"));
@@ -848,8 +918,12 @@ mod tests {
 
     #[test]
     fn calls_beyond_the_limit_are_refused_whole_and_streamed() {
-        let d =
-            Declared::of(Api::Messages, &json!({"tools": [{"name": "lookup"}]})).limited(Some(2));
+        let d = Declared::of(Api::Messages, &json!({"tools": [{"name": "lookup"}]})).limited(
+            &ToolRules {
+                max_calls: Some(2),
+                ..ToolRules::default()
+            },
+        );
         let use_ = json!({"type": "tool_use", "name": "lookup", "input": {}});
         let two = json!({"content": [use_, use_]});
         let three = json!({"content": [use_, use_, use_]});

