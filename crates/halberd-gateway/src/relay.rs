@@ -30,6 +30,10 @@ use crate::upstream::{BodyError, BodyStream};
 /// Largest single SSE event accepted from an upstream.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most bytes held back while tool calls are open: a call whose events
+/// grow past this is refused rather than held without bound.
+pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
+
 pub struct Relay {
     upstream: BodyStream,
     decoder: SseDecoder,
@@ -57,6 +61,10 @@ pub struct Relay {
     first_text: bool,
     /// The JSON schema the answer's text must follow, when one was asked for.
     schema: Option<StreamSchema>,
+    /// Events held back while a tool call is open: released when the call
+    /// is complete and passed its checks, dropped when it is refused, so
+    /// nothing of a refused call reaches the client.
+    held: BytesMut,
 }
 
 /// Reports the model the client asked for (its alias) where the provider
@@ -125,6 +133,7 @@ impl Relay {
             tools: None,
             first_text: false,
             schema: None,
+            held: BytesMut::new(),
         }
     }
 
@@ -194,6 +203,16 @@ impl Relay {
             return out;
         }
         let mut out = BytesMut::from(&out[..]);
+        if !self.held.is_empty() {
+            // A tool call began and never completed: it was never checked
+            // whole, so it is not released.
+            self.held.clear();
+            out.extend_from_slice(&self.fail(
+                "upstream_error",
+                "the upstream stream ended inside a tool call",
+            ));
+            return out.freeze();
+        }
         if let Some(output) = &mut self.output {
             if let Err(e) = output.finish(self.api, &mut out) {
                 out.extend_from_slice(&self.output_failed(e));
@@ -308,14 +327,36 @@ impl Relay {
                     continue;
                 }
             }
+            let mut event_out = BytesMut::new();
             if let Some(output) = &mut self.output {
-                if let Err(e) = output.event(self.api, ev, &mut out) {
+                if let Err(e) = output.event(self.api, ev, &mut event_out) {
+                    self.held.clear();
                     out.extend_from_slice(&self.output_failed(e));
                     break;
                 }
             } else {
-                out.extend_from_slice(&ev.raw);
+                event_out.extend_from_slice(&ev.raw);
             }
+            // While a tool call is open its events (and any others between)
+            // wait; the event that completes it releases them.
+            if let Some(tools) = &self.tools
+                && tools.holding()
+            {
+                self.held.extend_from_slice(&event_out);
+                if self.held.len() > MAX_HELD_BYTES {
+                    let fault = ToolFault::TooLarge {
+                        tool: tools.open_tool().unwrap_or_default(),
+                        max: MAX_HELD_BYTES,
+                    };
+                    out.extend_from_slice(&self.tool_failed(&fault));
+                    break;
+                }
+                continue;
+            }
+            if !self.held.is_empty() {
+                out.extend_from_slice(&std::mem::take(&mut self.held));
+            }
+            out.extend_from_slice(&event_out);
             if !self.first_text
                 && ev
                     .data
@@ -373,6 +414,8 @@ impl Relay {
         .emit();
         self.output = None;
         self.tools = None;
+        // Nothing of the refused call goes out.
+        self.held.clear();
         self.fail(fault.code(), &fault.message())
     }
 

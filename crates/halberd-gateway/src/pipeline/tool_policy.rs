@@ -17,10 +17,9 @@
 //! Covered: chat `tool_calls` (and the legacy `function_call`), Responses
 //! `function_call` and `custom_tool_call` items, Anthropic `tool_use` blocks;
 //! whole and streamed. Streamed, a call's name comes in its first event, so an
-//! undeclared call is refused before any of it reaches the client; its
-//! arguments are complete only at its end, by which time they have been
-//! relayed, so an invalid one ends the stream with the error instead (holding
-//! calls back until complete is the next step). Built-in tools of the
+//! undeclared call is refused at once; its arguments are complete only at its
+//! end, and the relay holds the call's events back until then
+//! ([`StreamCheck::holding`]), so a refused call never reaches the client. Built-in tools of the
 //! providers (web search, code interpreter, MCP) produce other item and block
 //! types and are not checked here. A Responses request that runs a stored
 //! prompt (`prompt`) may have tools declared on the provider's side, which the
@@ -51,6 +50,11 @@ pub enum ToolFault {
     TooMany {
         max: u32,
     },
+    /// A streamed call whose events grew past what the relay holds back.
+    TooLarge {
+        tool: String,
+        max: usize,
+    },
     /// A call a `block` rule of the policy matches
     /// ([`super::tool_rules`]).
     Blocked {
@@ -64,9 +68,9 @@ impl ToolFault {
     pub fn code(&self) -> &'static str {
         match self {
             ToolFault::NotDeclared { .. } => "tool_call_not_allowed",
-            ToolFault::InvalidArguments { .. } | ToolFault::ArgumentsViolateSchema { .. } => {
-                "tool_arguments_invalid"
-            }
+            ToolFault::InvalidArguments { .. }
+            | ToolFault::ArgumentsViolateSchema { .. }
+            | ToolFault::TooLarge { .. } => "tool_arguments_invalid",
             ToolFault::TooMany { .. } => "too_many_tool_calls",
             ToolFault::Blocked { .. } => "tool_call_blocked",
         }
@@ -87,6 +91,10 @@ impl ToolFault {
                 "the model called '{}' with arguments its declared schema rejects (first violation at {}); the answer was withheld",
                 shown(tool),
                 if at.is_empty() { "/" } else { at }
+            ),
+            ToolFault::TooLarge { tool, max } => format!(
+                "the model's call to '{}' grew past {max} bytes, more than the gateway holds to check it; the answer was withheld",
+                shown(tool)
             ),
             ToolFault::Blocked { tool, what } => format!(
                 "this key's policy does not allow the model's call to '{}' ({what}); the answer was withheld",
@@ -501,6 +509,9 @@ pub struct StreamCheck {
     opened: BTreeMap<u64, usize>,
     /// Calls that `flag` rules matched.
     pub flagged: Vec<super::tool_rules::Breach>,
+    /// Responses function-call items opened and not yet done, by item id,
+    /// with their tool's name.
+    items: BTreeMap<String, String>,
 }
 
 impl StreamCheck {
@@ -510,17 +521,34 @@ impl StreamCheck {
             open: BTreeMap::new(),
             opened: BTreeMap::new(),
             flagged: Vec::new(),
+            items: BTreeMap::new(),
         }
     }
 
     /// Whether an event's data may matter: it names a tool call, or a call
     /// is open (its arguments and its end). Other events are not parsed.
     pub fn wants(&self, data: &str) -> bool {
-        !self.open.is_empty()
+        self.holding()
             || data.contains("tool_calls")
             || data.contains("function_call")
             || data.contains("tool_use")
             || data.contains("custom_tool_call")
+    }
+
+    /// Whether a tool call is open: begun and not yet complete (so not yet
+    /// checked whole).
+    pub fn holding(&self) -> bool {
+        !self.open.is_empty() || !self.items.is_empty()
+    }
+
+    /// The name of a call that is open, for messages.
+    pub fn open_tool(&self) -> Option<String> {
+        self.open
+            .values()
+            .map(|(name, _)| name)
+            .chain(self.items.values())
+            .next()
+            .cloned()
     }
 
     /// Checks one parsed event; an error refuses the rest of the stream.
@@ -612,15 +640,26 @@ impl StreamCheck {
                         let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
                         self.declared.check_name(name)?;
                         self.opened(0)?;
+                        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                        self.items.insert(id.to_owned(), name.to_owned());
                     }
                 }
                 Ok(())
             }
             // The whole item, arguments complete, at its end.
             Some("response.output_item.done") => match v.get("item") {
-                Some(item) => check_responses_item(&self.declared, item, &mut self.flagged),
+                Some(item) => {
+                    let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                    self.items.remove(id);
+                    check_responses_item(&self.declared, item, &mut self.flagged)
+                }
                 None => Ok(()),
             },
+            // The response ended: nothing is open any more.
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                self.items.clear();
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

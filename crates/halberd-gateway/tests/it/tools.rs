@@ -109,11 +109,17 @@ async fn arguments_that_are_not_json_are_refused() {
         assert_eq!(status, 502, "{path}: {raw}");
         assert!(raw.contains("tool_arguments_invalid"), "{path}: {raw}");
     }
-    // Streamed, on all three: the stream ends with the error at the call's end.
+    // Streamed, on all three: the call is held until complete, then refused:
+    // the stream ends with the error and nothing of the call went out.
     for path in PATHS {
         let (status, raw) = ask(&gw, &key, path, true, Some("lookup"), Some("{\"q\": 7")).await;
         assert_eq!(status, 200);
         assert!(raw.contains("tool_arguments_invalid"), "{path}: {raw}");
+        assert!(CALL_IDS.iter().all(|id| !raw.contains(id)), "{path}: {raw}");
+        assert!(
+            !raw.contains("\\\"q\\\""),
+            "{path}: arguments relayed: {raw}"
+        );
         let last: Value = serde_json::from_str(raw.lines().last().unwrap()).unwrap();
         assert!(
             last.to_string().contains("tool_arguments_invalid"),
@@ -237,10 +243,13 @@ enum = ["read"]
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.contains("/url: hosts"), "{message}");
         assert!(!raw.contains("collector"), "{raw}");
-        // Streamed: the stream ends with the error when the call is complete.
+        // Streamed: the call is held until complete, then refused; nothing
+        // of it went out.
         let (status, raw) = ask(&gw, &key, path, true, Some("lookup"), Some(exfil)).await;
         assert_eq!(status, 200);
         assert!(raw.contains("tool_call_blocked"), "{path}: {raw}");
+        assert!(!raw.contains("collector"), "{path}: {raw}");
+        assert!(CALL_IDS.iter().all(|id| !raw.contains(id)), "{path}: {raw}");
     }
     // The same call under a key without the rule passes.
     let plain = gw.any_key().await;
