@@ -603,3 +603,82 @@ pub fn generated_text(api: Api, v: &Value, mut each: impl FnMut(&str)) {
         Api::Embeddings => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::pipeline::tool_policy::Declared;
+
+    fn chunk(delta: Value, finish: Value) -> Bytes {
+        let v = json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    /// The relay fed one upstream chunk at a time, and what it sends next
+    /// within a short wait (empty: nothing yet).
+    #[tokio::test]
+    async fn text_flows_while_a_call_is_held_until_it_is_complete() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let upstream: BodyStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|b| (Ok(b), rx))
+        }));
+        let declared = Declared::of(
+            Api::ChatCompletions,
+            &json!({"tools": [{"type": "function", "function": {"name": "lookup"}}]}),
+        );
+        let finish = Finish::new("req", Api::ChatCompletions, "m", "p", Instant::now());
+        let relay = Relay::new(
+            upstream,
+            Api::ChatCompletions,
+            false,
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(10),
+            finish,
+            None,
+        )
+        .checking_tools(StreamCheck::new(declared));
+        let mut out = Box::pin(relay.into_stream());
+        let mut next =
+            async || match tokio::time::timeout(Duration::from_millis(100), out.next()).await {
+                Ok(Some(Ok(b))) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => String::new(),
+            };
+        tx.send(chunk(
+            json!({"role": "assistant", "content": "Looking it up."}),
+            Value::Null,
+        ))
+        .unwrap();
+        assert!(next().await.contains("Looking it up."));
+        tx.send(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "lookup", "arguments": ""}}]}),
+            Value::Null,
+        ))
+        .unwrap();
+        assert_eq!(
+            next().await,
+            "",
+            "the call's first event was released early"
+        );
+        tx.send(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\": 7}"}}]}),
+            Value::Null,
+        ))
+        .unwrap();
+        assert_eq!(next().await, "");
+        tx.send(chunk(json!({}), json!("tool_calls"))).unwrap();
+        let released = next().await;
+        assert!(
+            released.contains("call_1")
+                && released.contains("\\\"q\\\": 7")
+                && released.contains("\"finish_reason\":\"tool_calls\""),
+            "{released}"
+        );
+    }
+}
