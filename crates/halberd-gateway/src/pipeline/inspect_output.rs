@@ -169,23 +169,25 @@ impl OutputInspector {
             && self.leak.is_none()
     }
 
-    /// Logs and counts what was done (guards `sensitive_output` and
-    /// `output_links`): types and reasons, never values.
+    /// Logs and counts what was done (guards `sensitive_output`,
+    /// `output_links` and `prompt_leak`): types and reasons, never values.
     pub fn report(&self, request_id: &str) {
-        if !self.counts.is_empty() {
-            let summary = self
-                .counts
+        let emit = |guard: &'static str, counts: &BTreeMap<String, usize>, action: &str| {
+            let summary = counts
                 .iter()
                 .map(|(kind, n)| format!("{kind}={n}"))
                 .collect::<Vec<_>>()
                 .join(", ");
             crate::events::GuardTriggered {
                 request_id,
-                guard: "sensitive_output",
+                guard,
                 kind: &summary,
-                action: "applied",
+                action,
             }
             .emit();
+        };
+        if !self.counts.is_empty() {
+            emit("sensitive_output", &self.counts, "applied");
         }
         let mut by_action: BTreeMap<&'static str, BTreeMap<String, usize>> = BTreeMap::new();
         for edit in &self.link_edits {
@@ -195,30 +197,19 @@ impl OutputInspector {
                 .entry(edit.to_string())
                 .or_default() += 1;
         }
+        for (action, kinds) in &by_action {
+            emit("output_links", kinds, action);
+        }
         if let Some(leak) = &self.leak
             && leak.watch.tripped()
         {
-            crate::events::GuardTriggered {
-                request_id,
-                guard: "prompt_leak",
-                kind: &format!("share={:.2}", leak.watch.share()),
-                action: if leak.block { "block" } else { "flag" },
-            }
-            .emit();
-        }
-        for (action, kinds) in by_action {
-            let summary = kinds
-                .iter()
-                .map(|(kind, n)| format!("{kind}={n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            crate::events::GuardTriggered {
-                request_id,
-                guard: "output_links",
-                kind: &summary,
-                action,
-            }
-            .emit();
+            let share =
+                BTreeMap::from([("share".to_owned(), (leak.watch.share() * 100.0) as usize)]);
+            emit(
+                "prompt_leak",
+                &share,
+                if leak.block { "block" } else { "flag" },
+            );
         }
     }
 
