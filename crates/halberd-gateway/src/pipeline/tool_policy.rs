@@ -313,6 +313,9 @@ impl Declared {
             if arguments.trim().is_empty() {
                 return Ok(());
             }
+            if nesting_exceeds(arguments, MAX_ARGUMENT_DEPTH) {
+                return Err(invalid());
+            }
             return serde_json::from_str::<serde::de::IgnoredAny>(arguments)
                 .map(|_| ())
                 .map_err(|_| invalid());
@@ -378,6 +381,41 @@ impl Declared {
             None => Ok(()),
         }
     }
+}
+
+/// The deepest nesting accepted in a call's arguments, as `serde_json`
+/// reads them into values: deeper arguments are refused whether or not the
+/// tool is strict (whatever runs the tool may not read them either; Python's
+/// `json` stops near 1,000).
+const MAX_ARGUMENT_DEPTH: usize = 127;
+
+/// Whether JSON text nests arrays and objects deeper than `max` (strings
+/// skipped); one pass, no allocation.
+fn nesting_exceeds(text: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Checks every tool call of a whole (not streamed) answer; returns the
@@ -918,6 +956,47 @@ mod tests {
             s.event(Api::Responses, &done).unwrap_err().code(),
             "tool_arguments_invalid"
         );
+    }
+
+    #[test]
+    fn hostile_arguments_and_schemas_are_refused_or_skipped_never_a_crash() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let huge = format!("{{\"q\": \"{}\"}}", "x".repeat(10 << 20));
+        let recursive = json!({"$ref": "#", "type": "object"});
+        let invalid = json!({"type": "no-such-type"});
+        let large = json!({"type": "object", "description": "d".repeat(super::super::output_schema::MAX_SCHEMA_BYTES)});
+        for schema in [recursive, invalid, large] {
+            let d = Declared::of(
+                Api::ChatCompletions,
+                &json!({"tools": [{"type": "function", "function": {"name": "t", "strict": true, "parameters": schema}}]}),
+            );
+            let answer = |args: &str| {
+                json!({"choices": [{"index": 0, "message": {"tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "t", "arguments": args}}]}}]})
+            };
+            // Nested past serde_json's depth limit: not JSON it will read.
+            assert_eq!(
+                check_whole(Api::ChatCompletions, &d, &answer(&deep))
+                    .unwrap_err()
+                    .code(),
+                "tool_arguments_invalid"
+            );
+            // Large but valid: read once, checked (or only parsed when the
+            // schema could not be compiled).
+            let _ = check_whole(Api::ChatCompletions, &d, &answer(&huge));
+            assert!(check_whole(Api::ChatCompletions, &d, &answer("{}")).is_ok());
+        }
+        // Brackets inside strings are text, not nesting.
+        let in_string = format!("{{\"q\": \"{}\\\"\"}}", "[".repeat(500));
+        assert!(!nesting_exceeds(&in_string, MAX_ARGUMENT_DEPTH));
+        assert!(serde_json::from_str::<Value>(&in_string).is_ok());
+        assert!(nesting_exceeds(&deep, MAX_ARGUMENT_DEPTH));
+        let at_limit = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        assert!(!nesting_exceeds(&at_limit, MAX_ARGUMENT_DEPTH));
+        assert!(serde_json::from_str::<Value>(&at_limit).is_ok());
+        let past = format!("[{at_limit}]");
+        assert!(nesting_exceeds(&past, MAX_ARGUMENT_DEPTH));
+        assert!(serde_json::from_str::<Value>(&past).is_err());
     }
 
     #[test]
