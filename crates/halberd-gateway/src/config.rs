@@ -135,6 +135,9 @@ pub struct LinksFile {
     pub links: Option<String>,
     /// Any reference to a host not on `allow`. Default `off`.
     pub unlisted: Option<String>,
+    /// The output feeds an HTML page: script tags, event handlers and
+    /// `javascript:` URLs. Default `off`.
+    pub html: Option<String>,
 }
 
 /// Answers that reproduce the operator's prompt (see
@@ -1283,6 +1286,7 @@ fn build_links(
         action("unlisted", &file.unlisted, default.unlisted)?,
     )
     .map_err(|e| err(format!("{at}.links.allow"), e))
+    .and_then(|p| Ok(p.with_html(action("html", &file.html, default.html)?)))
 }
 
 fn build_tools(

@@ -92,6 +92,9 @@ impl Action {
 pub enum RefKind {
     Image,
     Link,
+    /// Script in HTML: a `<script>` tag, an event handler, a `javascript:`
+    /// URL (checked when the policy says the output feeds an HTML page).
+    Script,
 }
 
 impl RefKind {
@@ -99,6 +102,7 @@ impl RefKind {
         match self {
             RefKind::Image => "image",
             RefKind::Link => "link",
+            RefKind::Script => "script",
         }
     }
 }
@@ -118,6 +122,8 @@ pub enum Reason {
     Sensitive,
     /// Longer than a stream may hold.
     Overlong,
+    /// Code a browser would run.
+    Active,
 }
 
 impl Reason {
@@ -129,6 +135,7 @@ impl Reason {
             Reason::Prompt => "prompt_text",
             Reason::Sensitive => "sensitive",
             Reason::Overlong => "overlong",
+            Reason::Active => "active_content",
         }
     }
 }
@@ -230,6 +237,10 @@ pub struct LinkPolicy {
     pub images: Action,
     pub links: Action,
     pub unlisted: Action,
+    /// The output feeds an HTML page: script tags, event-handler attributes
+    /// and `javascript:`/`vbscript:`/`data:text/html` URLs get this action.
+    /// Default `off` (most clients render Markdown, not raw HTML).
+    pub html: Action,
 }
 
 impl Default for LinkPolicy {
@@ -239,6 +250,7 @@ impl Default for LinkPolicy {
             images: Action::Strip,
             links: Action::Flag,
             unlisted: Action::Off,
+            html: Action::Off,
         }
     }
 }
@@ -251,6 +263,7 @@ impl LinkPolicy {
             images: Action::Off,
             links: Action::Off,
             unlisted: Action::Off,
+            html: Action::Off,
         }
     }
 
@@ -268,11 +281,21 @@ impl LinkPolicy {
             images,
             links,
             unlisted,
+            html: Action::Off,
         })
     }
 
+    /// Also checks for script, for output that feeds an HTML page.
+    pub fn with_html(mut self, html: Action) -> LinkPolicy {
+        self.html = html;
+        self
+    }
+
     pub fn is_off(&self) -> bool {
-        self.images == Action::Off && self.links == Action::Off && self.unlisted == Action::Off
+        self.images == Action::Off
+            && self.links == Action::Off
+            && self.unlisted == Action::Off
+            && self.html == Action::Off
     }
 
     pub fn host_allowed(&self, host: &str) -> bool {
@@ -290,6 +313,9 @@ impl LinkPolicy {
             self.links.as_str(),
             self.unlisted.as_str()
         );
+        if self.html != Action::Off {
+            s.push_str(&format!(" html={}", self.html.as_str()));
+        }
         if !self.allow.is_empty() {
             s.push_str(&format!(" allow={}", self.allow.describe()));
         }
@@ -342,7 +368,19 @@ impl LinkGuard {
     }
 
     /// The action for a reference to `raw` (a URL as written), if any.
+    /// A URL a browser would run as script, when the output feeds HTML.
+    fn judge_script(&self, raw: &str) -> Option<LinkEdit> {
+        (self.policy.html != Action::Off && is_script_url(raw)).then_some(LinkEdit {
+            kind: RefKind::Script,
+            reason: Reason::Active,
+            action: self.policy.html,
+        })
+    }
+
     fn judge(&self, raw: &str, kind: RefKind) -> Option<LinkEdit> {
+        if let Some(edit) = self.judge_script(raw) {
+            return Some(edit);
+        }
         // Most links in answers carry nothing: without a query, fragment,
         // escape, space or long path segment no data signal can fire, and
         // only `unlisted` needs the host (parsing showed in profiles).
@@ -376,6 +414,7 @@ impl LinkGuard {
             (None, _) => Action::Off,
             (Some(_), RefKind::Image) => self.policy.images,
             (Some(_), RefKind::Link) => self.policy.links,
+            (Some(_), RefKind::Script) => self.policy.html,
         };
         let action = by_data.max(self.policy.unlisted);
         (action != Action::Off).then(|| LinkEdit {
@@ -456,6 +495,22 @@ fn may_carry_data(raw: &str) -> bool {
     raw.len() > 64
         || raw.contains(['?', '#', '%', '+', '&', ' ', '\t', '\n'])
         || raw.split('/').any(|segment| segment.len() >= 16)
+}
+
+/// `javascript:`, `vbscript:` and `data:text/html` URLs, as a browser reads
+/// them: character references decoded, ASCII whitespace and controls inside
+/// the scheme ignored, any case.
+fn is_script_url(raw: &str) -> bool {
+    let decoded = decode_entities(raw.trim());
+    let scheme: String = decoded
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && !c.is_control())
+        .take(16)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    scheme.starts_with("javascript:")
+        || scheme.starts_with("vbscript:")
+        || scheme.starts_with("data:text/html")
 }
 
 /// Whether `b` could begin a reference.
@@ -619,9 +674,11 @@ enum Form {
     },
     /// `[id]: url` at the start of a line.
     Definition { url: (usize, usize) },
-    /// An HTML tag with URL attributes.
+    /// An HTML tag with URL attributes; `active`: a script tag or one with
+    /// an event handler.
     Tag {
         urls: Vec<((usize, usize), RefKind)>,
+        active: bool,
     },
     /// `<https://…>` or a bare `https://…`.
     Url { url: (usize, usize) },
@@ -719,7 +776,13 @@ impl LinkStream {
             // Decided by how much text there is, not by where the window was
             // cut, so that a stream and a whole text agree.
             let bounded = text.len() - i >= MAX_HOLD;
-            match scan_at(window, prev, bounded, last) {
+            match scan_at(
+                window,
+                prev,
+                bounded,
+                last,
+                guard.policy.html != Action::Off,
+            ) {
                 Scan::No => i += 1,
                 Scan::Open => {
                     out.push_str(&text[emitted..i]);
@@ -793,7 +856,21 @@ impl LinkStream {
                     source.to_owned()
                 }
             }
-            Form::Tag { urls } => {
+            Form::Tag { urls, active } => {
+                if *active && guard.policy.html != Action::Off {
+                    let edit = LinkEdit {
+                        kind: RefKind::Script,
+                        reason: Reason::Active,
+                        action: guard.policy.html,
+                    };
+                    if edit.action == Action::Block {
+                        return Err(Blocked(edit));
+                    }
+                    self.edits.push(edit);
+                    if edit.action == Action::Strip {
+                        return Ok(String::new());
+                    }
+                }
                 let mut strip = false;
                 let mut image = false;
                 for (url, kind) in urls {
@@ -828,14 +905,14 @@ impl LinkStream {
 fn marker(kind: RefKind) -> &'static str {
     match kind {
         RefKind::Image => IMAGE_REMOVED,
-        RefKind::Link => LINK_REMOVED,
+        RefKind::Link | RefKind::Script => LINK_REMOVED,
     }
 }
 
 /// What begins at the start of `w`, which holds up to [`MAX_HOLD`] bytes of
 /// the text. `bounded`: the text goes on past `w`, which is all a stream may
 /// hold; `ended`: the text ends with `w`.
-fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool) -> Scan {
+fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool, html: bool) -> Scan {
     let b = w.as_bytes();
     // Running out of `w`: past the bound, a reference whose destination began
     // is overlong; otherwise open, unless the text ended.
@@ -901,7 +978,7 @@ fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool) -> Scan {
                 }
             }
         },
-        b'<' => tag(w, bounded, ended),
+        b'<' => tag(w, bounded, ended, html),
         _ => {
             // A bare URL begins a word.
             if prev.is_some_and(|p| {
@@ -1075,8 +1152,9 @@ fn bare_url(b: &[u8], at: usize, ended: bool) -> Option<((usize, usize), Option<
 }
 
 /// An HTML tag or autolink at `w[0] == '<'`. Past the bound, a tag that
-/// may load something is overlong whether or not its URL began.
-fn tag(w: &str, bounded: bool, ended: bool) -> Scan {
+/// may load something is overlong whether or not its URL began. `html`:
+/// every tag is read, for script (otherwise only tags with URLs).
+fn tag(w: &str, bounded: bool, ended: bool, html: bool) -> Scan {
     let b = w.as_bytes();
     let open = |known: bool, url_start: Option<usize>, kind: RefKind| {
         if bounded && known {
@@ -1113,8 +1191,10 @@ fn tag(w: &str, bounded: bool, ended: bool) -> Scan {
             None => open(true, Some(1), RefKind::Link),
         };
     }
-    let Some(kind) = tag_kind(&name) else {
-        return Scan::No;
+    let kind = match tag_kind(&name) {
+        Some(kind) => kind,
+        None if html && !name.is_empty() => RefKind::Link,
+        None => return Scan::No,
     };
     if !(b[i].is_ascii_whitespace() || b[i] == b'/' || b[i] == b'>') {
         return Scan::No;
@@ -1122,6 +1202,8 @@ fn tag(w: &str, bounded: bool, ended: bool) -> Scan {
     // Attributes up to the closing `>`, quotes respected.
     let mut urls = Vec::new();
     let mut first_url: Option<usize> = None;
+    // Script a browser would run: the tag itself, or an event handler.
+    let mut active = name == "script";
     loop {
         while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
             i += 1;
@@ -1137,6 +1219,7 @@ fn tag(w: &str, bounded: bool, ended: bool) -> Scan {
             i += 1;
         }
         let attr = w[name_start..i].to_ascii_lowercase();
+        active |= (attr.len() > 2 && attr.starts_with("on")) || attr == "srcdoc";
         while i < b.len() && b[i].is_ascii_whitespace() {
             i += 1;
         }
@@ -1190,7 +1273,7 @@ fn tag(w: &str, bounded: bool, ended: bool) -> Scan {
     }
     Scan::Item(Item {
         end: i + 1,
-        form: Form::Tag { urls },
+        form: Form::Tag { urls, active },
     })
 }
 

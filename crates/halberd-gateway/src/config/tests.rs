@@ -213,6 +213,7 @@ fn example_config_documents_every_field_and_builds() {
         "images",
         "links",
         "unlisted",
+        "html",
         "share",
         "tags",
         "bidi",
@@ -657,6 +658,7 @@ fn link_rules_defaults_per_policy_values_and_errors() {
         allow = ["docs.example.com", "*.cdn.example.net"]
         unlisted = "strip"
         links = "block"
+        html = "strip"
         "#,
     )
     .unwrap();
@@ -667,11 +669,12 @@ fn link_rules_defaults_per_policy_values_and_errors() {
     );
     assert_eq!(
         described["policies"]["closed"]["links"],
-        "images=strip links=block unlisted=strip allow=docs.example.com,*.cdn.example.net"
+        "images=strip links=block unlisted=strip html=strip allow=docs.example.com,*.cdn.example.net"
     );
     assert!(c.policies["closed"].links.host_allowed("a.cdn.example.net"));
     for (field, value, expect) in [
         ("images", "\"remove\"", "policies[0].links.images"),
+        ("html", "\"sanitize\"", "policies[0].links.html"),
         (
             "allow",
             "[\"https://docs.example.com/\"]",

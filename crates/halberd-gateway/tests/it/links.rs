@@ -244,3 +244,67 @@ share = 0.6
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_for_html_output_strips_script_whole_and_streamed() {
+    let gw = TestGateway::start(
+        r#"
+[[policies]]
+name = "web"
+[policies.links]
+html = "strip"
+"#,
+    )
+    .await;
+    let web = gw
+        .key(KeySpec {
+            name: "web".into(),
+            policy: Some("web".into()),
+            ..KeySpec::default()
+        })
+        .await
+        .key;
+    let plain = gw.any_key().await;
+    let reply = "Hi <img src=x onerror=alert(document.cookie)> and <a href=\"javascript:steal()\">click</a>.";
+    for stream in [false, true] {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&web)
+            .header("x-mock-reply", reply)
+            .header("x-mock-chunk-bytes", "5")
+            .json(&body("/v1/chat/completions", stream))
+            .send()
+            .await
+            .unwrap();
+        let text = if stream {
+            sse_data(resp)
+                .await
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| {
+                    v.pointer("/choices/0/delta/content")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect::<String>()
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(text, "Hi  and click</a>.", "stream={stream}");
+    }
+    // The default policy leaves HTML alone.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&plain)
+        .header("x-mock-reply", reply)
+        .json(&body("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], reply);
+}

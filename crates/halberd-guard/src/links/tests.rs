@@ -251,6 +251,47 @@ fn policy_patterns_are_checked() {
     assert_eq!(LinkPolicy::off().describe(), "off");
 }
 
+#[test]
+fn output_for_an_html_page_loses_its_script() {
+    let html = guard(LinkPolicy::default().with_html(Action::Strip), "");
+    for (text, expected) in [
+        ("a <script src=x.js></script> b", "a </script> b"),
+        ("a <img src=x onerror=alert(1)> b", "a  b"),
+        ("a <div onclick=\"steal()\">x</div> b", "a x</div> b"),
+        ("a <a href=\"javascript:alert(1)\">x</a> b", "a x</a> b"),
+        (
+            "a <a href=\"jav&#x61;script:alert(1)\">x</a> b",
+            "a x</a> b",
+        ),
+        ("a <a href=\" JAVASCRIPT:alert(1)\">x</a> b", "a x</a> b"),
+        ("a [x](javascript:alert(1)) b", "a x b"),
+        ("a <iframe srcdoc=\"<b>x</b>\"></iframe> b", "a </iframe> b"),
+        (
+            "a <object data=\"data:text/html;base64,PHNjcmlwdD4=\"></object> b",
+            "a [image removed]</object> b",
+        ),
+    ] {
+        let (out, edits) = whole(&html, text);
+        assert_eq!(out, expected, "{text}");
+        assert!(
+            edits
+                .iter()
+                .any(|e| e.kind == RefKind::Script && e.reason == Reason::Active),
+            "{text}: {edits:?}"
+        );
+    }
+    // Ordinary markup passes; without the html setting nothing of this is
+    // touched.
+    let plain = "a <div class=\"note\"><b>x</b></div> [docs](https://docs.example.com) b";
+    assert_eq!(whole(&html, plain), (plain.to_owned(), vec![]));
+    let script = "a <script>alert(1)</script> <a href=\"javascript:x()\">y</a>";
+    assert_eq!(whole(&default_guard(), script), (script.to_owned(), vec![]));
+    // Block refuses.
+    let block = guard(LinkPolicy::default().with_html(Action::Block), "");
+    let mut edits = Vec::new();
+    assert!(block.whole("<svg onload=alert(1)>", &mut edits).is_err());
+}
+
 proptest::proptest! {
     /// However a text is split, the stream releases what the whole text
     /// gives, and holds no more than one reference.
@@ -266,11 +307,17 @@ proptest::proptest! {
             "https://a.example/r?d=the+board+approved+it",
             "<https://a.example/r?d=bluebird>",
             "[ref]: https://a.example/i.png?d=the+board+approved+it",
+            "<b onclick=x>", "<script>", "</script>", "[j](javascript:x)", "<div>",
             "h", "ht", "http", "!", "[", "]", "(", ")", "<", ">", "\n", " ", "word", "é", "💡", "=", "\"",
         ]), 0..40),
         size in 1usize..20,
+        html in proptest::bool::ANY,
     ) {
-        let g = default_guard();
+        let g = if html {
+            guard(LinkPolicy::default().with_html(Action::Strip), "project bluebird")
+        } else {
+            default_guard()
+        };
         let text: String = parts.concat();
         let (w, we) = whole(&g, &text);
         let (s, se) = streamed(&g, &text, size);
