@@ -1,7 +1,10 @@
 //! Structured output, validated (issue 21): when a request asks for
 //! schema-bound output (chat `response_format` of type `json_schema`,
-//! Responses `text.format` of type `json_schema`), the answer's text must be
-//! JSON that the schema accepts.
+//! Responses `text.format` of type `json_schema`, Anthropic
+//! `output_config.format` or the beta `output_format` of type
+//! `json_schema`), the answer's text must be JSON that the schema accepts.
+//! Anthropic's structured output has no `strict` flag: the provider
+//! guarantees it, so a violation is refused as under `strict: true`.
 //!
 //! - Whole answers are checked before they are returned; streamed ones at
 //!   the end of the text (it is already out; the stream then ends with an
@@ -86,7 +89,10 @@ impl SchemaCheck {
         let format = match api {
             Api::ChatCompletions => body.get("response_format")?,
             Api::Responses => body.pointer("/text/format")?,
-            _ => return None,
+            Api::Messages => body
+                .pointer("/output_config/format")
+                .or_else(|| body.get("output_format"))?,
+            Api::Embeddings => return None,
         };
         if format.get("type").and_then(Value::as_str) != Some("json_schema") {
             return None;
@@ -96,7 +102,8 @@ impl SchemaCheck {
         let schema = spec.get("schema")?;
         Some(SchemaCheck {
             validator: compile(schema),
-            strict: spec.get("strict").and_then(Value::as_bool) == Some(true),
+            strict: api == Api::Messages
+                || spec.get("strict").and_then(Value::as_bool) == Some(true),
         })
     }
 
@@ -143,7 +150,22 @@ impl SchemaCheck {
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            Api::Messages => {
+                // A refusal (`stop_reason: refusal`) is not an answer.
+                if body.get("stop_reason").and_then(Value::as_str) == Some("refusal") {
+                    return Ok(());
+                }
+                let text: String = super::tool_policy::list(body.get("content"))
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect();
+                if text.is_empty() {
+                    return Ok(());
+                }
+                self.check(&text)
+            }
+            Api::Embeddings => Ok(()),
         }
     }
 }
@@ -205,7 +227,26 @@ impl StreamSchema {
                 },
                 _ => Ok(()),
             },
-            _ => Ok(()),
+            // Anthropic: the text blocks' deltas, checked when the message
+            // ends (`message_delta` carries the stop reason).
+            Api::Messages => match v.get("type").and_then(Value::as_str) {
+                Some("content_block_delta") => {
+                    if let Some(piece) = v.pointer("/delta/text").and_then(Value::as_str) {
+                        self.texts.entry(String::new()).or_default().push_str(piece);
+                    }
+                    Ok(())
+                }
+                Some("message_delta") => {
+                    let refused =
+                        v.pointer("/delta/stop_reason").and_then(Value::as_str) == Some("refusal");
+                    match self.texts.remove("") {
+                        Some(text) if !refused && !text.is_empty() => self.check.check(&text),
+                        _ => Ok(()),
+                    }
+                }
+                _ => Ok(()),
+            },
+            Api::Embeddings => Ok(()),
         }
     }
 }
@@ -221,6 +262,43 @@ mod tests {
             &json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": strict, "schema": schema}}}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn anthropic_structured_output_is_checked_whole_and_streamed() {
+        let schema =
+            json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+        for body in [
+            json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+            json!({"output_format": {"type": "json_schema", "schema": schema}}),
+        ] {
+            let c = SchemaCheck::of(Api::Messages, &body).unwrap();
+            // No strict flag: the provider guarantees it, so it is strict.
+            assert!(c.strict);
+            let whole = |text: &str, stop: &str| json!({"content": [{"type": "text", "text": text}], "stop_reason": stop});
+            assert!(
+                c.check_whole(Api::Messages, &whole("{\"n\": 1}", "end_turn"))
+                    .is_ok()
+            );
+            assert_eq!(
+                c.check_whole(Api::Messages, &whole("{\"n\": \"one\"}", "end_turn"))
+                    .unwrap_err()
+                    .at,
+                "/n"
+            );
+            assert!(
+                c.check_whole(Api::Messages, &whole("I can't help with that.", "refusal"))
+                    .is_ok()
+            );
+
+            let mut s = StreamSchema::new(c);
+            let delta = |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+            assert!(s.event(Api::Messages, &delta("{\"n\": ")).is_ok());
+            assert!(s.event(Api::Messages, &delta("\"one\"}")).is_ok());
+            let end = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}});
+            assert_eq!(s.event(Api::Messages, &end).unwrap_err().at, "/n");
+        }
+        assert!(SchemaCheck::of(Api::Messages, &json!({"max_tokens": 5})).is_none());
     }
 
     #[test]

@@ -112,3 +112,48 @@ async fn answers_that_break_the_requested_schema_are_refused_when_strict() {
         }
     }
 }
+
+#[tokio::test]
+async fn anthropic_structured_output_is_checked_whole_and_streamed() {
+    let gw = TestGateway::start("").await;
+    let key = gw.any_key().await;
+    for stream in [false, true] {
+        let send = |reply: &'static str| {
+            client()
+                .post(gw.url("/v1/messages"))
+                .header("x-api-key", &key)
+                .header("x-mock-reply", reply)
+                .header("x-mock-chunk-bytes", "4")
+                .json(
+                    &json!({"model": "mock-1", "max_tokens": 100, "stream": stream,
+                    "messages": [{"role": "user", "content": "weather?"}],
+                    "output_config": {"format": {"type": "json_schema", "schema": schema()}}}),
+                )
+                .send()
+        };
+        let resp = send(r#"{"city": "Lyon", "n": 3}"#).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let raw = resp.text().await.unwrap();
+        assert!(!raw.contains("output_schema_violation"), "{raw}");
+
+        let resp = send(r#"{"city": "Lyon", "n": "SECRET-three"}"#)
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let raw = resp.text().await.unwrap();
+        assert!(
+            raw.contains("output_schema_violation") && raw.contains("/n"),
+            "{stream}: {raw}"
+        );
+        if stream {
+            assert_eq!(status, 200);
+            assert!(
+                !raw.contains("message_stop"),
+                "the stream ended normally: {raw}"
+            );
+        } else {
+            assert_eq!(status, 502);
+            assert!(!raw.contains("SECRET-three"), "{raw}");
+        }
+    }
+}
