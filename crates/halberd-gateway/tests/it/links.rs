@@ -4,11 +4,10 @@
 //! policy can block such answers instead (`output_link_blocked`) or allow
 //! hosts outright.
 
-use halberd_store::KeySpec;
 use halberd_testkit::{TestGateway, sse_data};
 use serde_json::{Value, json};
 
-use crate::client;
+use crate::{client, policy_key};
 
 /// What the mock answers: an image whose query carries a sentence, between
 /// ordinary text and an ordinary link.
@@ -105,14 +104,7 @@ unlisted = "strip"
 "#,
     )
     .await;
-    let key = |policy: &str| {
-        gw.key(KeySpec {
-            name: policy.into(),
-            policy: Some(policy.into()),
-            ..KeySpec::default()
-        })
-    };
-    let block = key("block").await.key;
+    let block = policy_key(&gw, "block").await;
     for path in PATHS {
         let (status, raw) = ask(&gw, &block, path, false).await;
         assert_eq!(status, 403, "{path}: {raw}");
@@ -133,7 +125,7 @@ unlisted = "strip"
     }
     // The image's host is allowed; the guide's is not, and every reference
     // to a host not allowed is stripped: the link keeps its text.
-    let allow = key("allow").await.key;
+    let allow = policy_key(&gw, "allow").await;
     for path in PATHS {
         for stream in [false, true] {
             let (status, text) = ask(&gw, &allow, path, stream).await;
@@ -180,14 +172,7 @@ share = 0.6
     )
     .await;
     let flagged = gw.any_key().await;
-    let blocked = gw
-        .key(KeySpec {
-            name: "block".into(),
-            policy: Some("block".into()),
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let blocked = policy_key(&gw, "block").await;
     let copy = format!("Sure. I was told: {}", SYSTEM.to_lowercase());
     let send = |key: &str, path: &'static str, stream: bool, reply: &str| {
         client()
@@ -256,14 +241,7 @@ html = "strip"
 "#,
     )
     .await;
-    let web = gw
-        .key(KeySpec {
-            name: "web".into(),
-            policy: Some("web".into()),
-            ..KeySpec::default()
-        })
-        .await
-        .key;
+    let web = policy_key(&gw, "web").await;
     let plain = gw.any_key().await;
     let reply = "Hi <img src=x onerror=alert(document.cookie)> and <a href=\"javascript:steal()\">click</a>.";
     for stream in [false, true] {

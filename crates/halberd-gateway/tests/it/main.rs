@@ -31,6 +31,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// A new key of `gw` under the named policy (the key is named after it);
+/// its secret.
+pub async fn policy_key(gw: &halberd_testkit::TestGateway, policy: &str) -> String {
+    gw.key(halberd_store::KeySpec {
+        name: policy.into(),
+        policy: Some(policy.into()),
+        ..halberd_store::KeySpec::default()
+    })
+    .await
+    .key
+}
+
 /// POSTs JSON with a bearer key.
 pub async fn post(url: &str, key: &str, body: Value) -> reqwest::Response {
     client()

