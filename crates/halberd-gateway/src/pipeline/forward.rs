@@ -46,6 +46,11 @@ pub const AI_GENERATED_HEADER: &str = "x-halberd-ai-generated";
 /// `email=1:pseudonymize, secret:aws_access_key_id=1:redact`.
 pub const SENSITIVE_INPUT_HEADER: &str = "x-halberd-sensitive-input";
 
+/// Header naming what the output checks did to a whole answer, e.g.
+/// `links(image:sentence=1:strip), prompt_leak(62%:flag)` (streamed
+/// answers: the guard log only, their headers are sent first).
+pub const OUTPUT_HEADER: &str = "x-halberd-output";
+
 /// Header counting the hidden characters removed from the request by class,
 /// e.g. `tags=31, bidi=2` (the policy's `sanitize`).
 pub const SANITIZED_HEADER: &str = "x-halberd-sanitized";
@@ -279,11 +284,13 @@ pub async fn forward(
             return Err(GatewayError::OutputSchema { violation });
         }
     }
+    let mut output_summary = None;
     let bytes = match (output.as_mut(), parsed) {
         (None, _) => bytes,
         (Some(output), Ok(mut v)) => {
             let result = output.whole(&mut v);
             output.report(&ctx.request_id);
+            output_summary = output.summary();
             match result {
                 Ok(()) => Bytes::from(v.to_string()),
                 Err(e) => {
@@ -318,6 +325,9 @@ pub async fn forward(
     }
     if let Some(v) = sanitized_header {
         h.insert(SANITIZED_HEADER, v);
+    }
+    if let Some(v) = output_summary.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        h.insert(OUTPUT_HEADER, v);
     }
     Ok(resp)
 }

@@ -169,6 +169,40 @@ impl OutputInspector {
             && self.leak.is_none()
     }
 
+    /// What the checks did to a whole answer, for the `x-halberd-output`
+    /// header: `sensitive(email=1), links(image:sentence=1:strip),
+    /// prompt_leak(62%:flag)`. Types, reasons and actions, never values.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        let join = |counts: &mut dyn Iterator<Item = String>| counts.collect::<Vec<_>>().join(", ");
+        if !self.counts.is_empty() {
+            let mut items = self.counts.iter().map(|(k, n)| format!("{k}={n}"));
+            parts.push(format!("sensitive({})", join(&mut items)));
+        }
+        if !self.link_edits.is_empty() {
+            let mut counted: BTreeMap<(String, &str), usize> = BTreeMap::new();
+            for edit in &self.link_edits {
+                *counted
+                    .entry((edit.to_string(), edit.action.as_str()))
+                    .or_default() += 1;
+            }
+            let mut items = counted
+                .iter()
+                .map(|((kind, action), n)| format!("{kind}={n}:{action}"));
+            parts.push(format!("links({})", join(&mut items)));
+        }
+        if let Some(leak) = &self.leak
+            && leak.watch.tripped()
+        {
+            parts.push(format!(
+                "prompt_leak({}%:{})",
+                (leak.watch.share() * 100.0) as u32,
+                if leak.block { "block" } else { "flag" }
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// Logs and counts what was done (guards `sensitive_output`,
     /// `output_links` and `prompt_leak`): types and reasons, never values.
     pub fn report(&self, request_id: &str) {

@@ -78,6 +78,28 @@ async fn ask(gw: &TestGateway, key: &str, path: &str, stream: bool) -> (u16, Str
 async fn an_image_carrying_data_is_removed_whole_and_streamed_on_every_api() {
     let gw = TestGateway::start("").await;
     let key = gw.any_key().await;
+    // A whole answer says what was done, and a clean one says nothing.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-reply", REPLY)
+        .json(&body("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-halberd-output"],
+        "links(image:sentence=1:strip)"
+    );
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-mock-reply", "Nothing to see.")
+        .json(&body("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("x-halberd-output").is_none());
     for path in PATHS {
         for stream in [false, true] {
             let (status, text) = ask(&gw, &key, path, stream).await;
@@ -185,9 +207,17 @@ share = 0.6
             .send()
     };
     for path in PATHS {
-        // The default policy flags: the answer passes.
+        // The default policy flags: the answer passes, and says so.
         let resp = send(&flagged, path, false, &copy).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
+        let said = resp.headers()["x-halberd-output"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            said.starts_with("prompt_leak(") && said.ends_with("%:flag)"),
+            "{said}"
+        );
         // Blocked whole: 403 in the caller's shape; the prompt is not in it.
         let resp = send(&blocked, path, false, &copy).await.unwrap();
         assert_eq!(resp.status(), 403, "{path}");
