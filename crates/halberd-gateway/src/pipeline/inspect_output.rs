@@ -136,6 +136,9 @@ pub struct OutputInspector {
     pub counts: BTreeMap<String, usize>,
     /// Links and images acted on so far.
     pub link_edits: Vec<LinkEdit>,
+    /// Some text arrived as deltas (events that repeat it are not counted
+    /// again).
+    streamed: bool,
     /// The last OpenAI chat chunk's envelope, to frame a synthesised chunk.
     last_chunk: Option<Value>,
 }
@@ -150,6 +153,7 @@ impl OutputInspector {
             streams: BTreeMap::new(),
             counts: BTreeMap::new(),
             link_edits: Vec::new(),
+            streamed: false,
             last_chunk: None,
         }
     }
@@ -359,6 +363,7 @@ impl OutputInspector {
         if self.streams.len() >= MAX_TEXT_STREAMS && !self.streams.contains_key(key) {
             return Err(OutputError::Uninspectable);
         }
+        self.streamed = true;
         let policy = &self.policy;
         let rendered = rendered_stream(key);
         let links = !self.links.is_off() && rendered;
@@ -693,7 +698,21 @@ impl OutputInspector {
             .strip_suffix(".delta")
             .or_else(|| kind.strip_suffix(".done"))
         else {
-            return self.walk(event);
+            // Events that repeat what the deltas streamed are redacted the
+            // same way but not counted again.
+            let repeat = matches!(
+                kind.as_str(),
+                "response.completed" | "response.incomplete" | "response.failed"
+            ) || (kind == "response.output_item.done"
+                && matches!(
+                    event.pointer("/item/type").and_then(Value::as_str),
+                    Some("message" | "function_call" | "reasoning")
+                ));
+            return if repeat {
+                self.walk_repeat(event)
+            } else {
+                self.walk(event)
+            };
         };
         let streamed = [
             "response.output_text",
@@ -713,7 +732,12 @@ impl OutputInspector {
             .keys()
             .any(|k| k.starts_with(&format!("{family}|")));
         if !streamed.contains(&family) && !generic_delta && !live {
-            return self.walk(event);
+            // `response.content_part.done` repeats a part's streamed text.
+            return if kind == "response.content_part.done" {
+                self.walk_repeat(event)
+            } else {
+                self.walk(event)
+            };
         }
         let item = event
             .get("item_id")
@@ -750,7 +774,24 @@ impl OutputInspector {
         if !text.is_empty() {
             out.put_slice(&responses_delta(&key, text, Some(&*event)));
         }
-        self.walk(event)
+        self.walk_repeat(event)
+    }
+
+    /// Walks an event that repeats text already streamed as deltas (a
+    /// Responses `.done` event, `response.completed`): the same edits are
+    /// made, so the client sees the same text, but what they found was
+    /// counted with the deltas and is not counted twice.
+    /// Without deltas (a provider that sends only the whole texts) it is the
+    /// only count and is kept.
+    fn walk_repeat(&mut self, event: &mut Value) -> Result<bool, OutputError> {
+        if !self.streamed {
+            return self.walk(event);
+        }
+        let (links, counts) = (self.link_edits.len(), self.counts.clone());
+        let changed = self.walk(event);
+        self.link_edits.truncate(links);
+        self.counts = counts;
+        changed
     }
 }
 

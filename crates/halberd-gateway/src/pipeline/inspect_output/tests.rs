@@ -451,11 +451,8 @@ fn an_exfiltration_image_is_removed_from_each_api_s_stream_and_an_allowed_link_s
         let mut inspector = with_links("Tell me about Project Bluebird");
         let events = run(&mut inspector, api, &raw).unwrap();
         assert_eq!(assembled(api, &events), expected, "{api:?}");
-        assert_eq!(
-            inspector.link_edits.len(),
-            if api == Api::Responses { 2 } else { 1 },
-            "{api:?}"
-        );
+        // Counted once, though Responses repeats the text in its done event.
+        assert_eq!(inspector.link_edits.len(), 1, "{api:?}");
         if api == Api::Responses {
             // The done event's whole text agrees with the deltas.
             let done: Value =
