@@ -585,24 +585,12 @@ fn decode_entities(s: &str) -> String {
     out
 }
 
+/// Percent escapes decoded; invalid ones and invalid UTF-8 kept as they
+/// are (lossily), as a browser shows them.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Words of two or more letters.
@@ -914,20 +902,14 @@ fn marker(kind: RefKind) -> &'static str {
 /// hold; `ended`: the text ends with `w`.
 fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool, html: bool) -> Scan {
     let b = w.as_bytes();
-    // Running out of `w`: past the bound, a reference whose destination began
-    // is overlong; otherwise open, unless the text ended.
+    // Past the bound, a reference whose destination began is overlong.
     let out_of_text = |kind: RefKind, url_start: Option<usize>, end: Option<u8>| {
-        if bounded && url_start.is_some() {
-            Scan::Overflow {
-                kind,
-                url_start,
-                end,
-            }
-        } else if bounded || ended {
-            Scan::No
-        } else {
-            Scan::Open
-        }
+        let overflow = url_start.map(|_| Scan::Overflow {
+            kind,
+            url_start,
+            end,
+        });
+        ran_out(bounded, ended, overflow)
     };
     match b[0] {
         b'!' => {
@@ -1016,6 +998,17 @@ fn scan_at(w: &str, prev: Option<u8>, bounded: bool, ended: bool, html: bool) ->
                 _ => Scan::No,
             }
         }
+    }
+}
+
+/// What running out of the window means: past the bound, `overflow` (a
+/// reference that began and did not end within it) or plain text; before
+/// it, open while more text may come.
+fn ran_out(bounded: bool, ended: bool, overflow: Option<Scan>) -> Scan {
+    match overflow {
+        Some(o) if bounded => o,
+        _ if bounded || ended => Scan::No,
+        _ => Scan::Open,
     }
 }
 
@@ -1157,17 +1150,12 @@ fn bare_url(b: &[u8], at: usize, ended: bool) -> Option<((usize, usize), Option<
 fn tag(w: &str, bounded: bool, ended: bool, html: bool) -> Scan {
     let b = w.as_bytes();
     let open = |known: bool, url_start: Option<usize>, kind: RefKind| {
-        if bounded && known {
-            Scan::Overflow {
-                kind,
-                url_start,
-                end: Some(b'>'),
-            }
-        } else if bounded || ended {
-            Scan::No
-        } else {
-            Scan::Open
-        }
+        let overflow = known.then_some(Scan::Overflow {
+            kind,
+            url_start,
+            end: Some(b'>'),
+        });
+        ran_out(bounded, ended, overflow)
     };
     let mut i = 1;
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b':') {

@@ -365,18 +365,17 @@ impl OutputInspector {
         }
         self.streamed = true;
         let policy = &self.policy;
-        let rendered = rendered_stream(key);
-        let links = !self.links.is_off() && rendered;
-        let words = self.leak.is_some() && rendered;
-        let stream = self
-            .streams
-            .entry(key.to_owned())
-            .or_insert_with(|| TextStream {
+        let (links, words) = (!self.links.is_off(), self.leak.is_some());
+        let stream = self.streams.entry(key.to_owned()).or_insert_with(|| {
+            // Decided once per text stream, when it opens.
+            let rendered = rendered_stream(key);
+            TextStream {
                 redactor: StreamRedactor::new(Detector::shared(), policy.clone()),
                 restorer: Restorer::default(),
-                links: links.then(LinkStream::default),
-                words: words.then(WordWindow::default),
-            });
+                links: (links && rendered).then(LinkStream::default),
+                words: (words && rendered).then(WordWindow::default),
+            }
+        });
         let before = stream.redactor.edits().len();
         let released = stream.redactor.push(piece);
         count(&mut self.counts, &stream.redactor.edits()[before..]);

@@ -30,16 +30,39 @@ fn body(path: &str, stream: bool) -> Value {
     }
 }
 
-/// The answer's text as the client assembles it, or the error body.
-async fn ask(gw: &TestGateway, key: &str, path: &str, stream: bool) -> (u16, String) {
-    let resp = client()
+/// A request on `path` whose mock answer is `reply`, streamed in deltas of
+/// `chunk` bytes.
+fn request(
+    gw: &TestGateway,
+    key: &str,
+    path: &str,
+    reply: &str,
+    chunk: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    client()
         .post(gw.url(path))
         .bearer_auth(key)
         .header("x-api-key", key)
-        .header("x-mock-reply", REPLY)
-        // Small deltas: the image is cut across many events.
-        .header("x-mock-chunk-bytes", "7")
-        .json(&body(path, stream))
+        .header("x-mock-reply", reply)
+        .header("x-mock-chunk-bytes", chunk)
+        .json(body)
+}
+
+/// The answer's text as the client assembles it, or the error body.
+async fn ask(gw: &TestGateway, key: &str, path: &str, stream: bool) -> (u16, String) {
+    ask_reply(gw, key, path, stream, REPLY).await
+}
+
+async fn ask_reply(
+    gw: &TestGateway,
+    key: &str,
+    path: &str,
+    stream: bool,
+    reply: &str,
+) -> (u16, String) {
+    // Small deltas: a reference is cut across many events.
+    let resp = request(gw, key, path, reply, "7", &body(path, stream))
         .send()
         .await
         .unwrap();
@@ -79,11 +102,8 @@ async fn an_image_carrying_data_is_removed_whole_and_streamed_on_every_api() {
     let gw = TestGateway::start("").await;
     let key = gw.any_key().await;
     // A whole answer says what was done, and a clean one says nothing.
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-mock-reply", REPLY)
-        .json(&body("/v1/chat/completions", false))
+    let chat = "/v1/chat/completions";
+    let resp = request(&gw, &key, chat, REPLY, "7", &body(chat, false))
         .send()
         .await
         .unwrap();
@@ -91,11 +111,7 @@ async fn an_image_carrying_data_is_removed_whole_and_streamed_on_every_api() {
         resp.headers()["x-halberd-output"],
         "links(image:sentence=1:strip)"
     );
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-mock-reply", "Nothing to see.")
-        .json(&body("/v1/chat/completions", false))
+    let resp = request(&gw, &key, chat, "Nothing to see.", "7", &body(chat, false))
         .send()
         .await
         .unwrap();
@@ -197,14 +213,7 @@ share = 0.6
     let blocked = policy_key(&gw, "block").await;
     let copy = format!("Sure. I was told: {}", SYSTEM.to_lowercase());
     let send = |key: &str, path: &'static str, stream: bool, reply: &str| {
-        client()
-            .post(gw.url(path))
-            .bearer_auth(key)
-            .header("x-api-key", key)
-            .header("x-mock-reply", reply)
-            .header("x-mock-chunk-bytes", "9")
-            .json(&leak_body(path, stream))
-            .send()
+        request(&gw, key, path, reply, "9", &leak_body(path, stream)).send()
     };
     for path in PATHS {
         // The default policy flags: the answer passes, and says so.
@@ -275,44 +284,11 @@ html = "strip"
     let plain = gw.any_key().await;
     let reply = "Hi <img src=x onerror=alert(document.cookie)> and <a href=\"javascript:steal()\">click</a>.";
     for stream in [false, true] {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&web)
-            .header("x-mock-reply", reply)
-            .header("x-mock-chunk-bytes", "5")
-            .json(&body("/v1/chat/completions", stream))
-            .send()
-            .await
-            .unwrap();
-        let text = if stream {
-            sse_data(resp)
-                .await
-                .iter()
-                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-                .filter_map(|v| {
-                    v.pointer("/choices/0/delta/content")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .collect::<String>()
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
+        let (status, text) = ask_reply(&gw, &web, "/v1/chat/completions", stream, reply).await;
+        assert_eq!(status, 200);
         assert_eq!(text, "Hi  and click</a>.", "stream={stream}");
     }
     // The default policy leaves HTML alone.
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&plain)
-        .header("x-mock-reply", reply)
-        .json(&body("/v1/chat/completions", false))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["choices"][0]["message"]["content"], reply);
+    let (_, text) = ask_reply(&gw, &plain, "/v1/chat/completions", false, reply).await;
+    assert_eq!(text, reply);
 }

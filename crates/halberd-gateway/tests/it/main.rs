@@ -43,6 +43,18 @@ pub async fn policy_key(gw: &halberd_testkit::TestGateway, policy: &str) -> Stri
     .key
 }
 
+/// A response's status and what it carried: the data of its events, one
+/// per line, when it streamed, else its body.
+pub async fn status_and_text(resp: reqwest::Response, stream: bool) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let raw = if stream && status == 200 {
+        halberd_testkit::sse_data(resp).await.join("\n")
+    } else {
+        resp.text().await.unwrap()
+    };
+    (status, raw)
+}
+
 /// POSTs JSON with a bearer key.
 pub async fn post(url: &str, key: &str, body: Value) -> reqwest::Response {
     client()

@@ -2,7 +2,7 @@
 //! is checked against it, whole and streamed, on chat completions and
 //! Responses; strict requests are refused on a violation, others pass.
 
-use halberd_testkit::{TestGateway, sse_data};
+use halberd_testkit::TestGateway;
 use serde_json::{Value, json};
 
 use crate::client;
@@ -39,13 +39,7 @@ async fn ask(
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    let raw = if stream && status == 200 {
-        sse_data(resp).await.join("\n")
-    } else {
-        resp.text().await.unwrap()
-    };
-    (status, raw)
+    crate::status_and_text(resp, stream).await
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! the request did not declare, or with arguments that are not JSON, is
 //! refused on every API, whole and streamed; a declared call passes.
 
-use halberd_testkit::{TestGateway, sse_data};
+use halberd_testkit::TestGateway;
 use serde_json::{Value, json};
 
 use crate::client;
@@ -47,14 +47,7 @@ async fn ask(
     if let Some(arguments) = arguments {
         req = req.header("x-mock-tool-arguments", arguments);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let raw = if stream && status == 200 {
-        sse_data(resp).await.join("\n")
-    } else {
-        resp.text().await.unwrap()
-    };
-    (status, raw)
+    crate::status_and_text(req.send().await.unwrap(), stream).await
 }
 
 #[tokio::test]
