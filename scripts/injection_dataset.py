@@ -182,6 +182,17 @@ def main():
         add(False, item["text"], item["label"], item["source"], item["provenance"],
             group=item["group"], to=extra)
 
+    # Our own training documents (scripts/injection_training_docs.py): API
+    # results and text whose imperatives address the reader (benign), and
+    # instructions planted for the agent in eight languages. Training only;
+    # the evaluation templates above are written apart from them.
+    import injection_training_docs
+    for item in injection_training_docs.items():
+        add(False, item["text"], item["label"], item["source"], item["provenance"],
+            group=item["group"])
+        if "head" in item:
+            train[-1]["head"] = item["head"]
+
     os.makedirs(args.out, exist_ok=True)
     for name, items in (("train.jsonl", train), ("dev.jsonl", dev), ("extra.jsonl", extra)):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 
 FAMILIES = ["bipia-code", "bipia-text", "jbb-goal-plain", "jbb", "gptfuzz", "xstest",
-            "synthetic-tool", "synthetic-planted"]
+            "synthetic-tool", "synthetic-planted", "synthetic-train"]
 # Benign tool outputs and documents: the issue's "<= 2 % false positives on
 # benign tool outputs at the untrusted threshold".
 TOOL_OUTPUTS = ("synthetic-tool", "bipia-email-clean")

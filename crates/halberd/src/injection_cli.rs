@@ -4,7 +4,8 @@
 //! optional `source` (metrics are printed per source) and optional
 //! `provenance` (`user`, the default; `document`, `tool` or `untrusted` for
 //! text from outside; `system` or `operator` for the operator's prompt), which
-//! picks the trust level and so the thresholds.
+//! picks the trust level and so the thresholds. For training, `"head":
+//! "segment"` marks a benign document that trains the document head only.
 //! `scripts/injection_dataset.py` builds the train and dev files from
 //! `../shared/data`.
 
@@ -26,6 +27,9 @@ pub struct Item {
     pub attack: bool,
     pub source: String,
     pub trust: Trust,
+    /// `"head": "segment"`: a document that trains the document head only
+    /// (see `train::Labeled::segment_only`).
+    pub segment_only: bool,
 }
 
 pub fn trust_of(provenance: Option<&str>) -> Result<Trust> {
@@ -65,6 +69,11 @@ pub fn read_dataset(path: &Path) -> Result<Vec<Item>> {
             attack,
             source: v["source"].as_str().unwrap_or("all").to_string(),
             trust: trust_of(v["provenance"].as_str()).with_context(at)?,
+            segment_only: match v["head"].as_str() {
+                None => false,
+                Some("segment") => true,
+                Some(other) => bail!("{}: unknown `head` {other:?} (only \"segment\")", at()),
+            },
         });
     }
     Ok(items)
@@ -430,6 +439,7 @@ fn labeled(i: &Item) -> Labeled {
         attack: i.attack,
         document: i.trust == Trust::Untrusted,
         source: i.source.clone(),
+        segment_only: i.segment_only,
     }
 }
 
@@ -477,5 +487,29 @@ mod tests {
         assert_eq!(trust_of(Some("tool")).ok(), Some(Trust::Untrusted));
         assert_eq!(trust_of(Some("system")).ok(), Some(Trust::Operator));
         assert!(trust_of(Some("martian")).is_err());
+    }
+
+    #[test]
+    fn a_segment_only_document_is_read_and_an_unknown_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let line = |head: &str| {
+            format!(r#"{{"text": "t", "label": "benign", "provenance": "document"{head}}}"#)
+        };
+        std::fs::write(&path, [line(""), line(r#", "head": "segment""#)].join("\n")).unwrap();
+        let items = read_dataset(&path).unwrap();
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| labeled(i).segment_only)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+        std::fs::write(&path, line(r#", "head": "prompt""#)).unwrap();
+        let Err(err) = read_dataset(&path) else {
+            panic!("an unknown head was read");
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains("unknown `head`"), "{err}");
     }
 }

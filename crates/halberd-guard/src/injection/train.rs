@@ -22,6 +22,13 @@ pub struct Labeled {
     pub document: bool,
     /// The source name; `*-instruction` marks bare instructions from documents.
     pub source: String,
+    /// A benign document written to calibrate the segment head (our API
+    /// results and reader-addressed text, `scripts/injection_training_docs.py`):
+    /// it does not train the prompt head. That head's training set, and with
+    /// it the user-turn thresholds chosen by cross-validation, stay as they
+    /// were; the question these documents teach ("is this sentence addressed
+    /// to the model?") is the segment head's.
+    pub segment_only: bool,
 }
 
 /// Trains the model. Deterministic for a given input order and config.
@@ -33,7 +40,7 @@ pub fn train(items: &[Labeled], config: TrainConfig) -> Model {
         let normalized = normalize(&item.text);
         let tokens = model::tokenize(&normalized.text);
         let instruction = item.source.ends_with("-instruction");
-        if !item.document || (!item.attack && !instruction) {
+        if !item.document || (!item.attack && !instruction && !item.segment_only) {
             model::features(&tokens, 0, tokens.hashes.len(), &mut features);
             prompt.push(Example {
                 features: features.clone(),
