@@ -329,7 +329,9 @@ impl Relay {
             }
             let mut event_out = BytesMut::new();
             if let Some(output) = &mut self.output {
-                if let Err(e) = output.event(self.api, ev, &mut event_out) {
+                // The one parse, handed on.
+                let parsed = parsed.or(checked);
+                if let Err(e) = output.parsed_event(self.api, ev, parsed, &mut event_out) {
                     self.held.clear();
                     out.extend_from_slice(&self.output_failed(e));
                     break;

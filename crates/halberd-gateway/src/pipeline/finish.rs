@@ -40,9 +40,19 @@ pub struct Finish {
     permit: Option<super::admit::Permit>,
     /// Settlement and the usage record, when the exchange is accounted.
     accounting: Option<Accounting>,
-    /// Tokens of generated text relayed so far, counted locally.
+    /// Tokens of generated text relayed so far, counted locally. The deltas
+    /// are kept (in one buffer, with where each ends) and counted, each on
+    /// its own as before, in batches of [`COUNT_BATCH`] bytes, and the rest
+    /// only if the provider never reports its final usage: counting every
+    /// delta as it passed was a tokenizer call per streamed event, for a
+    /// figure almost never used.
     relayed_tokens: u64,
+    relayed: String,
+    relayed_ends: Vec<usize>,
 }
+
+/// Relayed text counted once this much has gathered (memory stays bounded).
+const COUNT_BATCH: usize = 16 * 1024;
 
 /// What the finaliser needs to account for an exchange.
 #[derive(Debug)]
@@ -99,6 +109,8 @@ impl Finish {
             permit: None,
             accounting: None,
             relayed_tokens: 0,
+            relayed: String::new(),
+            relayed_ends: Vec::new(),
         }
     }
 
@@ -112,8 +124,26 @@ impl Finish {
     /// produced, which is what it bills).
     pub fn relayed_text(&mut self, text: &str) {
         if let Some(a) = &self.accounting {
-            self.relayed_tokens += a.encoding.count(text);
+            self.relayed.push_str(text);
+            self.relayed_ends.push(self.relayed.len());
+            if self.relayed.len() >= COUNT_BATCH {
+                let encoding = a.encoding;
+                self.relayed_tokens += self.count_relayed(encoding);
+            }
         }
+    }
+
+    /// Counts the kept deltas, each on its own, and lets them go.
+    fn count_relayed(&mut self, encoding: halberd_guard::tokens::Encoding) -> u64 {
+        let mut start = 0;
+        let mut tokens = 0;
+        for &end in &self.relayed_ends {
+            tokens += encoding.count(&self.relayed[start..end]);
+            start = end;
+        }
+        self.relayed.clear();
+        self.relayed_ends.clear();
+        tokens
     }
 
     pub fn counts_text(&self) -> bool {
@@ -206,7 +236,9 @@ impl Drop for Finish {
                     Usage {
                         input_tokens,
                         cached_input_tokens: partial.cached_input_tokens.min(input_tokens),
-                        output_tokens: partial.output_tokens.max(self.relayed_tokens),
+                        output_tokens: partial
+                            .output_tokens
+                            .max(self.relayed_tokens + self.count_relayed(a.encoding)),
                     }
                 }
                 None => Usage::default(),

@@ -455,6 +455,18 @@ impl OutputInspector {
         ev: &SseEvent,
         out: &mut BytesMut,
     ) -> Result<(), OutputError> {
+        self.parsed_event(api, ev, None, out)
+    }
+
+    /// [`Self::event`], with the event's data already parsed by the caller
+    /// (the relay parses it once for usage and token counting).
+    pub fn parsed_event(
+        &mut self,
+        api: Api,
+        ev: &SseEvent,
+        parsed: Option<Value>,
+        out: &mut BytesMut,
+    ) -> Result<(), OutputError> {
         let Some(data) = ev.data.as_deref() else {
             out.put_slice(&ev.raw);
             return Ok(());
@@ -464,7 +476,7 @@ impl OutputInspector {
             out.put_slice(&ev.raw);
             return Ok(());
         }
-        let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+        let Some(mut value) = parsed.or_else(|| serde_json::from_str::<Value>(data).ok()) else {
             return Err(OutputError::Uninspectable);
         };
         let changed = match api {
