@@ -180,14 +180,16 @@ def items(seed=20, per_template=3):
     return out
 
 
-def main():
+def print_sample(make_items, default_seed):
+    """Prints `--n` items of `make_items(seed)`, sampled with that seed: the
+    command line of this generator and of injection_training_docs.py."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=default_seed)
     parser.add_argument("--n", type=int, default=20)
     args = parser.parse_args()
-    for item in random.Random(args.seed).sample(items(args.seed), args.n):
+    for item in random.Random(args.seed).sample(make_items(args.seed), args.n):
         print(json.dumps(item, ensure_ascii=False))
 
 
 if __name__ == "__main__":
-    main()
+    print_sample(items, 20)

@@ -23,7 +23,6 @@ out of training so that they measure what this data teaches rather than what
 it repeats. Every item is a pure function of the seed; `group` is the
 template.
 """
-import argparse
 import json
 import random
 
@@ -206,14 +205,9 @@ def items(seed=11, per_template=4, json_items=60):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--n", type=int, default=20)
-    args = parser.parse_args()
-    for item in random.Random(args.seed).sample(items(args.seed), args.n):
-        print(json.dumps(item, ensure_ascii=False))
-
-
 if __name__ == "__main__":
-    main()
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import injection_synthetic
+    injection_synthetic.print_sample(items, 11)
