@@ -40,19 +40,47 @@ pub struct Finish {
     permit: Option<super::admit::Permit>,
     /// Settlement and the usage record, when the exchange is accounted.
     accounting: Option<Accounting>,
-    /// Tokens of generated text relayed so far, counted locally. The deltas
-    /// are kept (in one buffer, with where each ends) and counted, each on
-    /// its own as before, in batches of [`COUNT_BATCH`] bytes, and the rest
-    /// only if the provider never reports its final usage: counting every
-    /// delta as it passed was a tokenizer call per streamed event, for a
-    /// figure almost never used.
-    relayed_tokens: u64,
-    relayed: String,
-    relayed_ends: Vec<usize>,
+    /// Generated text relayed so far, counted locally only when needed.
+    relayed: Relayed,
 }
 
 /// Relayed text counted once this much has gathered (memory stays bounded).
 const COUNT_BATCH: usize = 16 * 1024;
+
+/// The generated text relayed so far, for the count used when the provider
+/// never reports its final usage. The deltas are kept (in one buffer, with
+/// where each ends) and counted, each on its own (a provider's deltas fall on
+/// token boundaries), in batches of [`COUNT_BATCH`] bytes and at the end:
+/// counting every delta as it passed was a tokenizer call per streamed
+/// event, for a figure almost never used.
+#[derive(Debug, Default)]
+struct Relayed {
+    counted: u64,
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Relayed {
+    fn push(&mut self, encoding: halberd_guard::tokens::Encoding, delta: &str) {
+        self.text.push_str(delta);
+        self.ends.push(self.text.len());
+        if self.text.len() >= COUNT_BATCH {
+            self.counted = self.tokens(encoding);
+        }
+    }
+
+    /// Every delta's tokens so far; what was kept is counted and let go.
+    fn tokens(&mut self, encoding: halberd_guard::tokens::Encoding) -> u64 {
+        let mut start = 0;
+        for &end in &self.ends {
+            self.counted += encoding.count(&self.text[start..end]);
+            start = end;
+        }
+        self.text.clear();
+        self.ends.clear();
+        self.counted
+    }
+}
 
 /// What the finaliser needs to account for an exchange.
 #[derive(Debug)]
@@ -108,9 +136,7 @@ impl Finish {
             started,
             permit: None,
             accounting: None,
-            relayed_tokens: 0,
-            relayed: String::new(),
-            relayed_ends: Vec::new(),
+            relayed: Relayed::default(),
         }
     }
 
@@ -124,26 +150,8 @@ impl Finish {
     /// produced, which is what it bills).
     pub fn relayed_text(&mut self, text: &str) {
         if let Some(a) = &self.accounting {
-            self.relayed.push_str(text);
-            self.relayed_ends.push(self.relayed.len());
-            if self.relayed.len() >= COUNT_BATCH {
-                let encoding = a.encoding;
-                self.relayed_tokens += self.count_relayed(encoding);
-            }
+            self.relayed.push(a.encoding, text);
         }
-    }
-
-    /// Counts the kept deltas, each on its own, and lets them go.
-    fn count_relayed(&mut self, encoding: halberd_guard::tokens::Encoding) -> u64 {
-        let mut start = 0;
-        let mut tokens = 0;
-        for &end in &self.relayed_ends {
-            tokens += encoding.count(&self.relayed[start..end]);
-            start = end;
-        }
-        self.relayed.clear();
-        self.relayed_ends.clear();
-        tokens
     }
 
     pub fn counts_text(&self) -> bool {
@@ -236,9 +244,7 @@ impl Drop for Finish {
                     Usage {
                         input_tokens,
                         cached_input_tokens: partial.cached_input_tokens.min(input_tokens),
-                        output_tokens: partial
-                            .output_tokens
-                            .max(self.relayed_tokens + self.count_relayed(a.encoding)),
+                        output_tokens: partial.output_tokens.max(self.relayed.tokens(a.encoding)),
                     }
                 }
                 None => Usage::default(),
@@ -291,5 +297,37 @@ impl Drop for Finish {
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         }
         .emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halberd_guard::tokens::Encoding;
+
+    #[test]
+    fn relayed_deltas_count_as_they_would_one_by_one_across_batches() {
+        let encoding = Encoding::for_model(false, "gpt-4o");
+        assert_eq!(encoding, Encoding::O200k);
+        let deltas: Vec<String> = (0..3000)
+            .map(|i| format!("word{} and more, ", i % 97))
+            .collect();
+        let one_by_one: u64 = deltas.iter().map(|d| encoding.count(d)).sum();
+        let mut relayed = Relayed::default();
+        let mut kept_most = 0;
+        for d in &deltas {
+            relayed.push(encoding, d);
+            kept_most = kept_most.max(relayed.text.len());
+        }
+        assert!(relayed.counted > 0, "batches were counted on the way");
+        assert!(
+            kept_most < COUNT_BATCH + 64,
+            "the kept text stays bounded: {kept_most}"
+        );
+        assert_eq!(relayed.tokens(encoding), one_by_one);
+        // Counting again adds nothing.
+        assert_eq!(relayed.tokens(encoding), one_by_one);
+        // The concatenation would count fewer: the deltas' edges matter.
+        assert!(encoding.count(&deltas.concat()) < one_by_one);
     }
 }
