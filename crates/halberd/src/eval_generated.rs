@@ -185,7 +185,7 @@ pub fn run(path: &Path, gate: &Gate) -> Result<()> {
             }
         }
     }
-    println!(
+    outln!(
         "## Generated PII: {} ({} texts)",
         path.display(),
         rows.len()
@@ -195,7 +195,7 @@ pub fn run(path: &Path, gate: &Gate) -> Result<()> {
         let s = scores.get(kind).copied().unwrap_or_default();
         let labelled = s.tp + s.fn_;
         if labelled == 0 {
-            println!("{kind:<12} no data: no labelled value of this type");
+            outln!("{kind:<12} no data: no labelled value of this type");
             failures.push(format!("{kind} has no labelled value, so no score"));
             continue;
         }
@@ -205,9 +205,11 @@ pub fn run(path: &Path, gate: &Gate) -> Result<()> {
         } else {
             s.tp as f64 / (s.tp + s.fp) as f64
         };
-        println!(
+        outln!(
             "{kind:<12} tp {:>5}  fp {:>4}  fn {:>4}  precision {precision:.3}  recall {recall:.3}",
-            s.tp, s.fp, s.fn_
+            s.tp,
+            s.fp,
+            s.fn_
         );
         let min_recall = gate.recall_for.get(kind).copied().or(gate.recall);
         if let Some(min) = min_recall
@@ -221,16 +223,16 @@ pub fn run(path: &Path, gate: &Gate) -> Result<()> {
             failures.push(format!("{kind} precision {precision:.3} below {min}"));
         }
     }
-    println!("recall by locale:");
+    outln!("recall by locale:");
     for ((kind, locale), (n, found)) in &by_locale {
         if found < n {
-            println!(
+            outln!(
                 "  {kind:<12} {locale:<6} {:.3} ({found} of {n})",
                 *found as f64 / *n as f64
             );
         }
     }
-    println!(
+    outln!(
         "redaction, whole and streamed in uneven pieces: {} leaks",
         leaks.len()
     );
@@ -240,9 +242,9 @@ pub fn run(path: &Path, gate: &Gate) -> Result<()> {
         ("leaks", &leaks),
     ] {
         if !items.is_empty() {
-            println!("{title}: {}", items.len());
+            outln!("{title}: {}", items.len());
             for item in items.iter().take(25) {
-                println!("  {item}");
+                outln!("  {item}");
             }
         }
     }

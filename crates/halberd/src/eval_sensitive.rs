@@ -90,7 +90,7 @@ pub fn run(data: &Path, fail_under: Option<f64>) -> Result<()> {
         if data.join(file).exists() {
             section(&detector, data)?;
         } else {
-            println!(
+            outln!(
                 "\n## {file}: not present in {}, section skipped",
                 data.display()
             );
@@ -170,7 +170,7 @@ fn throughput(detector: &Detector, data: &Path) -> Result<()> {
     let started = Instant::now();
     let findings: usize = texts.iter().map(|t| detector.scan(t).len()).sum();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "## Throughput: {} texts, {:.1} MiB from every data set: {:.0} MiB/s ({} findings; warm, one thread)",
         texts.len(),
         bytes as f64 / (1 << 20) as f64,
@@ -255,9 +255,9 @@ fn pii(detector: &Detector, data: &Path) -> Result<Vec<(&'static str, Option<f64
             }
         }
     }
-    println!("## PII: {} ({} sentences)", path.display(), rows.len());
+    outln!("## PII: {} ({} sentences)", path.display(), rows.len());
     for (_, name) in labels {
-        println!(
+        outln!(
             "{}",
             scores.get(name).copied().unwrap_or_default().line(name)
         );
@@ -267,10 +267,10 @@ fn pii(detector: &Detector, data: &Path) -> Result<Vec<(&'static str, Option<f64
         .filter(|(n, _)| !labels.iter().any(|(_, l)| l == *n))
         .collect();
     for (name, score) in other {
-        println!("{} (not labelled in this set)", score.line(name));
+        outln!("{} (not labelled in this set)", score.line(name));
     }
     let seconds = elapsed.as_secs_f64();
-    println!(
+    outln!(
         "scan time {:.1} µs per KiB ({:.0} MiB/s; {} KiB, {} sentences, warm, one thread)",
         seconds * 1e6 / (bytes as f64 / 1024.0),
         bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9),
@@ -438,22 +438,22 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
             }
         }
     }
-    println!("\n## Secrets: {}", path.display());
-    println!("{}", scoped.line("families Halberd claims"));
-    println!("{}", all.line("every CredSweeper rule"));
+    outln!("\n## Secrets: {}", path.display());
+    outln!("{}", scoped.line("families Halberd claims"));
+    outln!("{}", all.line("every CredSweeper rule"));
     for (group, score) in &groups {
-        println!("{}", score.line(&format!("group: {group}")));
+        outln!("{}", score.line(&format!("group: {group}")));
     }
     for (rule, score) in &by_rule {
         if in_scope(rule) {
-            println!("  {}", score.line(rule));
+            outln!("  {}", score.line(rule));
         }
     }
     print_list("missed (claimed families)", &misses);
     print_list("findings CredSweeper does not expect", &false_alarms);
 
     let path = data.join("detect-secrets-testdata/test_data.jsonl");
-    println!(
+    outln!(
         "\n## Secrets: {} (no labels; findings listed for review)",
         path.display()
     );
@@ -475,7 +475,7 @@ fn secrets(detector: &Detector, data: &Path) -> Result<()> {
 }
 
 fn ordinary(detector: &Detector, data: &Path) -> Result<()> {
-    println!("\n## Ordinary prompts (every finding is listed)");
+    outln!("\n## Ordinary prompts (every finding is listed)");
     let mut sets: Vec<(String, Vec<String>)> = Vec::new();
     for file in [
         "self-instruct/user_oriented_instructions.jsonl",
@@ -537,14 +537,14 @@ fn ordinary(detector: &Detector, data: &Path) -> Result<()> {
                 ));
             }
         }
-        println!(
+        outln!(
             "{file}: {} texts, {} KiB, {} findings",
             texts.len(),
             bytes / 1024,
             listed.len()
         );
         for item in &listed {
-            println!("  {item}");
+            outln!("  {item}");
         }
     }
     Ok(())
@@ -583,11 +583,11 @@ fn ceil(text: &str, mut at: usize) -> usize {
 const LIST_LIMIT: usize = 200;
 
 fn print_list(title: &str, items: &[String]) {
-    println!("{title}: {}", items.len());
+    outln!("{title}: {}", items.len());
     for item in items.iter().take(LIST_LIMIT) {
-        println!("  {item}");
+        outln!("  {item}");
     }
     if items.len() > LIST_LIMIT {
-        println!("  … and {} more", items.len() - LIST_LIMIT);
+        outln!("  … and {} more", items.len() - LIST_LIMIT);
     }
 }

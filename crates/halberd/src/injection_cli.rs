@@ -232,33 +232,33 @@ pub fn eval(
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     let (precision, recall, f1) = overall.prf();
-    println!(
+    outln!(
         "prompt-injection evaluation: {} ({} items)",
         path.display(),
         items.len()
     );
-    println!(
+    outln!(
         "detected = score at or above the trust level's flag threshold; blocked = at or above its block threshold"
     );
-    println!(
+    outln!(
         "overall: precision {precision:.3} recall {recall:.3} F1 {f1:.3} false-positive rate {:.4} ROC-AUC {}",
         ratio(overall.detected_benign, overall.benign),
         roc_auc(&scored).map_or("n/a".into(), |a| format!("{a:.4}")),
     );
-    println!(
+    outln!(
         "blocked: attacks {:.3} benign {:.4}",
         ratio(overall.blocked_attacks, overall.attacks),
         ratio(overall.blocked_benign, overall.benign)
     );
     for (trust, scores) in &by_trust {
-        println!(
+        outln!(
             "ROC-AUC {trust}: {}",
             roc_auc(scores).map_or("n/a (one class)".into(), |a| format!("{a:.4}"))
         );
     }
     // Per source: `-` where a figure needs a label the source lacks (most
     // public sets are one label; a file of your own may mix them).
-    println!(
+    outln!(
         "{:<28} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>7} {:>8} {:>8}",
         "source",
         "attacks",
@@ -275,7 +275,7 @@ pub fn eval(
         let (precision, recall, f1) = t.prf();
         let has_attacks = t.attacks > 0;
         let any_detected = t.detected_attacks + t.detected_benign > 0;
-        println!(
+        outln!(
             "{source:<28} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>7} {:>8} {:>8}",
             t.attacks,
             t.benign,
@@ -299,7 +299,7 @@ pub fn eval(
     for (item, assessment) in errors.iter().take(show_errors) {
         let mut text: String = item.text.chars().take(160).collect();
         text = text.replace('\n', " ");
-        println!(
+        outln!(
             "{} {:<20} {:.3} {:?} {text}",
             if item.attack { "missed" } else { "false+" },
             item.source,
@@ -308,7 +308,7 @@ pub fn eval(
         );
     }
     let kib = bytes as f64 / 1024.0;
-    println!(
+    outln!(
         "scan time: {:.2} µs per KiB ({:.1} KiB in {:.1} ms, warm, one thread, all layers)",
         elapsed.as_secs_f64() * 1e6 / kib.max(f64::MIN_POSITIVE),
         kib,
@@ -342,7 +342,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
             scored.push((detector.assess(&item.text, item.trust).score, item));
         }
     }
-    println!(
+    outln!(
         "{folds}-fold out-of-fold thresholds (training file only; the false-positive rate is \
          that of the worst benign source with at least 50 items):"
     );
@@ -386,7 +386,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
                 attacks.iter().filter(|&&s| s >= threshold).count(),
                 attacks.len(),
             );
-            println!(
+            outln!(
                 "  {:<9} fpr<={fpr:<5} threshold {threshold:.4} recall {recall:.3} ({} benign, {} attacks)",
                 trust.as_str(),
                 benign.len(),
@@ -405,7 +405,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
             .iter()
             .map(|(name, (hit, all))| format!("{name} {:.3}", ratio(*hit, *all)))
             .collect();
-        println!(
+        outln!(
             "  {:<9} recall per source at {threshold:.4}: {}",
             trust.as_str(),
             per.join(", ")
@@ -423,7 +423,7 @@ fn cross_validate(items: &[Item], folds: usize, config: TrainConfig) -> Result<(
                 })
                 .collect();
             let recall = ratio(attacks.iter().filter(|&&s| s >= t).count(), attacks.len());
-            println!(
+            outln!(
                 "  {:<9} at {t:.2}: recall {recall:.3}; false positives {}",
                 trust.as_str(),
                 per.join(", ")
@@ -459,7 +459,7 @@ pub fn train_command(
     let model = train(&labeled, config);
     let bytes = model.to_bytes();
     std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
-    println!(
+    outln!(
         "trained on {} items in {:.1} s; wrote {} ({} bytes)",
         labeled.len(),
         started.elapsed().as_secs_f64(),

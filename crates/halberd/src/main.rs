@@ -8,6 +8,28 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` for the CLI's reports: when standard output is closed
+/// (`halberd eval ... | head`) the process ends quietly with status 141, as a
+/// command killed by SIGPIPE would (Rust ignores SIGPIPE, and `println!`
+/// panics on the failed write); any other write error ends it with a message.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(&e)
+        }
+    }};
+}
+
+/// Ends the process after a failed write to standard output (see `outln!`).
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1)
+}
+
 mod eval_generated;
 mod eval_sensitive;
 mod injection_cli;
@@ -471,7 +493,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .iter()
                     .map(|r| halberd_gateway::usage::row_json(group, r))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({"by": group.as_str(), "since": since, "until": until, "rows": rows})
                 );
@@ -593,7 +615,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            println!(
+            outln!(
                 "halberd mock upstream listening on http://{}",
                 listener.local_addr().map_err(|e| e.to_string())?
             );
@@ -626,13 +648,13 @@ async fn serve(
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     let admin = gateway.admin_addr().map_err(|e| e.to_string())?;
     let keys = state.keyring.list().await.map_err(|e| e.to_string())?;
-    println!("halberd listening on http://{addr} (admin API on http://{admin})");
+    outln!("halberd listening on http://{addr} (admin API on http://{admin})");
     match state.config.store_url {
         // The URL may hold a password: the backend only.
-        Some(_) => println!("store: postgres ([store] url / HALBERD_STORE_URL)"),
-        None => println!("store: {}", state.config.store_path.display()),
+        Some(_) => outln!("store: postgres ([store] url / HALBERD_STORE_URL)"),
+        None => outln!("store: {}", state.config.store_path.display()),
     }
-    println!(
+    outln!(
         "models: {}",
         state
             .config
@@ -643,7 +665,7 @@ async fn serve(
             .join(", ")
     );
     if state.admin_token.is_none() {
-        println!(
+        outln!(
             "admin API disabled: set {} to enable it",
             state.config.admin_token_env
         );
@@ -652,7 +674,7 @@ async fn serve(
         let cfg = path
             .map(|p| format!(" --config {}", p.display()))
             .unwrap_or_default();
-        println!(
+        outln!(
             "no keys yet; create the first one with:\n  halberd{cfg} keys create --name my-first-key"
         );
         // A model the configuration really has: the first named one.
@@ -662,7 +684,7 @@ async fn serve(
             .iter()
             .find(|m| !m.is_pattern())
             .map_or("MODEL", |m| m.name.as_str());
-        println!(
+        outln!(
             "then call it like OpenAI:\n  curl http://{addr}/v1/chat/completions -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );
     }
@@ -739,27 +761,33 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
             };
             let issued = keyring.create(spec, &actor(), now).await.map_err(err)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&issued).map_err(|e| e.to_string())?
                 );
             } else {
-                println!("created key {} ({})", issued.record.id, issued.record.name);
-                println!("{}", issued.key);
-                println!("store it now: it will not be shown again");
+                outln!("created key {} ({})", issued.record.id, issued.record.name);
+                outln!("{}", issued.key);
+                outln!("store it now: it will not be shown again");
             }
         }
         KeysCommand::List { json } => {
             let keys = keyring.list().await.map_err(err)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&keys).map_err(|e| e.to_string())?
                 );
             } else {
-                println!(
+                outln!(
                     "{:<14} {:<24} {:<16} {:<10} {:<20} {:<12} {:<24} MODELS",
-                    "ID", "NAME", "USER", "STATE", "EXPIRES", "POLICY", "LIMITS"
+                    "ID",
+                    "NAME",
+                    "USER",
+                    "STATE",
+                    "EXPIRES",
+                    "POLICY",
+                    "LIMITS"
                 );
                 for k in &keys {
                     let limits = serde_json::to_value(k.limits)
@@ -776,7 +804,7 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                         })
                         .filter(|l| !l.is_empty())
                         .unwrap_or_else(|| "-".into());
-                    println!(
+                    outln!(
                         "{:<14} {:<24} {:<16} {:<10} {:<20} {:<12} {:<24} {}",
                         k.id,
                         k.name,
@@ -827,18 +855,18 @@ async fn keys(path: Option<&Path>, cmd: KeysCommand) -> Result<(), String> {
                 .await
                 .map_err(err)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&issued).map_err(|e| e.to_string())?
                 );
             } else {
-                println!(
+                outln!(
                     "rotated {id}: successor {} (the old key stays valid for {}s)",
                     issued.record.id,
                     grace.as_secs()
                 );
-                println!("{}", issued.key);
-                println!("store it now: it will not be shown again");
+                outln!("{}", issued.key);
+                outln!("store it now: it will not be shown again");
             }
         }
         KeysCommand::Revoke { id, json } => {
@@ -873,9 +901,9 @@ async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
                 .await
                 .map_err(err)?;
             if json {
-                println!("{}", to_json(&json!({"user": user, "limits": set}))?);
+                outln!("{}", to_json(&json!({"user": user, "limits": set}))?);
             } else {
-                println!("limits of user {user:?}: {}", to_json(&json!(set))?);
+                outln!("limits of user {user:?}: {}", to_json(&json!(set))?);
             }
         }
         UsersCommand::List { json } => {
@@ -885,10 +913,10 @@ async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
                     .iter()
                     .map(|(u, l)| json!({"user": u, "limits": l}))
                     .collect();
-                println!("{}", to_json(&json!(list))?);
+                outln!("{}", to_json(&json!(list))?);
             } else {
                 for (user, limits) in &all {
-                    println!("{user:<24} {}", to_json(&json!(limits))?);
+                    outln!("{user:<24} {}", to_json(&json!(limits))?);
                 }
             }
         }
@@ -901,7 +929,7 @@ async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
             let report = halberd_gateway::usage_report(keyring.store(), scope, now_unix())
                 .await
                 .map_err(err)?;
-            println!("{}", to_json(&report)?);
+            outln!("{}", to_json(&report)?);
         }
     }
     Ok(())
@@ -909,9 +937,9 @@ async fn users(path: Option<&Path>, cmd: UsersCommand) -> Result<(), String> {
 
 fn print_record(k: &KeyRecord, json: bool, verb: &str) -> Result<(), String> {
     if json {
-        println!("{}", serde_json::to_string(k).map_err(|e| e.to_string())?);
+        outln!("{}", serde_json::to_string(k).map_err(|e| e.to_string())?);
     } else {
-        println!("{verb} key {} ({})", k.id, k.name);
+        outln!("{verb} key {} ({})", k.id, k.name);
     }
     Ok(())
 }
@@ -947,20 +975,20 @@ fn check(path: Option<&Path>) -> Result<(), String> {
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
-    println!("configuration ok ({source})");
+    outln!("configuration ok ({source})");
     if !config.admin_listen.ip().is_loopback() {
-        println!(
+        outln!(
             "warning: the admin API listens on {} (not loopback) over plain HTTP; it manages every key: put it behind TLS and a firewall",
             config.admin_listen
         );
     }
     for provider in &config.providers {
         if let Some(warning) = version_path_warning(provider) {
-            println!("warning: {warning}");
+            outln!("warning: {warning}");
         }
     }
     let summary = json!(config.describe());
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
     );
