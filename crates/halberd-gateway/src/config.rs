@@ -370,6 +370,9 @@ pub struct ProviderFile {
     /// Pass the client's `x-mock-*` headers on (for `halberd mock-upstream`).
     #[serde(default)]
     pub mock_headers: bool,
+    /// PEM file of CA certificates trusted for this provider besides the
+    /// system's (a self-hosted server behind a private CA).
+    pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub first_byte_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -612,6 +615,8 @@ pub struct Provider {
     pub api_key: Option<SecretString>,
     pub api_key_header: Option<http::HeaderName>,
     pub mock_headers: bool,
+    /// Trust roots from `ca_file`, besides the system's.
+    pub ca_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub timeouts: Timeouts,
 }
 
@@ -832,6 +837,7 @@ impl ConfigFile {
                 api_key_header: None,
                 allow_http: false,
                 mock_headers: true,
+                ca_file: None,
                 connect_timeout: None,
                 first_byte_timeout: None,
                 idle_timeout: None,
@@ -1448,15 +1454,19 @@ fn build_provider(
             let u = u.trim_end_matches('/').to_owned();
             // Whether it is a URL first, then its scheme: a typo under
             // `allow_http` is not told to use https.
-            let parsed = reqwest::Url::parse(&u)
-                .ok()
-                .filter(|url| url.host().is_some());
+            let parsed = url::Url::parse(&u).ok().filter(|url| url.host().is_some());
             let Some(parsed) = parsed else {
                 return Err(err(
                     format!("{at}.base_url"),
                     format!("{u:?} is not a valid URL (expected https://host[:port][/path])"),
                 ));
             };
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(err(
+                    format!("{at}.base_url"),
+                    "must not carry credentials (user:password@); the provider's key goes in api_key_env or api_key_file",
+                ));
+            }
             match (parsed.scheme(), p.allow_http) {
                 ("https", _) | ("http", true) => {}
                 ("http", false) => {
@@ -1526,6 +1536,29 @@ fn build_provider(
             "applies to openai providers only",
         ));
     }
+    let ca_roots = match &p.ca_file {
+        None => Vec::new(),
+        Some(file) => {
+            use rustls::pki_types::pem::PemObject;
+            let path = base_dir.join(file);
+            let bad = |m: String| err(format!("{at}.ca_file"), m);
+            let text = std::fs::read(&path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            let roots = rustls::pki_types::CertificateDer::pem_slice_iter(&text)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("{} is not valid PEM: {e}", path.display())))?;
+            if roots.is_empty() {
+                return Err(bad(format!("{} holds no certificate", path.display())));
+            }
+            if base_url
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("https://"))
+            {
+                return Err(bad("applies to an https:// base_url only".into()));
+            }
+            roots
+        }
+    };
     let dur = |field: &str, v: &Option<String>, default: u64| match v {
         Some(s) => parse_duration(s).map_err(|m| err(format!("{at}.{field}"), m)),
         None => Ok(Duration::from_secs(default)),
@@ -1537,6 +1570,7 @@ fn build_provider(
         api_key: api_key.map(SecretString::from),
         api_key_header,
         mock_headers: p.mock_headers || p.kind == ProviderKind::Mock,
+        ca_roots,
         timeouts: Timeouts {
             connect: dur("connect_timeout", &p.connect_timeout, 10)?,
             first_byte: dur("first_byte_timeout", &p.first_byte_timeout, 120)?,
@@ -1611,17 +1645,8 @@ impl Config {
             "providers": self.providers.iter().map(|p| json!({
                 "name": p.name,
                 "kind": lower(format!("{:?}", p.kind)),
-                // Credentials in a URL (`https://user:pass@host`) stay out.
-                "base_url": p.base_url.as_deref().map(|u| match u.split_once("://") {
-                    Some((scheme, rest)) => {
-                        let authority = rest.split('/').next().unwrap_or_default();
-                        match authority.rsplit_once('@') {
-                            Some((_, host)) => format!("{scheme}://[credentials]@{host}{}", &rest[authority.len()..]),
-                            None => u.to_owned(),
-                        }
-                    }
-                    None => u.to_owned(),
-                }),
+                // A URL with credentials is refused when the config is built.
+                "base_url": p.base_url,
             })).collect::<Vec<_>>(),
             "models": self.models.iter().map(|r| (r.name.clone(), json!(self.providers[r.provider].name))).collect::<serde_json::Map<_, _>>(),
             "policies": policies,

@@ -1,11 +1,12 @@
 //! The only module that speaks to providers.
 //!
-//! One pooled HTTP client per provider: no redirects followed (a redirect from a
-//! provider is an error, never a reason to send credentials elsewhere), a connect
-//! timeout, and a first-byte timeout on the response head. Idle and total
-//! timeouts on the body are the relay's ([`crate::relay`]), which reads it.
-//! Dropping an [`UpstreamResponse`] drops the connection, which is how a client
-//! that goes away cancels the upstream request.
+//! One connection pool per provider ([`client`]: HTTP/1.1, each connection
+//! driven by the exchange that uses it): no redirects followed (a redirect from
+//! a provider is an error, never a reason to send credentials elsewhere), a
+//! connect timeout, and a first-byte timeout on the response head. Idle and
+//! total timeouts on the body are the relay's ([`crate::relay`]), which reads
+//! it. Dropping an [`UpstreamResponse`] drops the connection, which is how a
+//! client that goes away cancels the upstream request.
 //!
 //! The built-in mock provider answers in-process through the same
 //! [`UpstreamResponse`], so every later stage treats it exactly like a network
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -25,6 +26,8 @@ use halberd_protocol::{Api, Exchange};
 use crate::config::{Provider, ProviderKind};
 use crate::error::GatewayError;
 use crate::mock;
+
+pub mod client;
 
 /// A body failure after the response head arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +62,10 @@ pub struct Upstreams {
 /// (with its IDNA pass) and building the credential header per request showed
 /// in profiles.
 struct Target {
-    client: reqwest::Client,
-    /// One URL per [`Api`], in [`API_ORDER`].
-    urls: [reqwest::Url; 4],
+    client: Arc<client::Client>,
+    /// The request target (path and query) per [`Api`], in [`API_ORDER`].
+    paths: [http::Uri; 4],
+    host: HeaderValue,
     credential: Option<(http::HeaderName, HeaderValue)>,
 }
 
@@ -83,16 +87,9 @@ fn api_slot(api: Api) -> usize {
 
 impl Target {
     fn new(p: &Provider) -> Result<Target, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(p.timeouts.connect)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("provider {}: cannot build HTTP client: {e}", p.name))?;
         let base = p.base_url.as_deref().unwrap_or_default();
         let url = |api| {
-            reqwest::Url::parse(&endpoint_url(p.kind, base, api))
+            url::Url::parse(&endpoint_url(p.kind, base, api))
                 .map_err(|e| format!("provider {}: base_url is not a valid URL: {e}", p.name))
         };
         let urls = [
@@ -100,6 +97,28 @@ impl Target {
             url(API_ORDER[1])?,
             url(API_ORDER[2])?,
             url(API_ORDER[3])?,
+        ];
+        let origin = &urls[0];
+        let tls = match origin.scheme() {
+            "https" => Some(
+                client::tls_config(p.ca_roots.clone())
+                    .map_err(|e| format!("provider {}: {e}", p.name))?,
+            ),
+            _ => None,
+        };
+        let client = client::Client::new(origin, tls, p.timeouts.connect)
+            .map_err(|e| format!("provider {}: {e}", p.name))?;
+        let host = client::host_header(origin).map_err(|e| format!("provider {}: {e}", p.name))?;
+        let path = |u: &url::Url| {
+            u[url::Position::BeforePath..]
+                .parse::<http::Uri>()
+                .map_err(|_| format!("provider {}: base_url has an invalid path", p.name))
+        };
+        let paths = [
+            path(&urls[0])?,
+            path(&urls[1])?,
+            path(&urls[2])?,
+            path(&urls[3])?,
         ];
         let invalid = |_| {
             format!(
@@ -124,8 +143,9 @@ impl Target {
             )),
         };
         Ok(Target {
-            client,
-            urls,
+            client: Arc::new(client),
+            paths,
+            host,
             credential,
         })
     }
@@ -133,8 +153,6 @@ impl Target {
 
 impl Upstreams {
     pub fn new(providers: &[Provider]) -> Result<Upstreams, String> {
-        // reqwest is built without a bundled crypto backend; ring is ours.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let targets = providers
             .iter()
             .map(|p| match p.kind {
@@ -142,6 +160,24 @@ impl Upstreams {
                 _ => Target::new(p).map(Some),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if targets.iter().any(Option::is_some) {
+            for var in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+            ] {
+                if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+                    // The name only: a proxy URL may carry credentials.
+                    tracing::warn!(
+                        variable = var,
+                        "a proxy variable is set, but providers are reached directly (an egress proxy must be transparent)"
+                    );
+                }
+            }
+        }
         Ok(Upstreams {
             providers: providers.into(),
             targets: targets.into(),
@@ -167,14 +203,19 @@ impl Upstreams {
             return mock_in_process(api, body, ex, client_headers);
         };
         let bytes = serde_json::to_vec(body).map_err(|_| GatewayError::Internal)?;
-        let mut req = target
-            .client
-            .post(target.urls[api_slot(api)].clone())
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(target.paths[api_slot(api)].clone())
+            .header(http::header::HOST, target.host.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(bytes);
-        if ex.stream {
-            req = req.header(http::header::ACCEPT, "text/event-stream");
-        }
+            .header(
+                http::header::ACCEPT,
+                if ex.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            );
         for name in FORWARDED_HEADERS {
             if let Some(v) = client_headers.get(*name) {
                 req = req.header(*name, v.clone());
@@ -196,22 +237,33 @@ impl Upstreams {
         if let Some((name, value)) = &target.credential {
             req = req.header(name.clone(), value.clone());
         }
-        let resp = match tokio::time::timeout(provider.timeouts.first_byte, req.send()).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout),
+        let req = req
+            .body(http_body_util::Full::new(Bytes::from(bytes)))
+            .map_err(|_| GatewayError::Internal)?;
+        let sent = tokio::time::timeout(provider.timeouts.first_byte, target.client.send(req));
+        let (resp, conn) = match sent.await {
+            Err(_) | Ok(Err(client::SendError::ConnectTimeout)) => {
+                return Err(GatewayError::UpstreamTimeout);
+            }
             Ok(Err(e)) => {
-                tracing::warn!(provider = %provider.name, error = %e.without_url(), "upstream request failed");
+                tracing::warn!(provider = %provider.name, error = %e, "upstream request failed");
                 return Err(GatewayError::UpstreamUnreachable);
             }
             Ok(Ok(r)) => r,
         };
-        let headers = resp.headers();
+        let (head, body) = resp.into_parts();
         Ok(UpstreamResponse {
-            status: resp.status(),
-            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
-            retry_after: headers.get(http::header::RETRY_AFTER).cloned(),
-            body: Box::pin(resp.bytes_stream().map_err(|_| BodyError::Read)),
+            status: head.status,
+            content_type: head.headers.get(http::header::CONTENT_TYPE).cloned(),
+            retry_after: head.headers.get(http::header::RETRY_AFTER).cloned(),
+            body: Box::pin(client::DrivenBody::new(body, conn, target.client.clone())),
         })
+    }
+
+    /// Connections opened to provider `index` so far (`None` for the
+    /// in-process mock).
+    pub fn connects(&self, index: usize) -> Option<u64> {
+        self.targets[index].as_ref().map(|t| t.client.connects())
     }
 }
 
@@ -323,6 +375,7 @@ mod tests {
             api_key: Some(key.to_owned().into()),
             api_key_header: None,
             mock_headers: false,
+            ca_roots: Vec::new(),
             timeouts: crate::config::Timeouts {
                 connect: t,
                 first_byte: t,
@@ -338,10 +391,8 @@ mod tests {
     fn targets_are_prepared_at_start() {
         let up = Upstreams::new(&[provider("sk-good")]).unwrap();
         let target = up.targets[0].as_ref().unwrap();
-        assert_eq!(
-            target.urls[api_slot(Api::Responses)].as_str(),
-            "https://api.example.com/v1/responses"
-        );
+        assert_eq!(target.paths[api_slot(Api::Responses)], "/v1/responses");
+        assert_eq!(target.host, "api.example.com");
         let (name, value) = target.credential.as_ref().unwrap();
         assert_eq!(name, http::header::AUTHORIZATION);
         assert_eq!(value, "Bearer sk-good");

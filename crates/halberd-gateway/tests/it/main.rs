@@ -19,6 +19,7 @@ mod sanitize;
 mod schema;
 mod sensitive;
 mod tools;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

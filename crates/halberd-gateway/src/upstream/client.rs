@@ -1,0 +1,482 @@
+//! The HTTP/1.1 client for network providers: a pool of connections per
+//! provider, each driven by the task that uses it.
+//!
+//! A pooled client with connection tasks of its own (reqwest, hyper-util's
+//! client) hands a response body from the connection's task to the reader
+//! through a channel of one chunk: a streamed answer then costs a task
+//! wake-up (often across threads) and a write to the client per event, and
+//! the request head a hand-over each way. Here the exchange's own task polls
+//! the connection ([`Conn::drive`]) while it waits for the head and while it
+//! reads the body, so reading the socket, decoding, inspecting and writing to
+//! the client happen on one task, and every event already read from the
+//! socket is handed on at once, gathered into one chunk ([`DrivenBody`]).
+//! Nothing is held back that has arrived: gathering takes only what is
+//! already in memory.
+//!
+//! HTTP/1.1 only, over TLS too (ALPN offers `http/1.1` alone): one connection
+//! per exchange in flight, as the providers' own SDKs use by default. TLS is
+//! rustls with the platform's verifier (the system's trust store), plus a
+//! provider's own `ca_file` for a self-hosted server behind a private CA.
+//!
+//! A connection goes back to the pool only after its response was read to
+//! the end; a body dropped halfway (the client went away, a timeout) drops the
+//! connection with it, which is how the upstream request is cancelled. A
+//! pooled connection is checked before reuse (polled once: a provider that
+//! closed it is noticed), and a request that a pooled connection turns out
+//! unable to take (closed before anything was written) is sent once more on a
+//! new connection; a request already written is never sent twice.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::BodyError;
+
+/// Idle connections older than this are closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle connections kept per provider.
+const MAX_IDLE: usize = 512;
+/// The most bytes gathered into one chunk before it is handed on.
+const MAX_GATHER: usize = 256 * 1024;
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    #[error("HTTP: {0}")]
+    Http(hyper::Error),
+}
+
+/// Where a provider is and how to reach it, prepared once.
+pub struct Client {
+    host: Host,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+    connects: AtomicU64,
+}
+
+enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Client {
+    /// A client for `url`'s origin (http or https). `tls` is required for
+    /// https.
+    pub fn new(
+        url: &url::Url,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        connect_timeout: Duration,
+    ) -> Result<Client, String> {
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => Host::Name(d.to_owned()),
+            Some(url::Host::Ipv4(ip)) => Host::Ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Host::Ip(ip.into()),
+            None => return Err("the URL has no host".into()),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or("the URL has no port and its scheme no default")?;
+        let tls = match (url.scheme(), tls) {
+            ("http", _) => None,
+            ("https", Some(config)) => {
+                let name = match &host {
+                    Host::Name(d) => ServerName::try_from(d.clone())
+                        .map_err(|_| format!("{d:?} is not a TLS server name"))?,
+                    Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+                };
+                Some((TlsConnector::from(config), name))
+            }
+            ("https", None) => return Err("an https URL needs a TLS configuration".into()),
+            (other, _) => return Err(format!("scheme {other:?} is not http or https")),
+        };
+        Ok(Client {
+            host,
+            port,
+            tls,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+            connects: AtomicU64::new(0),
+        })
+    }
+
+    /// Connections opened so far (the pool's reuse, for tests and figures).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) and waits for the response
+    /// head, driving the connection meanwhile. The connection comes back with
+    /// the response: it must be driven while the body is read, and is
+    /// returned to the pool by [`DrivenBody`] when the body ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Conn), SendError> {
+        loop {
+            let (mut conn, pooled) = match self.checkout() {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
+            };
+            let mut response = std::pin::pin!(conn.sender.try_send_request(req));
+            let result = std::future::poll_fn(|cx| {
+                conn.drive(cx);
+                response.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(resp) => return Ok((resp, conn)),
+                // A pooled connection closed before it took the request:
+                // nothing was written, a new connection takes it.
+                Err(mut e) if pooled => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+                Err(e) => return Err(SendError::Http(e.into_error())),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = match &self.host {
+            Host::Name(name) => {
+                tokio::time::timeout_at(deadline, TcpStream::connect((name.as_str(), self.port)))
+                    .await
+            }
+            Host::Ip(ip) => {
+                tokio::time::timeout_at(deadline, TcpStream::connect((*ip, self.port))).await
+            }
+        }
+        .map_err(|_| SendError::ConnectTimeout)?
+        .map_err(SendError::Connect)?;
+        // Requests and events are small writes that must go out at once.
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Io::Plain(tcp),
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| SendError::ConnectTimeout)?
+                    .map_err(SendError::Tls)?;
+                Io::Tls(Box::new(tls))
+            }
+        };
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(Conn {
+            sender,
+            driver: Some(driver),
+        })
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(Idle { mut conn, since }) = idle.pop() {
+            if since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            // One poll reads what the provider did meanwhile: a close (or
+            // stray bytes, an error) ends the connection here.
+            conn.drive(&mut Context::from_waker(std::task::Waker::noop()));
+            if conn.is_open() && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if !conn.is_open() || !conn.sender.is_ready() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The oldest go first: they are the likeliest to be closed by the
+        // provider, and the newest are reused first.
+        idle.retain(|i| i.since.elapsed() <= IDLE_TIMEOUT);
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// One HTTP/1.1 connection: the handle that sends requests and the state
+/// machine that does its I/O, which whoever waits on it must poll.
+pub struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    /// `None` once the connection has ended.
+    driver: Option<http1::Connection<TokioIo<Io>, Full<Bytes>>>,
+}
+
+impl Conn {
+    /// Does the connection's pending I/O (writes the request, reads and
+    /// decodes what has arrived). A connection that has ended is dropped at
+    /// once: a request still queued on it then fails (and comes back, to be
+    /// sent elsewhere) instead of waiting for a connection nobody drives.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver
+            && Pin::new(driver).poll(cx).is_ready()
+        {
+            self.driver = None;
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.driver.is_some()
+    }
+}
+
+/// A response body read on the reader's task, its connection driven as it
+/// is read, and every chunk already decoded handed on together.
+pub struct DrivenBody {
+    body: Incoming,
+    conn: Option<Conn>,
+    client: Arc<Client>,
+    /// The body failed after some bytes were gathered: those go first.
+    failed: bool,
+    ended: bool,
+}
+
+impl DrivenBody {
+    pub fn new(body: Incoming, conn: Conn, client: Arc<Client>) -> DrivenBody {
+        DrivenBody {
+            body,
+            conn: Some(conn),
+            client,
+            failed: false,
+            ended: false,
+        }
+    }
+}
+
+impl Stream for DrivenBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            this.failed = false;
+            this.ended = true;
+            return Poll::Ready(Some(Err(BodyError::Read)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut gathered = Gathered::default();
+        loop {
+            if let Some(conn) = &mut this.conn {
+                conn.drive(cx);
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        gathered.push(data);
+                    }
+                    if gathered.len() >= MAX_GATHER {
+                        return Poll::Ready(Some(Ok(gathered.take())));
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    this.conn = None;
+                    if gathered.is_empty() {
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(BodyError::Read)));
+                    }
+                    this.failed = true;
+                    return Poll::Ready(Some(Ok(gathered.take())));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    if let Some(mut conn) = this.conn.take() {
+                        // Lets the connection see the end of its exchange
+                        // and become ready for the next.
+                        conn.drive(cx);
+                        this.client.checkin(conn);
+                    }
+                    return Poll::Ready((!gathered.is_empty()).then(|| Ok(gathered.take())));
+                }
+                Poll::Pending if gathered.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Some(Ok(gathered.take()))),
+            }
+        }
+    }
+}
+
+/// Chunks joined without a copy when there is only one.
+#[derive(Default)]
+struct Gathered {
+    first: Option<Bytes>,
+    more: BytesMut,
+}
+
+impl Gathered {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match &self.first {
+            None => self.first = Some(data),
+            Some(first) => {
+                if self.more.is_empty() {
+                    self.more.reserve(first.len() + data.len());
+                    self.more.extend_from_slice(first);
+                }
+                self.more.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.first {
+            None => 0,
+            Some(_) if !self.more.is_empty() => self.more.len(),
+            Some(first) => first.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn take(&mut self) -> Bytes {
+        let first = self.first.take().unwrap_or_default();
+        if self.more.is_empty() {
+            first
+        } else {
+            std::mem::take(&mut self.more).freeze()
+        }
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS configuration for providers: the platform's verifier (the
+/// system's trust store) and, for a provider with a `ca_file`, its roots
+/// besides. HTTP/1.1 is the only protocol offered.
+pub fn tls_config(
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+            .map_err(|e| format!("cannot set up TLS verification: {e}"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The `Host` header for `url`: its host, with the port when not the
+/// scheme's default.
+pub fn host_header(url: &url::Url) -> Result<HeaderValue, String> {
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let value = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).map_err(|_| format!("{value:?} cannot be a Host header"))
+}
