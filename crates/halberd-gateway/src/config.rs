@@ -373,6 +373,9 @@ pub struct ProviderFile {
     /// PEM file of CA certificates trusted for this provider besides the
     /// system's (a self-hosted server behind a private CA).
     pub ca_file: Option<String>,
+    /// An HTTP proxy (`http://[user:password@]host:port`) reached providers
+    /// through, by CONNECT tunnels; https base URLs only.
+    pub proxy: Option<String>,
     pub connect_timeout: Option<String>,
     pub first_byte_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -617,6 +620,8 @@ pub struct Provider {
     pub mock_headers: bool,
     /// Trust roots from `ca_file`, besides the system's.
     pub ca_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The proxy URL (it may carry the proxy's password).
+    pub proxy: Option<SecretString>,
     pub timeouts: Timeouts,
 }
 
@@ -838,6 +843,7 @@ impl ConfigFile {
                 allow_http: false,
                 mock_headers: true,
                 ca_file: None,
+                proxy: None,
                 connect_timeout: None,
                 first_byte_timeout: None,
                 idle_timeout: None,
@@ -1559,6 +1565,18 @@ fn build_provider(
             roots
         }
     };
+    if let Some(proxy) = &p.proxy {
+        crate::upstream::client::Proxy::parse(proxy).map_err(|m| err(format!("{at}.proxy"), m))?;
+        if base_url
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("https://"))
+        {
+            return Err(err(
+                format!("{at}.proxy"),
+                "applies to an https:// base_url only",
+            ));
+        }
+    }
     let dur = |field: &str, v: &Option<String>, default: u64| match v {
         Some(s) => parse_duration(s).map_err(|m| err(format!("{at}.{field}"), m)),
         None => Ok(Duration::from_secs(default)),
@@ -1571,6 +1589,7 @@ fn build_provider(
         api_key_header,
         mock_headers: p.mock_headers || p.kind == ProviderKind::Mock,
         ca_roots,
+        proxy: p.proxy.clone().map(SecretString::from),
         timeouts: Timeouts {
             connect: dur("connect_timeout", &p.connect_timeout, 10)?,
             first_byte: dur("first_byte_timeout", &p.first_byte_timeout, 120)?,

@@ -106,7 +106,13 @@ impl Target {
             ),
             _ => None,
         };
-        let client = client::Client::new(origin, tls, p.timeouts.connect)
+        let proxy = p
+            .proxy
+            .as_ref()
+            .map(|u| client::Proxy::parse(u.expose_secret()))
+            .transpose()
+            .map_err(|e| format!("provider {}: proxy {e}", p.name))?;
+        let client = client::Client::new(origin, tls, proxy, p.timeouts.connect)
             .map_err(|e| format!("provider {}: {e}", p.name))?;
         let host = client::host_header(origin).map_err(|e| format!("provider {}: {e}", p.name))?;
         let path = |u: &url::Url| {
@@ -376,6 +382,7 @@ mod tests {
             api_key_header: None,
             mock_headers: false,
             ca_roots: Vec::new(),
+            proxy: None,
             timeouts: crate::config::Timeouts {
                 connect: t,
                 first_byte: t,

@@ -66,6 +66,8 @@ pub enum SendError {
     Connect(io::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(io::Error),
+    #[error("proxy: {0}")]
+    Proxy(String),
     #[error("HTTP: {0}")]
     Http(hyper::Error),
 }
@@ -74,6 +76,7 @@ pub enum SendError {
 pub struct Client {
     host: Host,
     port: u16,
+    proxy: Option<Proxy>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
@@ -83,6 +86,55 @@ pub struct Client {
 enum Host {
     Name(String),
     Ip(IpAddr),
+}
+
+/// An HTTP proxy that providers are reached through, by `CONNECT` tunnels.
+pub struct Proxy {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization` from the proxy URL's user and password.
+    authorization: Option<HeaderValue>,
+}
+
+impl Proxy {
+    /// From `http://[user:password@]host:port`; the message never repeats
+    /// the password.
+    pub fn parse(text: &str) -> Result<Proxy, String> {
+        let url = url::Url::parse(text).map_err(|_| "is not a valid URL".to_owned())?;
+        if url.scheme() != "http" {
+            return Err("must be an http:// proxy URL (the tunnel to the provider is TLS)".into());
+        }
+        if url.path() != "/" || url.query().is_some() {
+            return Err("must be http://[user:password@]host:port, without a path".into());
+        }
+        let host = url.host_str().ok_or("has no host")?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authorization = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            use base64::Engine as _;
+            let user = percent_decode(url.username());
+            let password = percent_decode(url.password().unwrap_or_default());
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let mut v = HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|_| "has credentials that cannot be sent".to_owned())?;
+            v.set_sensitive(true);
+            Some(v)
+        };
+        Ok(Proxy {
+            host,
+            port,
+            authorization,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 struct Idle {
@@ -96,6 +148,7 @@ impl Client {
     pub fn new(
         url: &url::Url,
         tls: Option<Arc<rustls::ClientConfig>>,
+        proxy: Option<Proxy>,
         connect_timeout: Duration,
     ) -> Result<Client, String> {
         let host = match url.host() {
@@ -120,9 +173,13 @@ impl Client {
             ("https", None) => return Err("an https URL needs a TLS configuration".into()),
             (other, _) => return Err(format!("scheme {other:?} is not http or https")),
         };
+        if proxy.is_some() && tls.is_none() {
+            return Err("a proxy applies to an https:// base_url only".into());
+        }
         Ok(Client {
             host,
             port,
+            proxy,
             tls,
             connect_timeout,
             idle: Mutex::new(Vec::new()),
@@ -169,17 +226,30 @@ impl Client {
 
     async fn connect(&self) -> Result<Conn, SendError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let tcp = match &self.host {
-            Host::Name(name) => {
+        let tcp = match (&self.proxy, &self.host) {
+            (Some(proxy), _) => {
+                tokio::time::timeout_at(
+                    deadline,
+                    TcpStream::connect((proxy.host.as_str(), proxy.port)),
+                )
+                .await
+            }
+            (None, Host::Name(name)) => {
                 tokio::time::timeout_at(deadline, TcpStream::connect((name.as_str(), self.port)))
                     .await
             }
-            Host::Ip(ip) => {
+            (None, Host::Ip(ip)) => {
                 tokio::time::timeout_at(deadline, TcpStream::connect((*ip, self.port))).await
             }
         }
         .map_err(|_| SendError::ConnectTimeout)?
         .map_err(SendError::Connect)?;
+        let tcp = match &self.proxy {
+            None => tcp,
+            Some(proxy) => tokio::time::timeout_at(deadline, self.tunnel(tcp, proxy))
+                .await
+                .map_err(|_| SendError::ConnectTimeout)??,
+        };
         // Requests and events are small writes that must go out at once.
         let _ = tcp.set_nodelay(true);
         let stream = match &self.tls {
@@ -201,6 +271,51 @@ impl Client {
             sender,
             driver: Some(driver),
         })
+    }
+
+    /// Asks the proxy for a tunnel to the provider (`CONNECT host:port`).
+    async fn tunnel(&self, mut tcp: TcpStream, proxy: &Proxy) -> Result<TcpStream, SendError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let authority = match &self.host {
+            Host::Name(n) => format!("{n}:{}", self.port),
+            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            Host::Ip(ip) => format!("{ip}:{}", self.port),
+        };
+        let mut head =
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+        if let Some(auth) = &proxy.authorization {
+            head.extend_from_slice(b"Proxy-Authorization: ");
+            head.extend_from_slice(auth.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        tcp.write_all(&head).await.map_err(SendError::Connect)?;
+        // The answer's head, byte by byte: nothing after it may be consumed,
+        // it belongs to the TLS handshake.
+        let mut answer = Vec::with_capacity(128);
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() >= 8192 {
+                return Err(SendError::Proxy("its answer to CONNECT is too long".into()));
+            }
+            let byte = tcp.read_u8().await.map_err(|_| {
+                SendError::Proxy("it closed the connection before answering CONNECT".into())
+            })?;
+            answer.push(byte);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&answer) {
+            Ok(httparse::Status::Complete(_)) => match response.code {
+                Some(200..=299) => Ok(tcp),
+                Some(code) => Err(SendError::Proxy(format!(
+                    "it refused the tunnel with status {code}"
+                ))),
+                None => Err(SendError::Proxy(
+                    "its answer to CONNECT has no status".into(),
+                )),
+            },
+            _ => Err(SendError::Proxy("its answer to CONNECT is not HTTP".into())),
+        }
     }
 
     /// The most recently used idle connection that is still open and ready.

@@ -272,3 +272,135 @@ async fn connections_are_reused_and_one_the_provider_closed_is_replaced() {
     assert_eq!(idle_accepted.load(Ordering::SeqCst), 3);
     gw.shutdown().await;
 }
+
+/// An HTTP proxy that opens `CONNECT` tunnels when the request carries
+/// `expected_auth` (`Proxy-Authorization`), else answers 407. Records the
+/// authorities it was asked for.
+async fn connect_proxy(
+    expected_auth: &'static str,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = tcp.read_u8().await else { return };
+                    head.push(b);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let authority = head.split(' ').nth(1).unwrap().to_owned();
+                record.lock().unwrap().push(authority.clone());
+                let authorized = head.lines().any(|l| {
+                    l.eq_ignore_ascii_case(&format!("proxy-authorization: {expected_auth}"))
+                });
+                if !head.starts_with("CONNECT ") || !authorized {
+                    let _ = tcp.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let Ok(mut target) =
+                    tokio::net::TcpStream::connect(authority.replace("localhost", "127.0.0.1"))
+                        .await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut target).await;
+            });
+        }
+    });
+    (addr, asked)
+}
+
+#[tokio::test]
+async fn a_provider_is_reached_through_a_connect_proxy_and_a_refusing_proxy_fails_cleanly() {
+    let (addr, _) = upstream(true, true).await;
+    // user "ops", password "s3cret p@ss" (percent-encoded in the URL).
+    let (proxy, asked) = connect_proxy("Basic b3BzOnMzY3JldCBwQHNz").await;
+    let ca = fixture("ca.pem");
+    let ca = format!("ca_file = {:?}\n", ca.to_str().unwrap());
+    let toml = [
+        provider(
+            "proxied",
+            &format!("https://localhost:{}/v1", addr.port()),
+            &format!("{ca}proxy = \"http://ops:s3cret%20p%40ss@{proxy}\""),
+        ),
+        provider(
+            "refused",
+            &format!("https://localhost:{}/v1", addr.port()),
+            &format!("{ca}proxy = \"http://ops:wrong@{proxy}\""),
+        ),
+    ]
+    .concat();
+    let gw = TestGateway::start(&toml).await;
+    let key = gw.any_key().await;
+    let url = gw.url("/v1/chat/completions");
+    for stream in [false, true, false] {
+        let (status, text) = status_and_text(
+            post(&url, &key, chat("proxied-model", stream)).await,
+            stream,
+        )
+        .await;
+        assert_eq!(status, 200, "stream={stream}: {text}");
+        assert!(text.contains("tides"), "{text}");
+    }
+    // One tunnel, to the provider's host and port, reused.
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![format!("localhost:{}", addr.port())]
+    );
+
+    let (status, text) =
+        status_and_text(post(&url, &key, chat("refused-model", false)).await, false).await;
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains("upstream_unreachable") && !text.contains("wrong"),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[test]
+fn a_proxy_must_be_plain_http_for_an_https_provider_and_its_password_is_never_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    for (base, proxy, says) in [
+        (
+            "https://llm.example.com/v1",
+            "https://ops:hunter2@proxy:3128",
+            "must be an http:// proxy URL",
+        ),
+        (
+            "https://llm.example.com/v1",
+            "http://ops:hunter2@proxy:3128/path",
+            "without a path",
+        ),
+        (
+            "http://127.0.0.1:9/v1",
+            "http://ops:hunter2@proxy:3128",
+            "https:// base_url only",
+        ),
+    ] {
+        let toml = provider("p", base, &format!("proxy = {proxy:?}"));
+        let err = halberd_gateway::config::ConfigFile::parse(&toml)
+            .unwrap()
+            .build(dir.path(), &|_| None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("providers[0].proxy") && err.contains(says),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
