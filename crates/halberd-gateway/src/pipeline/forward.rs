@@ -292,7 +292,11 @@ pub async fn forward(
             output.report(&ctx.request_id);
             output_summary = output.summary();
             match result {
-                Ok(()) => Bytes::from(v.to_string()),
+                // Nothing rewritten: the provider's bytes as they came.
+                Ok(false) => bytes,
+                Ok(true) => {
+                    Bytes::from(serde_json::to_vec(&v).map_err(|_| GatewayError::Internal)?)
+                }
                 Err(e) => {
                     let e = output_error(e);
                     finish.failed(e.code());
@@ -404,7 +408,7 @@ fn map_upstream_error(
             }
             let relayed = parsed.as_ref().map_or_else(
                 || Bytes::copy_from_slice(body),
-                |v| Bytes::from(v.to_string()),
+                |v| Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
             );
             let mut resp = Response::new(Body::from(relayed));
             *resp.status_mut() = status;

@@ -252,8 +252,10 @@ impl OutputInspector {
     }
 
     /// Redacts a whole (non-streamed) JSON response in place.
-    pub fn whole(&mut self, body: &mut Value) -> Result<(), OutputError> {
-        self.walk(body).map(|_| ())
+    /// Inspects a whole answer in place; whether anything in it was
+    /// rewritten.
+    pub fn whole(&mut self, body: &mut Value) -> Result<bool, OutputError> {
+        self.walk(body)
     }
 
     fn text(&mut self, text: &str, rendered: bool) -> Result<Option<String>, OutputError> {
@@ -509,7 +511,7 @@ impl OutputInspector {
                 }
                 chunk["choices"] = Value::Array(choices);
                 chunk.as_object_mut().map(|o| o.remove("usage"));
-                out.put_slice(&SseEvent::encode(None, &chunk.to_string()));
+                out.put_slice(&SseEvent::encode_json(None, &chunk));
             }
             Api::Messages => {
                 for (key, text) in pending {
@@ -821,7 +823,7 @@ fn blocked(kind: Kind) -> OutputError {
 
 /// Re-frames an event with new data, keeping its `event:` and `id:` fields.
 fn encode(ev: &SseEvent, value: &Value) -> Bytes {
-    let framed = SseEvent::encode(ev.event.as_deref(), &value.to_string());
+    let framed = SseEvent::encode_json(ev.event.as_deref(), value);
     match &ev.id {
         Some(id) => {
             let mut out = BytesMut::with_capacity(framed.len() + id.len() + 5);
@@ -911,7 +913,7 @@ fn anthropic_delta(key: &str, text: String) -> Bytes {
         "index": index,
         "delta": {"type": delta_type, field: text},
     });
-    SseEvent::encode(Some("content_block_delta"), &event.to_string())
+    SseEvent::encode_json(Some("content_block_delta"), &event)
 }
 
 fn responses_delta(key: &str, text: String, done: Option<&Value>) -> Bytes {
@@ -933,10 +935,7 @@ fn responses_delta(key: &str, text: String, done: Option<&Value>) -> Bytes {
         }
     }
     event.insert("delta".into(), Value::String(text));
-    SseEvent::encode(
-        Some(&format!("{family}.delta")),
-        &Value::Object(event).to_string(),
-    )
+    SseEvent::encode_json(Some(&format!("{family}.delta")), &Value::Object(event))
 }
 
 #[cfg(test)]

@@ -124,3 +124,22 @@ fn encode_round_trips() {
     assert_eq!(events[0].data.as_deref(), Some("line one\nline two"));
     assert_eq!(events[0].event.as_deref(), Some("content_block_delta"));
 }
+
+/// Serialised into the frame, the bytes are those of the formatter's path,
+/// and a newline inside a string stays escaped on the one `data:` line.
+#[test]
+fn json_events_are_framed_like_their_text() {
+    let value = serde_json::json!({"type": "delta", "text": "two\nlines \"quoted\" é", "n": [1, 2.5, null]});
+    for event in [None, Some("content_block_delta")] {
+        let framed = SseEvent::encode_json(event, &value);
+        assert_eq!(framed, SseEvent::encode(event, &value.to_string()));
+        let mut decoder = SseDecoder::new(1 << 20);
+        let mut events = Vec::new();
+        decoder.push(&framed, &mut events).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event.as_deref(), event);
+        let data: serde_json::Value =
+            serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
+        assert_eq!(data, value);
+    }
+}
