@@ -179,7 +179,7 @@ impl Upstreams {
                     // The name only: a proxy URL may carry credentials.
                     tracing::warn!(
                         variable = var,
-                        "a proxy variable is set, but providers are reached directly (an egress proxy must be transparent)"
+                        "a proxy variable is set, but it is not read: providers are reached directly unless their `proxy` is set"
                     );
                 }
             }
@@ -264,12 +264,6 @@ impl Upstreams {
             retry_after: head.headers.get(http::header::RETRY_AFTER).cloned(),
             body: Box::pin(client::DrivenBody::new(body, conn, target.client.clone())),
         })
-    }
-
-    /// Connections opened to provider `index` so far (`None` for the
-    /// in-process mock).
-    pub fn connects(&self, index: usize) -> Option<u64> {
-        self.targets[index].as_ref().map(|t| t.client.connects())
     }
 }
 

@@ -30,7 +30,6 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -80,7 +79,6 @@ pub struct Client {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
-    connects: AtomicU64,
 }
 
 enum Host {
@@ -183,13 +181,7 @@ impl Client {
             tls,
             connect_timeout,
             idle: Mutex::new(Vec::new()),
-            connects: AtomicU64::new(0),
         })
-    }
-
-    /// Connections opened so far (the pool's reuse, for tests and figures).
-    pub fn connects(&self) -> u64 {
-        self.connects.load(Ordering::Relaxed)
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and waits for the response
@@ -266,7 +258,6 @@ impl Client {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Http)?;
-        self.connects.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             sender,
             driver: Some(driver),
@@ -594,4 +585,85 @@ pub fn host_header(url: &url::Url) -> Result<HeaderValue, String> {
         None => host.to_owned(),
     };
     HeaderValue::from_str(&value).map_err(|_| format!("{value:?} cannot be a Host header"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request on a connection with `events`
+    /// SSE events, each its own HTTP chunk, all in one write.
+    async fn chunked_server(events: usize) -> (std::net::SocketAddr, Arc<Mutex<usize>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        // Each request of these tests fits one read.
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let mut out =
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                        for i in 0..events {
+                            let event = format!("data: {{\"n\":{i}}}\n\n");
+                            out.extend_from_slice(
+                                format!("{:x}\r\n{event}\r\n", event.len()).as_bytes(),
+                            );
+                        }
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        tcp.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
+        Request::post("/v1/chat/completions")
+            .header(http::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    }
+
+    /// Events that arrived together are handed on together (not one chunk
+    /// per event), nothing is lost or reordered, and the connection goes
+    /// back to the pool for the next exchange.
+    #[tokio::test]
+    async fn chunks_already_read_are_handed_on_together_and_the_connection_is_reused() {
+        let (addr, accepted) = chunked_server(64).await;
+        let url = url::Url::parse(&format!("http://{addr}/v1")).unwrap();
+        let client = Arc::new(Client::new(&url, None, None, Duration::from_secs(5)).unwrap());
+        let expected: String = (0..64)
+            .map(|i| format!("data: {{\"n\":{i}}}\n\n"))
+            .collect();
+        for _ in 0..3 {
+            let (resp, conn) = client.send(request(addr)).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = DrivenBody::new(resp.into_body(), conn, client.clone());
+            let mut pieces = 0;
+            let mut text = Vec::new();
+            while let Some(piece) = body.next().await {
+                pieces += 1;
+                text.extend_from_slice(&piece.unwrap());
+            }
+            assert_eq!(String::from_utf8(text).unwrap(), expected);
+            assert!(
+                pieces < 16,
+                "64 events in one write came as {pieces} pieces"
+            );
+        }
+        assert_eq!(*accepted.lock().unwrap(), 1);
+    }
 }
