@@ -148,8 +148,10 @@ impl Target {
                 secret_header(&format!("Bearer {}", k.expose_secret())).map_err(invalid)?,
             )),
         };
+        let client = Arc::new(client);
+        client.reap_idle(client::REAP_EVERY);
         Ok(Target {
-            client: Arc::new(client),
+            client,
             paths,
             host,
             credential,

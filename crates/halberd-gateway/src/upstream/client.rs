@@ -6,7 +6,7 @@
 //! through a channel of one chunk: a streamed answer then costs a task
 //! wake-up (often across threads) and a write to the client per event, and
 //! the request head a hand-over each way. Here the exchange's own task polls
-//! the connection ([`Conn::drive`]) while it waits for the head and while it
+//! the connection (`Conn::drive`) while it waits for the head and while it
 //! reads the body, so reading the socket, decoding, inspecting and writing to
 //! the client happen on one task, and every event already read from the
 //! socket is handed on at once, gathered into one chunk ([`DrivenBody`]).
@@ -24,7 +24,9 @@
 //! pooled connection is checked before reuse (polled once: a provider that
 //! closed it is noticed), and a request that a pooled connection turns out
 //! unable to take (closed before anything was written) is sent once more on a
-//! new connection; a request already written is never sent twice.
+//! new connection; a request already written is never sent twice. Without
+//! traffic, a task looks at the idle connections every [`REAP_EVERY`] and
+//! closes those the provider closed or that idled past [`IDLE_TIMEOUT`].
 
 use std::future::Future;
 use std::io;
@@ -50,9 +52,14 @@ use tokio_rustls::client::TlsStream;
 use super::BodyError;
 
 /// Idle connections older than this are closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The most idle connections kept per provider.
 const MAX_IDLE: usize = 512;
+/// How often idle connections are looked at while no exchange comes to
+/// reuse them: those the provider closed, or idle past [`IDLE_TIMEOUT`], are
+/// closed on our side too instead of holding their sockets until traffic
+/// returns.
+pub const REAP_EVERY: Duration = Duration::from_secs(15);
 /// The most bytes gathered into one chunk before it is handed on.
 const MAX_GATHER: usize = 256 * 1024;
 
@@ -307,6 +314,43 @@ impl Client {
             },
             _ => Err(SendError::Proxy("its answer to CONNECT is not HTTP".into())),
         }
+    }
+
+    /// Starts the task that closes dead and expired idle connections every
+    /// `every`; it ends when the client is dropped. Without a runtime (a
+    /// config check) there is nothing to start.
+    pub fn reap_idle(self: &Arc<Self>, every: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(client) = client.upgrade() else {
+                    return;
+                };
+                client.prune();
+            }
+        });
+    }
+
+    /// Closes the idle connections that expired or that the provider
+    /// closed (one poll each reads the close); how many are left.
+    fn prune(&self) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let waker = std::task::Waker::noop();
+        idle.retain_mut(|i| {
+            if i.since.elapsed() > IDLE_TIMEOUT {
+                return false;
+            }
+            i.conn.drive(&mut Context::from_waker(waker));
+            i.conn.is_open()
+        });
+        idle.len()
     }
 
     /// The most recently used idle connection that is still open and ready.
@@ -628,6 +672,57 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// A server that answers one request per connection (keep-alive, no
+    /// `Connection: close`) and closes the connection 50 ms later.
+    async fn closing_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    if tcp.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn exchange(client: &Arc<Client>, addr: std::net::SocketAddr) {
+        let (resp, conn) = client.send(request(addr)).await.unwrap();
+        let mut body = DrivenBody::new(resp.into_body(), conn, client.clone());
+        while let Some(piece) = body.next().await {
+            piece.unwrap();
+        }
+    }
+
+    /// Without traffic, the reaper closes a pooled connection the provider
+    /// closed, and keeps one that is still open.
+    #[tokio::test]
+    async fn idle_connections_the_provider_closed_are_reaped_and_live_ones_kept() {
+        let client_for = |addr: std::net::SocketAddr| {
+            let url = url::Url::parse(&format!("http://{addr}/v1")).unwrap();
+            let client = Arc::new(Client::new(&url, None, None, Duration::from_secs(5)).unwrap());
+            client.reap_idle(Duration::from_millis(100));
+            client
+        };
+        let closing = closing_server().await;
+        let (live, _) = chunked_server(2).await;
+        let (to_closing, to_live) = (client_for(closing), client_for(live));
+        exchange(&to_closing, closing).await;
+        exchange(&to_live, live).await;
+        assert_eq!(to_closing.idle.lock().unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(to_closing.idle.lock().unwrap().len(), 0);
+        assert_eq!(to_live.idle.lock().unwrap().len(), 1);
     }
 
     fn request(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
