@@ -80,6 +80,16 @@ fn provider(name: &str, base_url: &str, extra: &str) -> String {
     )
 }
 
+/// The error of building `toml` (in `dir`), which must fail.
+fn config_error(toml: &str, dir: &std::path::Path) -> String {
+    halberd_gateway::config::ConfigFile::parse(toml)
+        .unwrap()
+        .build(dir, &|_| None)
+        .err()
+        .unwrap()
+        .to_string()
+}
+
 fn chat(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "a plain question about tides"}]})
 }
@@ -143,12 +153,7 @@ async fn a_ca_file_that_is_missing_or_holds_no_certificate_stops_the_start() {
             "https://localhost:1/v1",
             &format!("ca_file = {:?}", file.to_str().unwrap()),
         );
-        let err = halberd_gateway::config::ConfigFile::parse(&toml)
-            .unwrap()
-            .build(dir.path(), &|_| None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = config_error(&toml, dir.path());
         assert!(
             err.contains("providers[0].ca_file") && err.contains(says),
             "{err}"
@@ -161,12 +166,7 @@ async fn a_ca_file_that_is_missing_or_holds_no_certificate_stops_the_start() {
         std::fs::read(fixture("ca.pem")).unwrap(),
     )
     .unwrap();
-    let err = halberd_gateway::config::ConfigFile::parse(&toml)
-        .unwrap()
-        .build(dir.path(), &|_| None)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = config_error(&toml, dir.path());
     assert!(err.contains("https:// base_url only"), "{err}");
 }
 
@@ -411,12 +411,7 @@ fn a_proxy_must_be_plain_http_for_an_https_provider_and_its_password_is_never_re
         ),
     ] {
         let toml = provider("p", base, &format!("proxy = {proxy:?}"));
-        let err = halberd_gateway::config::ConfigFile::parse(&toml)
-            .unwrap()
-            .build(dir.path(), &|_| None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = config_error(&toml, dir.path());
         assert!(
             err.contains("providers[0].proxy") && err.contains(says),
             "{err}"
