@@ -725,6 +725,38 @@ mod tests {
         assert_eq!(to_live.idle.lock().unwrap().len(), 1);
     }
 
+    /// A body without a length, ended by the provider closing the
+    /// connection (HTTP/1.0 style), arrives whole, and the closed
+    /// connection is not pooled.
+    #[tokio::test]
+    async fn a_body_ended_by_the_connection_closing_arrives_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer: String = (0..2000).map(|i| format!("{i},")).collect();
+        let sent = answer.clone();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            assert!(tcp.read(&mut buf).await.unwrap() > 0);
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            for piece in sent.as_bytes().chunks(1000) {
+                tcp.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let url = url::Url::parse(&format!("http://{addr}/v1")).unwrap();
+        let client = Arc::new(Client::new(&url, None, None, Duration::from_secs(5)).unwrap());
+        let (resp, conn) = client.send(request(addr)).await.unwrap();
+        let mut body = DrivenBody::new(resp.into_body(), conn, client.clone());
+        let mut text = Vec::new();
+        while let Some(piece) = body.next().await {
+            text.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(String::from_utf8(text).unwrap(), answer);
+        assert_eq!(client.idle.lock().unwrap().len(), 0);
+    }
+
     fn request(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
         Request::post("/v1/chat/completions")
             .header(http::header::HOST, addr.to_string())
