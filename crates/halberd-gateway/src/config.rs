@@ -620,8 +620,8 @@ pub struct Provider {
     pub mock_headers: bool,
     /// Trust roots from `ca_file`, besides the system's.
     pub ca_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-    /// The proxy URL (it may carry the proxy's password).
-    pub proxy: Option<SecretString>,
+    /// The proxy providers are reached through, parsed once here.
+    pub proxy: Option<crate::upstream::client::Proxy>,
     pub timeouts: Timeouts,
 }
 
@@ -1565,17 +1565,21 @@ fn build_provider(
             roots
         }
     };
-    if let Some(proxy) = &p.proxy {
-        crate::upstream::client::Proxy::parse(proxy).map_err(|m| err(format!("{at}.proxy"), m))?;
-        if base_url
+    let proxy = p
+        .proxy
+        .as_deref()
+        .map(crate::upstream::client::Proxy::parse)
+        .transpose()
+        .map_err(|m| err(format!("{at}.proxy"), m))?;
+    if proxy.is_some()
+        && base_url
             .as_deref()
             .is_some_and(|u| !u.starts_with("https://"))
-        {
-            return Err(err(
-                format!("{at}.proxy"),
-                "applies to an https:// base_url only",
-            ));
-        }
+    {
+        return Err(err(
+            format!("{at}.proxy"),
+            "applies to an https:// base_url only",
+        ));
     }
     let dur = |field: &str, v: &Option<String>, default: u64| match v {
         Some(s) => parse_duration(s).map_err(|m| err(format!("{at}.{field}"), m)),
@@ -1589,7 +1593,7 @@ fn build_provider(
         api_key_header,
         mock_headers: p.mock_headers || p.kind == ProviderKind::Mock,
         ca_roots,
-        proxy: p.proxy.clone().map(SecretString::from),
+        proxy,
         timeouts: Timeouts {
             connect: dur("connect_timeout", &p.connect_timeout, 10)?,
             first_byte: dur("first_byte_timeout", &p.first_byte_timeout, 120)?,

@@ -106,13 +106,7 @@ impl Target {
             ),
             _ => None,
         };
-        let proxy = p
-            .proxy
-            .as_ref()
-            .map(|u| client::Proxy::parse(u.expose_secret()))
-            .transpose()
-            .map_err(|e| format!("provider {}: proxy {e}", p.name))?;
-        let client = client::Client::new(origin, tls, proxy, p.timeouts.connect)
+        let client = client::Client::new(origin, tls, p.proxy.clone(), p.timeouts.connect)
             .map_err(|e| format!("provider {}: {e}", p.name))?;
         let host = client::host_header(origin).map_err(|e| format!("provider {}: {e}", p.name))?;
         let path = |u: &url::Url| {

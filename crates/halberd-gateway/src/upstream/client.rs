@@ -94,6 +94,8 @@ enum Host {
 }
 
 /// An HTTP proxy that providers are reached through, by `CONNECT` tunnels.
+/// Its `Debug` shows the credentials as `Sensitive`.
+#[derive(Debug, Clone)]
 pub struct Proxy {
     host: String,
     port: u16,
@@ -118,8 +120,14 @@ impl Proxy {
             None
         } else {
             use base64::Engine as _;
-            let user = percent_decode(url.username());
-            let password = percent_decode(url.password().unwrap_or_default());
+            // Userinfo is percent-encoded, not form-encoded: a `+` stays a `+`.
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let user = decode(url.username());
+            let password = decode(url.password().unwrap_or_default());
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             let mut v = HeaderValue::from_str(&format!("Basic {token}"))
@@ -135,16 +143,22 @@ impl Proxy {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 struct Idle {
     conn: Conn,
     since: Instant,
+}
+
+impl Idle {
+    /// Not expired and still open: one poll reads what the provider did
+    /// meanwhile (a close, or stray bytes, an error, ends the connection).
+    fn alive(&mut self) -> bool {
+        if self.since.elapsed() > IDLE_TIMEOUT {
+            return false;
+        }
+        self.conn
+            .drive(&mut Context::from_waker(std::task::Waker::noop()));
+        self.conn.is_open()
+    }
 }
 
 impl Client {
@@ -342,29 +356,16 @@ impl Client {
     /// closed (one poll each reads the close); how many are left.
     fn prune(&self) -> usize {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let waker = std::task::Waker::noop();
-        idle.retain_mut(|i| {
-            if i.since.elapsed() > IDLE_TIMEOUT {
-                return false;
-            }
-            i.conn.drive(&mut Context::from_waker(waker));
-            i.conn.is_open()
-        });
+        idle.retain_mut(Idle::alive);
         idle.len()
     }
 
     /// The most recently used idle connection that is still open and ready.
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Idle { mut conn, since }) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
-                continue;
-            }
-            // One poll reads what the provider did meanwhile: a close (or
-            // stray bytes, an error) ends the connection here.
-            conn.drive(&mut Context::from_waker(std::task::Waker::noop()));
-            if conn.is_open() && conn.sender.is_ready() {
-                return Some(conn);
+        while let Some(mut i) = idle.pop() {
+            if i.alive() && i.conn.sender.is_ready() {
+                return Some(i.conn);
             }
         }
         None
@@ -672,6 +673,22 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// The proxy's credentials are percent-decoded (a `+` stays a `+`)
+    /// and never shown by `Debug`.
+    #[test]
+    fn proxy_credentials_are_percent_decoded_and_hidden() {
+        use base64::Engine as _;
+        let proxy = Proxy::parse("http://ops:a+b%20c%40d@proxy.internal:3128").unwrap();
+        let auth = proxy.authorization.as_ref().unwrap();
+        let token = auth.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap();
+        assert_eq!(decoded, b"ops:a+b c@d");
+        assert!(!format!("{proxy:?}").contains(token));
+        assert_eq!((proxy.host.as_str(), proxy.port), ("proxy.internal", 3128));
     }
 
     /// A server that answers one request per connection (keep-alive, no

@@ -45,30 +45,39 @@ async fn upstream(tls: bool, keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>)
         .unwrap();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
+    listen(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let service = TowerToHyperService::new(halberd_gateway::mock_server::router());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().keep_alive(keep_alive);
+            let _ = match acceptor {
+                Some(a) => {
+                    let Ok(tls) = a.accept(tcp).await else { return };
+                    builder.serve_connection(TokioIo::new(tls), service).await
+                }
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+            };
+        }
+    })
+    .await
+}
+
+/// Listens on an ephemeral port and serves every connection with `serve`,
+/// each on a task of its own; counts the connections accepted.
+async fn listen<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let service = TowerToHyperService::new(halberd_gateway::mock_server::router());
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().keep_alive(keep_alive);
-                let _ = match acceptor {
-                    Some(a) => {
-                        let Ok(tls) = a.accept(tcp).await else { return };
-                        builder.serve_connection(TokioIo::new(tls), service).await
-                    }
-                    None => builder.serve_connection(TokioIo::new(tcp), service).await,
-                };
-            });
+            tokio::spawn(serve(tcp));
         }
     });
     (addr, accepted)
@@ -192,58 +201,46 @@ const IDLE_ANSWER: &str = r#"{
 /// while the gateway holds it idle in its pool.
 async fn closes_when_idle() -> (SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
+    listen(|mut tcp| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The head, then as much body as it announces.
+        let body_len = loop {
+            let Ok(n) = tcp.read(&mut chunk).await else {
                 return;
             };
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // The head, then as much body as it announces.
-                let body_len = loop {
-                    let Ok(n) = tcp.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map(|v| v.trim().parse().unwrap())
-                            .unwrap_or(0);
-                        break end + 4 + len;
-                    }
-                };
-                while buf.len() < body_len {
-                    let Ok(n) = tcp.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let body = IDLE_ANSWER;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tcp.write_all(resp.as_bytes()).await;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            });
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                break end + 4 + len;
+            }
+        };
+        while buf.len() < body_len {
+            let Ok(n) = tcp.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-    });
-    (addr, accepted)
+        let body = IDLE_ANSWER;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -300,45 +297,42 @@ async fn connect_proxy(
     expected_auth: &'static str,
 ) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = asked.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
+    let (addr, _) = listen(move |mut tcp| {
+        let record = record.clone();
+        async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let Ok(b) = tcp.read_u8().await else { return };
+                head.push(b);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let authority = head.split(' ').nth(1).unwrap().to_owned();
+            record.lock().unwrap().push(authority.clone());
+            let authorized = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("proxy-authorization: {expected_auth}")));
+            if !head.starts_with("CONNECT ") || !authorized {
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n",
+                    )
+                    .await;
+                return;
+            }
+            tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .unwrap();
+            let Ok(mut target) =
+                tokio::net::TcpStream::connect(authority.replace("localhost", "127.0.0.1")).await
+            else {
                 return;
             };
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let Ok(b) = tcp.read_u8().await else { return };
-                    head.push(b);
-                }
-                let head = String::from_utf8(head).unwrap();
-                let authority = head.split(' ').nth(1).unwrap().to_owned();
-                record.lock().unwrap().push(authority.clone());
-                let authorized = head.lines().any(|l| {
-                    l.eq_ignore_ascii_case(&format!("proxy-authorization: {expected_auth}"))
-                });
-                if !head.starts_with("CONNECT ") || !authorized {
-                    let _ = tcp.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n").await;
-                    return;
-                }
-                tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .unwrap();
-                let Ok(mut target) =
-                    tokio::net::TcpStream::connect(authority.replace("localhost", "127.0.0.1"))
-                        .await
-                else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut target).await;
-            });
+            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut target).await;
         }
-    });
+    })
+    .await;
     (addr, asked)
 }
 
